@@ -1,3 +1,36 @@
-"""pyro-vae: variational auto-encoders as Pyro probabilistic programs."""
+"""pyro-vae: variational auto-encoders as Pyro probabilistic programs.
+
+Declare a model from named parts, train it with SVI, score it with importance sampling::
+
+    from pyro_vae import build_vae, load_dataset
+    data = load_dataset("digits", binarize="dynamic")
+    vae = build_vae(data_dim=data.feature_dim, latent_dim=2, prior="normal", likelihood="bernoulli")
+"""
+
+from pyro_vae.errors import ConfigError, DataError, TrainingError, UnsupportedModelError
+from pyro_vae.guides import GUIDES
+from pyro_vae.likelihoods import LIKELIHOODS
+from pyro_vae.networks import NETWORKS
+from pyro_vae.priors import PRIORS
+from pyro_vae.registry import BuildContext, Registry
+from pyro_vae.spec import DataSpec, ModelSpec, RunSpec, TrainSpec, load_spec, save_spec
+from pyro_vae.vae import VAE, build_vae
 
 __version__ = "0.1.0"
+
+REGISTRIES = {"prior": PRIORS, "likelihood": LIKELIHOODS, "network": NETWORKS, "guide": GUIDES}
+
+
+def load_dataset(*args, **kwargs):  # noqa: D103 - thin lazy re-export, see pyro_vae.data
+    from pyro_vae.data import load_dataset as _load
+
+    return _load(*args, **kwargs)
+
+
+load_dataset.__doc__ = "Load a dataset into train/val/test splits (see :func:`pyro_vae.data.load_dataset`)."
+
+__all__ = [
+    "VAE", "build_vae", "load_dataset", "REGISTRIES", "PRIORS", "LIKELIHOODS", "NETWORKS", "GUIDES",
+    "Registry", "BuildContext", "ModelSpec", "DataSpec", "TrainSpec", "RunSpec", "load_spec", "save_spec",
+    "ConfigError", "DataError", "TrainingError", "UnsupportedModelError",
+]

@@ -1,0 +1,512 @@
+"""Datasets for the VAE: load, check, split, binarize and batch.
+
+Every loader returns a :class:`DataSplits` of float32 tensors shaped ``(N, D)`` (images are
+flattened in C order; ``image_shape`` remembers ``(H, W)``). Formats understood:
+
+* ``"digits"``: scikit-learn's bundled 8x8 digits (1797 images, pixels 0..16, scaled /16).
+* ``"mnist"`` / ``"fashion-mnist"``: the original IDX files (``train-images-idx3-ubyte.gz`` ...).
+  IDX is a big-endian binary format: two zero bytes, a dtype code (0x08 = uint8), the number of
+  dimensions, one uint32 per dimension, then the raw values; images have magic 2051, labels
+  2049. Files may be gzip-compressed or not. Pixels are scaled /255. The official test set is
+  the test split; the validation split is carved from train.
+* ``"binarized-mnist"``: Larochelle & Murray's fixed binarization,
+  ``binarized_mnist_{train,valid,test}.amat``, either as the original whitespace-separated text
+  or as MATLAB 5 MAT-files holding a variable ``X`` (detected from the header bytes).
+* A user file: ``.npy`` (``(N, D)`` or ``(N, H, W)``), ``.npz`` (key ``x``/``X``/``data`` plus
+  optional ``y``/``labels``, or keys ``train`` and ``test``), ``.csv`` (numeric, optional header
+  row; a header column named ``label`` holds labels). User values are not rescaled.
+
+Built-in datasets are looked up in :func:`resolve_data_dir`: an explicit ``data_dir`` argument,
+else the ``PYRO_VAE_DATA`` environment variable, else the user cache directory.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import logging
+import os
+import struct
+import tempfile
+import urllib.error
+import urllib.request
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from pyro_vae.errors import ConfigError, DataError
+
+logger = logging.getLogger(__name__)
+
+DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion-mnist", "binarized-mnist")
+FILE_EXTENSIONS: tuple[str, ...] = (".npy", ".npz", ".csv")
+BINARIZE_MODES: tuple[str, ...] = ("none", "threshold", "static", "dynamic")
+ENV_VAR = "PYRO_VAE_DATA"
+
+MNIST_RESOURCES: dict[str, str] = {
+    "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+    "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+    "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+    "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+}
+FASHION_MNIST_RESOURCES: dict[str, str] = {
+    "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+    "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+    "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+    "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+}
+# name -> (sub-folder of the data dir, checksums, default mirror)
+_IDX_DATASETS: dict[str, tuple[str, dict[str, str], str]] = {
+    "mnist": ("mnist", MNIST_RESOURCES, "https://ossci-datasets.s3.amazonaws.com/mnist/"),
+    "fashion-mnist": (
+        "fashion_mnist",
+        FASHION_MNIST_RESOURCES,
+        "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+    ),
+}
+_IDX_MAGIC_IMAGES, _IDX_MAGIC_LABELS = 2051, 2049
+_IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+@dataclass(frozen=True)
+class DataSplits:
+    """Train/validation/test tensors of one dataset, each float32 ``(N, D)``."""
+
+    name: str
+    train: torch.Tensor
+    val: torch.Tensor
+    test: torch.Tensor
+    train_labels: torch.Tensor | None
+    val_labels: torch.Tensor | None
+    test_labels: torch.Tensor | None
+    image_shape: tuple[int, ...] | None
+    binarize: str
+
+    def __post_init__(self) -> None:
+        for split in ("train", "val", "test"):
+            x, y = getattr(self, split), getattr(self, f"{split}_labels")
+            if x.ndim != 2 or x.shape[1] != self.train.shape[1]:
+                raise DataError(
+                    f"{split} split has shape {tuple(x.shape)}; every split must be 2-D (N, D) "
+                    f"with D = {self.train.shape[-1]}"
+                )
+            if y is not None and y.shape != (x.shape[0],):
+                raise DataError(f"{split}_labels has shape {tuple(y.shape)}; expected ({x.shape[0]},)")
+
+    @property
+    def feature_dim(self) -> int:
+        """Number of features D of one (flattened) data point."""
+        return int(self.train.shape[1])
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
+    """Data folder: explicit argument > env ``PYRO_VAE_DATA`` > ``user_cache_dir('pyro-vae')``."""
+    if data_dir is not None:
+        return Path(data_dir).expanduser()
+    if os.environ.get(ENV_VAR):
+        return Path(os.environ[ENV_VAR]).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("pyro-vae"))
+
+
+# ----------------------------------------------------------------------------- checks
+def validate_array(x: object, *, name: str = "data") -> torch.Tensor:
+    """Check a user array and return it as a float32 tensor ``(N, D)``.
+
+    Accepts bool/int/float dtypes, shaped ``(N, D)`` or ``(N, H, W)`` (flattened to ``H*W``
+    features). Refuses object/string/complex dtypes, other ranks, empty arrays and NaN/inf.
+    """
+    arr = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    if arr.dtype.kind not in "biuf":
+        kind = {"O": "Python objects", "U": "strings", "S": "bytes", "c": "complex numbers"}
+        raise DataError(
+            f"{name} has dtype {arr.dtype} ({kind.get(arr.dtype.kind, 'non-numeric values')}); "
+            "a VAE needs real numbers: convert it first, e.g. np.asarray(x, dtype=np.float32)"
+        )
+    if arr.ndim == 3:
+        logger.info("%s has shape %s; flattening each %dx%d image to %d features",
+                    name, arr.shape, arr.shape[1], arr.shape[2], arr.shape[1] * arr.shape[2])
+        arr = arr.reshape(arr.shape[0], -1)
+    if arr.ndim != 2:
+        raise DataError(
+            f"{name} has shape {arr.shape} ({arr.ndim}-D); expected (N, D) rows of features or "
+            "(N, H, W) images. For one feature use x.reshape(-1, 1); for one point x.reshape(1, -1)"
+        )
+    if arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise DataError(f"{name} is empty (shape {arr.shape}); it needs at least one row and column")
+    out = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+    for bad, what in ((torch.isnan(out), "NaN"), (torch.isinf(out), "infinite")):
+        count = int(bad.sum())
+        if count:
+            row, col = (int(i) for i in bad.nonzero()[0])
+            raise DataError(
+                f"{name} contains {count} {what} values (first at row {row}, column {col}); "
+                "remove or impute them before training"
+                + (" (values beyond +-3.4e38 overflow float32)" if what == "infinite" else "")
+            )
+    return out
+
+
+def _check_options(binarize: str, val_fraction: float, test_fraction: float,
+                   max_train: int | None) -> None:
+    if binarize not in BINARIZE_MODES:
+        raise ConfigError(f"binarize={binarize!r} is not one of {', '.join(BINARIZE_MODES)}")
+    for label, f in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0.0 <= f < 1.0:
+            raise ConfigError(f"{label}={f} must lie in [0, 1)")
+    if val_fraction + test_fraction >= 1.0:
+        raise ConfigError(f"val_fraction + test_fraction = {val_fraction + test_fraction} leaves "
+                          "no training data; keep the sum below 1")
+    if max_train is not None and max_train < 1:
+        raise ConfigError(f"max_train={max_train} must be a positive integer or None")
+
+
+# ----------------------------------------------------------------------------- splitting
+def _labels(y: object, n: int, name: str) -> torch.Tensor:
+    arr = np.asarray(y)
+    if arr.ndim != 1 or arr.shape[0] != n:
+        raise DataError(f"{name} has shape {arr.shape}; expected one label per row, i.e. ({n},)")
+    if arr.dtype.kind not in "biuf" or (arr.dtype.kind == "f" and not np.all(arr == np.round(arr))):
+        raise DataError(f"{name} must hold integer class labels (got dtype {arr.dtype})")
+    return torch.from_numpy(arr.astype(np.int64))
+
+
+def _split(x: torch.Tensor, y: torch.Tensor | None, fractions: tuple[float, float], seed: int
+           ) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    """Shuffle rows with ``seed`` and cut them into [train, val, test] by (val, test) fractions."""
+    n = x.shape[0]
+    n_val, n_test = (int(round(n * f)) for f in fractions)
+    if n - n_val - n_test < 1:
+        raise DataError(f"{n} rows are too few for val/test fractions {fractions}; "
+                        "lower the fractions or provide more data")
+    perm = torch.from_numpy(np.random.default_rng(seed).permutation(n))
+    parts = (perm[n_val + n_test:], perm[:n_val], perm[n_val:n_val + n_test])
+    return [(x[p], None if y is None else y[p]) for p in parts]
+
+
+def _finish(name: str, parts: list[tuple[torch.Tensor, torch.Tensor | None]],
+            image_shape: tuple[int, ...] | None, binarize: str, seed: int,
+            max_train: int | None) -> DataSplits:
+    """Apply ``max_train`` and binarization, then build the DataSplits."""
+    (tr, ytr), (va, yva), (te, yte) = parts
+    if max_train is not None:
+        tr, ytr = tr[:max_train], None if ytr is None else ytr[:max_train]
+    if binarize in ("threshold", "dynamic"):
+        for split, t in (("train", tr), ("val", va), ("test", te)):
+            if t.numel() and (t.min() < 0 or t.max() > 1):
+                raise DataError(
+                    f"binarize={binarize!r} needs values in [0, 1] but the {split} split spans "
+                    f"[{float(t.min()):g}, {float(t.max()):g}]; rescale it or use binarize='none'")
+    if binarize == "threshold":
+        tr, va, te = ((t > 0.5).float() for t in (tr, va, te))
+    elif binarize == "dynamic":  # train is resampled by batches(); evaluation data is fixed once
+        gen = torch.Generator().manual_seed(seed)
+        va, te = torch.bernoulli(va, generator=gen), torch.bernoulli(te, generator=gen)
+    logger.info("%s: train %s, val %s, test %s, binarize=%s", name, tuple(tr.shape),
+                tuple(va.shape), tuple(te.shape), binarize)
+    return DataSplits(name, tr.contiguous(), va.contiguous(), te.contiguous(),
+                      ytr, yva, yte, image_shape, binarize)
+
+
+# ----------------------------------------------------------------------------- IDX (MNIST)
+def read_idx(path: str | os.PathLike, expected_magic: int | None = None) -> np.ndarray:
+    """Parse an IDX file (gzip-compressed or raw) into a numpy array, validating its header."""
+    path = Path(path)
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (EOFError, OSError, zlib.error) as exc:
+            raise DataError(f"{path} is a damaged or truncated gzip file ({exc}); "
+                            "delete it and download it again") from exc
+    if len(raw) < 4:
+        raise DataError(f"{path} is too short ({len(raw)} bytes) to be an IDX file")
+    magic = struct.unpack(">I", raw[:4])[0]
+    code, ndim = raw[2], raw[3]
+    if raw[:2] != b"\x00\x00" or code not in _IDX_DTYPES or ndim == 0 or (
+            expected_magic is not None and magic != expected_magic):
+        want = f"magic {expected_magic}" if expected_magic else "an IDX header"
+        raise DataError(f"{path} has magic number {magic} but {want} was expected; "
+                        "is it the right file (images 2051, labels 2049)?")
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"{path} is truncated inside its header; download it again")
+    dims = struct.unpack(f">{ndim}I", raw[4:header])
+    dtype = np.dtype(_IDX_DTYPES[code])
+    expected = int(np.prod(dims)) * dtype.itemsize
+    if len(raw) - header != expected:
+        raise DataError(f"{path} holds {len(raw) - header} data bytes but its header {dims} "
+                        f"announces {expected}; the file is truncated or corrupt, download it again")
+    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
+
+
+def _find(name: str, folder: Path, filename: str, subdir: str) -> Path:
+    """Locate ``filename`` (or its un-gzipped twin) in ``folder/subdir`` or ``folder``."""
+    stems = [filename] + ([filename[:-3]] if filename.endswith(".gz") else [])
+    candidates = [d / s for d in (folder / subdir, folder) for s in stems]
+    for c in candidates:
+        if c.is_file():
+            return c
+    raise DataError(
+        f"{name} file {filename!r} not found; searched {', '.join(str(c) for c in candidates)}. "
+        f"Put the files in {folder / subdir}, point the {ENV_VAR} environment variable or "
+        f"--data-dir at the folder holding them, or pass download=True "
+        f"(`pyro-vae ... --download`) to fetch them"
+        + (" (binarized-mnist cannot be downloaded automatically)" if name == "binarized-mnist" else "")
+    )
+
+
+def _pixels(images: np.ndarray) -> torch.Tensor:
+    """uint8 images (N, H, W) -> float32 (N, H*W) in [0, 1]."""
+    return torch.from_numpy(images.reshape(images.shape[0], -1)).float().div_(255.0)
+
+
+def _int64(labels: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(labels.astype(np.int64))
+
+
+def _load_idx_dataset(name: str, folder: Path, download: bool) -> tuple[np.ndarray, ...]:
+    subdir, resources, _ = _IDX_DATASETS[name]
+    try:
+        paths = [_find(name, folder, f, subdir) for f in resources]
+    except DataError:
+        if not download:
+            raise
+        download_dataset(name, folder)
+        paths = [_find(name, folder, f, subdir) for f in resources]
+    x_tr, y_tr, x_te, y_te = (
+        read_idx(p, _IDX_MAGIC_IMAGES if "images" in p.name else _IDX_MAGIC_LABELS) for p in paths)
+    for x, y, split in ((x_tr, y_tr, "train"), (x_te, y_te, "test")):
+        if x.ndim != 3 or y.ndim != 1 or x.shape[0] != y.shape[0]:
+            raise DataError(f"{name} {split} images {x.shape} and labels {y.shape} do not match; "
+                            "the files are from different datasets or damaged")
+    return x_tr, y_tr, x_te, y_te
+
+
+# ----------------------------------------------------------------------------- binarized MNIST
+def _read_amat(path: Path) -> np.ndarray:
+    """Read a binarized-MNIST ``.amat``: a MATLAB MAT-file (variable ``X``) or whitespace text."""
+    with open(path, "rb") as fh:
+        is_mat = fh.read(6) == b"MATLAB"
+    try:
+        if not is_mat:
+            return np.loadtxt(path, dtype=np.float32, ndmin=2)
+        import scipy.io
+
+        mat = {k: v for k, v in scipy.io.loadmat(path).items() if not k.startswith("__")}
+    except (ValueError, NotImplementedError, OSError) as exc:
+        raise DataError(f"cannot read {path} ({exc}); expected a MAT-file or text .amat") from exc
+    if "X" in mat:
+        return mat["X"]
+    if len(mat) == 1:
+        return next(iter(mat.values()))
+    raise DataError(f"{path} is a MAT-file without a variable 'X' (it has {sorted(mat)})")
+
+
+# ----------------------------------------------------------------------------- user files
+def _first_row_numeric(path: Path) -> tuple[bool, list[str]]:
+    with open(path, encoding="utf-8-sig") as fh:
+        first = next((line for line in fh if line.strip()), "")
+    fields = [f.strip() for f in first.split(",")]
+    try:
+        [float(f) for f in fields]
+        return True, fields
+    except ValueError:
+        return False, fields
+
+
+def _read_user_file(path: Path) -> tuple[dict[str, object], list[str]]:
+    """Return ({'x'|'train'|'val'|'test'|..._labels: array}, notes) from a .npy/.npz/.csv file."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            return {"x": np.load(path, allow_pickle=False)}, []
+        if suffix == ".npz":
+            with np.load(path, allow_pickle=False) as npz:
+                keys = {k: npz[k] for k in npz.files}
+            if "train" in keys and "test" in keys:
+                out = {s: keys[s] for s in ("train", "test") if s in keys}
+                out["val"] = keys.get("val", keys.get("valid"))
+                for s in ("train", "val", "test"):
+                    out[f"{s}_labels"] = keys.get(f"{s}_labels", keys.get(f"y_{s}"))
+                return out, []
+            xk = next((k for k in ("x", "X", "data") if k in keys), None)
+            if xk is None:
+                raise DataError(f"{path} has arrays {sorted(keys)}; store the data under 'x', 'X' "
+                                "or 'data' (labels under 'y' or 'labels'), or use 'train'/'test'")
+            return {"x": keys[xk], "labels": keys.get("y", keys.get("labels"))}, []
+        numeric, fields = _first_row_numeric(path)
+        arr = np.loadtxt(path, delimiter=",", skiprows=0 if numeric else 1, ndmin=2,
+                         dtype=np.float64, encoding="utf-8-sig")
+    except (ValueError, OSError, EOFError) as exc:
+        raise DataError(f"cannot read {path}: {exc}. {suffix} files must hold a numeric array "
+                        "(object/pickled arrays are refused)") from exc
+    lower = [f.lower() for f in fields]
+    if not numeric and "label" in lower and arr.shape[1] == len(fields) > 1:
+        j = lower.index("label")
+        return {"x": np.delete(arr, j, axis=1), "labels": arr[:, j]}, [f"labels from column {j}"]
+    return {"x": arr}, []
+
+
+# ----------------------------------------------------------------------------- entry point
+def load_dataset(source: str | os.PathLike, *, data_dir: str | os.PathLike | None = None,
+                 binarize: str = "none", val_fraction: float = 0.1, test_fraction: float = 0.2,
+                 seed: int = 0, max_train: int | None = None, download: bool = False) -> DataSplits:
+    """Load a built-in dataset (one of :data:`DATASETS`) or a user ``.npy``/``.npz``/``.csv`` file.
+
+    ``val_fraction``/``test_fraction`` cut shuffled (``seed``) data into splits; for MNIST-like
+    sets the official test split is kept and only ``val_fraction`` applies; binarized-mnist has
+    fixed splits. ``binarize`` is "none", "threshold" (x > 0.5), "dynamic" (val/test sampled
+    once from ``seed``, train resampled per epoch by :func:`batches`) or "static" (only for
+    binarized-mnist). ``max_train`` keeps the first rows of the (shuffled) training split.
+    """
+    _check_options(binarize, val_fraction, test_fraction, max_train)
+    key = str(source).lower().replace("_", "-") if isinstance(source, str) else None
+    if key == "binarized-mnist":
+        if binarize == "dynamic":
+            raise ConfigError("binarized-mnist is already statically binarized; use "
+                              "binarize='static' (or 'none'), or 'mnist' with binarize='dynamic'")
+    elif binarize == "static":
+        raise ConfigError("binarize='static' is only for 'binarized-mnist'; for other data use "
+                          "'none', 'threshold' or 'dynamic'")
+    folder = resolve_data_dir(data_dir)
+    if key == "digits":
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        x = torch.from_numpy(digits.data.astype(np.float32) / 16.0)
+        parts = _split(x, torch.from_numpy(digits.target.astype(np.int64)),
+                       (val_fraction, test_fraction), seed)
+        return _finish("digits", parts, (8, 8), binarize, seed, max_train)
+    if key in _IDX_DATASETS:
+        x_tr, y_tr, x_te, y_te = _load_idx_dataset(key, folder, download)
+        (tr, ytr), (va, yva), _ = _split(_pixels(x_tr), _int64(y_tr), (val_fraction, 0.0), seed)
+        parts = [(tr, ytr), (va, yva), (_pixels(x_te), _int64(y_te))]
+        return _finish(key, parts, tuple(x_tr.shape[1:]), binarize, seed, max_train)
+    if key == "binarized-mnist":
+        parts = []
+        for split in ("train", "valid", "test"):
+            path = _find(key, folder, f"binarized_mnist_{split}.amat", "binarized_mnist")
+            parts.append((validate_array(_read_amat(path), name=str(path)), None))
+        if parts[0][0].shape[1] != 784:
+            raise DataError(f"binarized-mnist rows have {parts[0][0].shape[1]} values; expected 784")
+        return _finish(key, parts, (28, 28), "static", seed, max_train)
+
+    path = Path(source).expanduser()
+    if not path.is_file() or path.suffix.lower() not in FILE_EXTENSIONS:
+        problem = (f"{str(path)!r} has extension {path.suffix!r}" if path.is_file()
+                   else f"unknown dataset {str(source)!r} (no such built-in name or file)")
+        raise DataError(f"{problem}; use one of {', '.join(DATASETS)} or a path to a "
+                        f"{'/'.join(FILE_EXTENSIONS)} file")
+    arrays, notes = _read_user_file(path)
+    name = str(path)
+    if "train" in arrays:
+        tr = validate_array(arrays["train"], name=f"{name}['train']")
+        yl = {s: None if arrays[f"{s}_labels"] is None else
+              _labels(arrays[f"{s}_labels"], len(arrays[s]), f"{s}_labels")
+              for s in ("train", "val", "test") if arrays.get(s) is not None}
+        te = validate_array(arrays["test"], name=f"{name}['test']")
+        if arrays.get("val") is not None:
+            parts = [(tr, yl["train"]), (validate_array(arrays["val"], name=f"{name}['val']"),
+                                         yl["val"]), (te, yl["test"])]
+        else:
+            parts = _split(tr, yl["train"], (val_fraction, 0.0), seed)[:2] + [(te, yl["test"])]
+        raw = np.asarray(arrays["train"])
+    else:
+        raw = np.asarray(arrays["x"])
+        x = validate_array(raw, name=name)
+        y = None if arrays.get("labels") is None else _labels(arrays["labels"], x.shape[0], "labels")
+        parts = _split(x, y, (val_fraction, test_fraction), seed)
+    for note in notes:
+        logger.info("%s: %s", name, note)
+    image_shape = tuple(int(s) for s in raw.shape[1:]) if raw.ndim == 3 else None
+    return _finish(name, parts, image_shape, binarize, seed, max_train)
+
+
+# ----------------------------------------------------------------------------- batching
+def batches(x: torch.Tensor, batch_size: int, *, shuffle: bool = True,
+            generator: torch.Generator | None = None, binarize: bool = False,
+            drop_last: bool = False) -> Iterator[torch.Tensor]:
+    """Yield minibatches of the rows of ``x`` (one epoch).
+
+    One ``randperm`` per epoch plus ``index_select`` per batch (no DataLoader). With
+    ``binarize=True`` each batch is a fresh Bernoulli(x) draw (dynamic binarization).
+    """
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise DataError(f"batch_size={batch_size!r} must be a positive integer")
+    n = x.shape[0]
+    order = torch.randperm(n, generator=generator) if shuffle else None
+    stop = n - n % batch_size if drop_last else n
+    for start in range(0, stop, batch_size):
+        end = min(start + batch_size, n)
+        batch = x.index_select(0, order[start:end]) if order is not None else x[start:end]
+        if binarize:
+            try:
+                batch = torch.bernoulli(batch, generator=generator)
+            except RuntimeError as exc:
+                raise DataError("batches(binarize=True) needs values in [0, 1] (probabilities); "
+                                "rescale the data or turn binarization off") from exc
+        yield batch
+
+
+# ----------------------------------------------------------------------------- download
+def file_md5(path: str | os.PathLike) -> str:
+    """Hex MD5 digest of a file, read in 1 MiB chunks."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def download_dataset(name: str, data_dir: str | os.PathLike | None = None, *,
+                     base_url: str | None = None, force: bool = False) -> Path:
+    """Fetch the IDX files of ``"mnist"`` or ``"fashion-mnist"`` into ``data_dir/<name>/``.
+
+    Each file is streamed to a temporary file in the target folder, its MD5 checked against
+    the official value, and only then moved into place with ``os.replace``; a mismatch deletes
+    the download and raises :class:`DataError`. Files already present with the right MD5 are
+    skipped unless ``force``. Returns the dataset folder.
+    """
+    key = name.lower().replace("_", "-")
+    if key not in _IDX_DATASETS:
+        raise DataError(f"cannot download {name!r}: only {', '.join(_IDX_DATASETS)} have checksummed "
+                        "mirrors ('digits' ships with scikit-learn; place binarized-mnist files "
+                        "in the data folder yourself)")
+    subdir, resources, default_url = _IDX_DATASETS[key]
+    folder = resolve_data_dir(data_dir) / subdir
+    folder.mkdir(parents=True, exist_ok=True)
+    base = (base_url or default_url).rstrip("/") + "/"
+    for filename, expected in resources.items():
+        target = folder / filename
+        if target.is_file() and not force:
+            if file_md5(target) == expected:
+                logger.info("%s already present with the right MD5", target)
+                continue
+            logger.warning("%s has a wrong MD5; downloading it again", target)
+        url = base + filename
+        logger.info("downloading %s -> %s", url, target)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{filename}.", suffix=".part")
+        try:
+            digest = hashlib.md5(usedforsecurity=False)
+            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
+                for chunk in iter(lambda: resp.read(1 << 20), b""):
+                    digest.update(chunk)
+                    out.write(chunk)
+            if digest.hexdigest() != expected:
+                raise DataError(f"MD5 mismatch for {url}: expected {expected}, got "
+                                f"{digest.hexdigest()}; the download was deleted, try another "
+                                "mirror (base_url) or fetch the file by hand")
+            os.replace(tmp, target)
+        except (urllib.error.URLError, OSError) as exc:
+            raise DataError(f"could not download {url} ({exc}); check the network or put the "
+                            f"file in {folder} yourself") from exc
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+    return folder

@@ -1,0 +1,217 @@
+r"""Likelihoods p_theta(x | z) of a datapoint x in R^D given the decoder output f_theta(z).
+
+A likelihood is a small ``torch.nn.Module``: the decoder emits ``params_per_feature * D``
+numbers per datapoint, and ``forward(raw)`` turns them into a Pyro distribution with
+``event_shape == (D,)``. Each likelihood declares its ``support`` and ``check(x)`` refuses
+data outside it with a message that says how to fix the data or which likelihood to use.
+Validation stays on: we never hide bad data with ``validate_args=False``.
+
+Registered likelihoods (``LIKELIHOODS.names()``), with eta = decoder output:
+
+- ``bernoulli``: x_d ~ Bernoulli(sigmoid(eta_d)), x in {0, 1}.
+- ``continuous_bernoulli``: x_d ~ CB(sigmoid(eta_d)) (Loaiza-Ganem & Cunningham 2019), x in [0, 1].
+- ``gaussian``: x_d ~ N(eta_d, sigma^2), sigma fixed.
+- ``gaussian_learned``: x_d ~ N(eta_d, sigma_d^2), sigma learned (shared or per feature).
+- ``laplace``: x_d ~ Laplace(eta_d, b_d), b learned per feature (or fixed).
+- ``beta``: x_d ~ Beta(softplus(eta_d1), softplus(eta_d2)), x in (0, 1).
+- ``poisson``: x_d ~ Poisson(softplus(eta_d)), x in {0, 1, 2, ...}.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pyro.distributions as dist
+import torch
+from torch import nn
+from torch.distributions import constraints
+from torch.nn.functional import softplus
+
+from pyro_vae.errors import ConfigError, DataError
+from pyro_vae.registry import BuildContext, Registry
+
+LIKELIHOODS: Registry[nn.Module] = Registry("likelihood")
+
+_MIN_SCALE = 1e-3
+
+
+def _inverse_softplus(y: float) -> float:
+    return y + math.log(-math.expm1(-y))
+
+
+def _first_bad(x: torch.Tensor, bad: torch.Tensor) -> str:
+    count = int(bad.sum())
+    row, col = (int(i) for i in bad.nonzero()[0]) if x.dim() == 2 else (int(bad.nonzero()[0][0]), 0)
+    return f"{count} value(s) (first: {float(x[row, col]):.4g} at row {row}, feature {col})"
+
+
+class Likelihood(nn.Module):
+    """Base class: subclasses set ``name``, ``support``, ``params_per_feature`` and ``forward``."""
+
+    name = "likelihood"
+    support: constraints.Constraint = constraints.real
+    params_per_feature = 1
+    advice = ""
+
+    def check(self, x: torch.Tensor) -> None:
+        """Raise DataError if any value of ``x`` lies outside this likelihood's support."""
+        if not torch.is_tensor(x) or not x.is_floating_point():
+            raise DataError(f"{self.name} likelihood: data must be a float tensor, got {getattr(x, 'dtype', type(x))}")
+        finite = torch.isfinite(x)
+        if not bool(finite.all()):
+            raise DataError(f"data holds non-finite {_first_bad(x, ~finite)}; remove or impute them")
+        inside = self.support.check(x)
+        if not bool(inside.all()):
+            raise DataError(
+                f"{self.name} likelihood: data outside its support {self.support_text()}: "
+                f"{_first_bad(x, ~inside)}. {self.advice}"
+            )
+
+    def support_text(self) -> str:
+        return str(self.support)
+
+
+class Bernoulli(Likelihood):
+    name = "bernoulli"
+    support = constraints.boolean
+    advice = (
+        "Bernoulli needs binary 0/1 data: binarize it (--binarize dynamic or threshold), or use "
+        "the 'continuous_bernoulli' or 'beta' likelihood for grey levels in [0, 1]."
+    )
+
+    def support_text(self) -> str:
+        return "{0, 1}"
+
+    def forward(self, raw: torch.Tensor) -> dist.Distribution:
+        return dist.Bernoulli(logits=raw).to_event(1)
+
+
+class ContinuousBernoulli(Likelihood):
+    name = "continuous_bernoulli"
+    support = constraints.unit_interval
+    advice = "Rescale the data to [0, 1] (e.g. divide pixels by 255) or use a 'gaussian' likelihood."
+
+    def forward(self, raw: torch.Tensor) -> dist.Distribution:
+        return dist.ContinuousBernoulli(logits=raw).to_event(1)
+
+
+class Gaussian(Likelihood):
+    """N(eta, sigma^2): sigma fixed (``learn=None``), one learned sigma, or one per feature."""
+
+    name = "gaussian"
+    support = constraints.real
+
+    def __init__(self, data_dim: int, sigma: float, learn: str | None) -> None:
+        super().__init__()
+        self.learn = learn
+        if learn is None:
+            self.register_buffer("rho", torch.tensor(_inverse_softplus(sigma)))
+        else:
+            shape = (1,) if learn == "shared" else (data_dim,)
+            self.rho = nn.Parameter(torch.full(shape, _inverse_softplus(sigma)))
+
+    @property
+    def sigma(self) -> torch.Tensor:
+        return softplus(self.rho) + _MIN_SCALE
+
+    def forward(self, raw: torch.Tensor) -> dist.Distribution:
+        return dist.Normal(raw, self.sigma.expand_as(raw)).to_event(1)
+
+
+class Laplace(Likelihood):
+    name = "laplace"
+    support = constraints.real
+
+    def __init__(self, data_dim: int, scale: float | None, init_scale: float) -> None:
+        super().__init__()
+        if scale is None:
+            self.rho = nn.Parameter(torch.full((data_dim,), _inverse_softplus(init_scale)))
+        else:
+            self.register_buffer("rho", torch.tensor(_inverse_softplus(scale)))
+
+    def forward(self, raw: torch.Tensor) -> dist.Distribution:
+        scale = (softplus(self.rho) + _MIN_SCALE).expand_as(raw)
+        return dist.Laplace(raw, scale).to_event(1)
+
+
+class Beta(Likelihood):
+    name = "beta"
+    support = constraints.interval(0.0, 1.0)  # refined in check(): 0 and 1 themselves are refused
+    params_per_feature = 2
+    advice = (
+        "Beta needs values strictly inside (0, 1): squeeze the data, e.g. x * (1 - 2e) + e with "
+        "e = 1e-3, or use the 'continuous_bernoulli' likelihood, which allows 0 and 1."
+    )
+
+    def support_text(self) -> str:
+        return "(0, 1)"
+
+    def check(self, x: torch.Tensor) -> None:
+        super().check(x)
+        edge = (x <= 0) | (x >= 1)
+        if bool(edge.any()):
+            raise DataError(f"beta likelihood: data outside its support (0, 1): {_first_bad(x, edge)}. {self.advice}")
+
+    def forward(self, raw: torch.Tensor) -> dist.Distribution:
+        a, b = raw.reshape(*raw.shape[:-1], 2, -1).unbind(-2)
+        return dist.Beta(softplus(a) + 1e-4, softplus(b) + 1e-4).to_event(1)
+
+
+class Poisson(Likelihood):
+    name = "poisson"
+    support = constraints.nonnegative_integer
+    advice = "Poisson needs counts 0, 1, 2, ...: round count data, or use 'gaussian' for real values."
+
+    def support_text(self) -> str:
+        return "{0, 1, 2, ...}"
+
+    def forward(self, raw: torch.Tensor) -> dist.Distribution:
+        return dist.Poisson(softplus(raw) + 1e-6).to_event(1)
+
+
+@LIKELIHOODS.register("bernoulli")
+def bernoulli(data_dim: int, *, context: BuildContext) -> nn.Module:
+    """Bernoulli(logits) for binary data (the AEVB MNIST likelihood)."""
+    return Bernoulli()
+
+
+@LIKELIHOODS.register("continuous_bernoulli")
+def continuous_bernoulli(data_dim: int, *, context: BuildContext) -> nn.Module:
+    """Continuous Bernoulli for data in [0, 1] (normalized Bernoulli density)."""
+    return ContinuousBernoulli()
+
+
+@LIKELIHOODS.register("gaussian")
+def gaussian(data_dim: int, *, context: BuildContext, sigma: float = 0.1) -> nn.Module:
+    """Gaussian with fixed standard deviation sigma."""
+    if not sigma > 0:
+        raise ConfigError(f"gaussian likelihood: sigma must be > 0, got {sigma}")
+    return Gaussian(data_dim, float(sigma), learn=None)
+
+
+@LIKELIHOODS.register("gaussian_learned")
+def gaussian_learned(data_dim: int, *, context: BuildContext, shared: bool = False, init_sigma: float = 0.1) -> nn.Module:
+    """Gaussian with learned sigma: one shared (shared=true) or one per feature."""
+    if not init_sigma > 0:
+        raise ConfigError(f"gaussian_learned likelihood: init_sigma must be > 0, got {init_sigma}")
+    return Gaussian(data_dim, float(init_sigma), learn="shared" if shared else "feature")
+
+
+@LIKELIHOODS.register("laplace")
+def laplace(data_dim: int, *, context: BuildContext, scale: float | None = None, init_scale: float = 0.1) -> nn.Module:
+    """Laplace with learned per-feature scale (or a fixed scale)."""
+    if (scale is not None and not scale > 0) or not init_scale > 0:
+        raise ConfigError(f"laplace likelihood: scales must be > 0, got scale={scale}, init_scale={init_scale}")
+    return Laplace(data_dim, None if scale is None else float(scale), float(init_scale))
+
+
+@LIKELIHOODS.register("beta")
+def beta(data_dim: int, *, context: BuildContext) -> nn.Module:
+    """Beta for data strictly inside (0, 1); two decoder outputs per feature."""
+    return Beta()
+
+
+@LIKELIHOODS.register("poisson")
+def poisson(data_dim: int, *, context: BuildContext) -> nn.Module:
+    """Poisson for count data, rate = softplus(decoder output)."""
+    return Poisson()

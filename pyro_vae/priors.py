@@ -1,0 +1,190 @@
+r"""Priors p(z) over the latent code z in R^D.
+
+Every prior is a small ``torch.nn.Module`` whose ``forward()`` returns a Pyro distribution
+with ``event_shape == (D,)`` and ``batch_shape == ()``; learnable priors keep their
+parameters as module parameters, so they train with the rest of the VAE. ``marginals()``
+returns the D one-dimensional marginals p(z_d) as a distribution of ``batch_shape (D,)``
+(used for KL per latent dimension).
+
+Registered priors (``PRIORS.names()``):
+
+- ``normal``: p(z) = N(z; 0, I).
+- ``learnable_normal``: p(z) = N(z; mu, diag(sigma^2)) with mu, sigma learned.
+- ``laplace``: p(z) = prod_d Laplace(z_d; 0, b).
+- ``student_t``: p(z) = prod_d StudentT(z_d; nu, 0, 1).
+- ``mixture``: p(z) = sum_k pi_k N(z; mu_k, diag(sigma_k^2)), pi, mu, sigma learned.
+- ``vamp``: VampPrior (Tomczak & Welling 2018), p(z) = (1/K) sum_k q_phi(z | u_k) with
+  learnable pseudo-inputs u_k pushed through the encoder.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pyro.distributions as dist
+import torch
+from torch import nn
+from torch.nn.functional import softplus
+
+from pyro_vae.errors import ConfigError
+from pyro_vae.registry import BuildContext, Registry
+
+PRIORS: Registry[nn.Module] = Registry("prior")
+
+
+def _inverse_softplus(y: float) -> float:
+    return y + math.log(-math.expm1(-y))
+
+
+class StandardNormalPrior(nn.Module):
+    """p(z) = N(z; 0, I)."""
+
+    def __init__(self, latent_dim: int) -> None:
+        super().__init__()
+        self.register_buffer("loc", torch.zeros(latent_dim))
+        self.register_buffer("scale", torch.ones(latent_dim))
+
+    def forward(self) -> dist.Distribution:
+        return dist.Normal(self.loc, self.scale).to_event(1)
+
+    def marginals(self) -> dist.Distribution:
+        return dist.Normal(self.loc, self.scale)
+
+
+class LearnableNormalPrior(nn.Module):
+    """p(z) = N(z; mu, diag(sigma^2)), sigma = softplus(rho)."""
+
+    def __init__(self, latent_dim: int, init_scale: float = 1.0) -> None:
+        super().__init__()
+        self.loc = nn.Parameter(torch.zeros(latent_dim))
+        self.rho = nn.Parameter(torch.full((latent_dim,), _inverse_softplus(init_scale)))
+
+    def forward(self) -> dist.Distribution:
+        return self.marginals().to_event(1)
+
+    def marginals(self) -> dist.Distribution:
+        return dist.Normal(self.loc, softplus(self.rho) + 1e-5)
+
+
+class FactorizedPrior(nn.Module):
+    """p(z) = prod_d p_0(z_d) for a fixed one-dimensional p_0 (Laplace, Student-t)."""
+
+    def __init__(self, base: dist.Distribution) -> None:
+        super().__init__()
+        self.base = base
+
+    def forward(self) -> dist.Distribution:
+        return self.base.to_event(1)
+
+    def marginals(self) -> dist.Distribution:
+        return self.base
+
+
+class MixtureOfGaussiansPrior(nn.Module):
+    """p(z) = sum_k pi_k N(z; mu_k, diag(sigma_k^2)); pi = softmax(a), sigma = softplus(rho)."""
+
+    def __init__(self, latent_dim: int, components: int, init_spread: float = 2.0) -> None:
+        super().__init__()
+        generator = torch.Generator().manual_seed(0)  # means spread deterministically
+        self.logits = nn.Parameter(torch.zeros(components))
+        self.loc = nn.Parameter(init_spread * torch.randn(components, latent_dim, generator=generator))
+        self.rho = nn.Parameter(torch.full((components, latent_dim), _inverse_softplus(1.0)))
+
+    def forward(self) -> dist.Distribution:
+        scale = softplus(self.rho) + 1e-5
+        return dist.MixtureSameFamily(
+            dist.Categorical(logits=self.logits), dist.Normal(self.loc, scale).to_event(1)
+        )
+
+    def marginals(self) -> dist.Distribution:
+        scale = softplus(self.rho) + 1e-5
+        d = self.loc.shape[-1]
+        return dist.MixtureSameFamily(
+            dist.Categorical(logits=self.logits.expand(d, -1)),
+            dist.Normal(self.loc.T, scale.T),
+        )
+
+
+class VampPrior(nn.Module):
+    """p(z) = (1/K) sum_k q_phi(z | u_k), u_k learnable pseudo-inputs (Tomczak & Welling 2018)."""
+
+    def __init__(self, posterior, pseudo_inputs: torch.Tensor) -> None:
+        super().__init__()
+        self._posterior = posterior  # a function, not a submodule: the VAE owns the encoder
+        self.pseudo_inputs = nn.Parameter(pseudo_inputs)
+
+    def components(self) -> dist.Distribution:
+        return self._posterior(self.pseudo_inputs)
+
+    def forward(self) -> dist.Distribution:
+        q = self.components()
+        k = self.pseudo_inputs.shape[0]
+        weights = dist.Categorical(logits=torch.zeros(k, device=self.pseudo_inputs.device))
+        return dist.MixtureSameFamily(weights, q)
+
+    def marginals(self) -> dist.Distribution:
+        q = self.components()
+        loc, scale = q.mean, q.variance.sqrt()  # q is Gaussian: its marginals are exact
+        k, d = loc.shape
+        return dist.MixtureSameFamily(
+            dist.Categorical(logits=torch.zeros(d, k, device=loc.device)),
+            dist.Normal(loc.T, scale.T),
+        )
+
+
+@PRIORS.register("normal")
+def normal(latent_dim: int, *, context: BuildContext) -> nn.Module:
+    """Standard normal N(0, I) (the AEVB prior)."""
+    return StandardNormalPrior(latent_dim)
+
+
+@PRIORS.register("learnable_normal")
+def learnable_normal(latent_dim: int, *, context: BuildContext, init_scale: float = 1.0) -> nn.Module:
+    """Diagonal normal N(mu, diag sigma^2) with learned mu and sigma."""
+    if init_scale <= 0:
+        raise ConfigError(f"learnable_normal: init_scale must be > 0, got {init_scale}")
+    return LearnableNormalPrior(latent_dim, init_scale)
+
+
+@PRIORS.register("laplace")
+def laplace(latent_dim: int, *, context: BuildContext, scale: float = 1.0) -> nn.Module:
+    """Factorized Laplace(0, b) with fixed scale b."""
+    if scale <= 0:
+        raise ConfigError(f"laplace prior: scale must be > 0, got {scale}")
+    return FactorizedPrior(dist.Laplace(torch.zeros(latent_dim), torch.full((latent_dim,), float(scale))))
+
+
+@PRIORS.register("student_t")
+def student_t(latent_dim: int, *, context: BuildContext, df: float = 3.0, scale: float = 1.0) -> nn.Module:
+    """Factorized Student-t(nu, 0, s) with fixed degrees of freedom nu."""
+    if df <= 0 or scale <= 0:
+        raise ConfigError(f"student_t prior: df and scale must be > 0, got df={df}, scale={scale}")
+    return FactorizedPrior(
+        dist.StudentT(torch.full((latent_dim,), float(df)), torch.zeros(latent_dim), torch.full((latent_dim,), float(scale)))
+    )
+
+
+@PRIORS.register("mixture")
+def mixture(latent_dim: int, *, context: BuildContext, components: int = 10, init_spread: float = 2.0) -> nn.Module:
+    """Mixture of K diagonal Gaussians with learned weights, means and scales."""
+    if int(components) < 1:
+        raise ConfigError(f"mixture prior: components must be >= 1, got {components}")
+    return MixtureOfGaussiansPrior(latent_dim, int(components), init_spread)
+
+
+@PRIORS.register("vamp")
+def vamp(latent_dim: int, *, context: BuildContext, components: int = 50) -> nn.Module:
+    """VampPrior: mixture of q(z|u_k) over K learned pseudo-inputs u_k."""
+    if int(components) < 1:
+        raise ConfigError(f"vamp prior: components must be >= 1, got {components}")
+    if context.posterior is None:
+        raise ConfigError("vamp prior needs the encoder: build it through pyro_vae.build_vae")
+    k = int(components)
+    sample = context.data_sample
+    if sample is not None and len(sample) > 0:
+        g = torch.Generator().manual_seed(0)
+        idx = torch.randint(len(sample), (k,), generator=g)
+        init = sample[idx].float() + 0.01 * torch.randn(k, context.data_dim, generator=g)
+    else:
+        init = 0.5 + 0.01 * torch.randn(k, context.data_dim, generator=torch.Generator().manual_seed(0))
+    return VampPrior(context.posterior, init)

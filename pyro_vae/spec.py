@@ -1,0 +1,287 @@
+"""Plain-data specifications of a VAE and of a run, loaded from and saved to YAML/TOML.
+
+A spec is a tree of frozen dataclasses that round-trips through plain dicts::
+
+    model:                     # ModelSpec: what p(z), p_theta(x|z), q_phi(z|x) are
+      latent_dim: 10
+      prior: normal            # a name, or {name: mixture, components: 10}
+      likelihood: bernoulli
+      encoder: {name: mlp, hidden: [200, 200]}
+      decoder: {name: mlp, hidden: [200, 200]}
+      guide: diag_normal
+    data:  {dataset: digits, binarize: dynamic}          # DataSpec
+    train: {elbo: trace, epochs: 50, lr: 0.001, seed: 0}  # TrainSpec
+
+Validation happens on construction: unknown keys, component names or options, and
+impossible values raise :class:`~pyro_vae.errors.ConfigError` naming the valid choices.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+import tomli_w
+import yaml
+
+from pyro_vae.errors import ConfigError
+from pyro_vae.guides import GUIDES
+from pyro_vae.likelihoods import LIKELIHOODS
+from pyro_vae.networks import NETWORKS
+from pyro_vae.priors import PRIORS
+from pyro_vae.registry import Registry
+
+ELBOS = ("trace", "meanfield", "iwae", "rws")
+OPTIMIZERS = ("adam", "clipped_adam")
+BINARIZE = ("none", "threshold", "static", "dynamic")
+
+
+@dataclass(frozen=True)
+class Component:
+    """A registered component by name plus its keyword options."""
+
+    name: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, value: Any, registry: Registry[Any]) -> "Component":
+        """Accept ``"name"``, ``{"name": ..., **options}`` or a Component; validate against ``registry``."""
+        if isinstance(value, Component):
+            comp = value
+        elif isinstance(value, str):
+            comp = cls(value)
+        elif isinstance(value, Mapping):
+            if "name" not in value:
+                raise ConfigError(f"{registry.kind} spec {dict(value)!r} has no 'name'; valid names: {', '.join(registry.names())}")
+            opts = {k: v for k, v in value.items() if k not in ("name", "options")}
+            opts.update(value.get("options") or {})
+            comp = cls(str(value["name"]), opts)
+        else:
+            raise ConfigError(f"{registry.kind} must be a name or a mapping with 'name', got {value!r}")
+        registry.get(comp.name)  # raises listing valid names
+        registry.check_options(comp.name, dict(comp.options))
+        return cls(comp.name, dict(comp.options))
+
+    def to_data(self) -> Any:
+        return self.name if not self.options else {"name": self.name, **_plain(dict(self.options))}
+
+
+def _plain(value: Any) -> Any:
+    """Tuples -> lists, recursively, so YAML/TOML/JSON stay plain."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _check_positive(owner: str, **values: Any) -> None:
+    for key, v in values.items():
+        if v is not None and not (isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0):
+            raise ConfigError(f"{owner}.{key} must be a positive number, got {v!r}")
+
+
+def _check_choice(owner: str, key: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{owner}.{key}={value!r} is not valid; choose one of: {', '.join(choices)}")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """p(z) (prior), p_theta(x|z) (likelihood, decoder), q_phi(z|x) (guide, encoder)."""
+
+    latent_dim: int = 10
+    prior: Component | str | Mapping[str, Any] = "normal"
+    likelihood: Component | str | Mapping[str, Any] = "bernoulli"
+    encoder: Component | str | Mapping[str, Any] = "mlp"
+    decoder: Component | str | Mapping[str, Any] = "mlp"
+    guide: Component | str | Mapping[str, Any] = "diag_normal"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.latent_dim, bool) or not isinstance(self.latent_dim, int) or self.latent_dim < 1:
+            raise ConfigError(f"model.latent_dim must be a positive integer, got {self.latent_dim!r}")
+        for name, reg in (("prior", PRIORS), ("likelihood", LIKELIHOODS), ("encoder", NETWORKS), ("decoder", NETWORKS), ("guide", GUIDES)):
+            object.__setattr__(self, name, Component.parse(getattr(self, name), reg))
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Which data, where it lives, how it is binarized and split."""
+
+    dataset: str = "digits"
+    data_dir: str | None = None
+    binarize: str = "dynamic"
+    val_fraction: float = 0.1
+    test_fraction: float = 0.2
+    max_train: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_choice("data", "binarize", self.binarize, BINARIZE)
+        for key in ("val_fraction", "test_fraction"):
+            v = getattr(self, key)
+            if not isinstance(v, (int, float)) or not 0 <= v < 1:
+                raise ConfigError(f"data.{key} must be in [0, 1), got {v!r}")
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ConfigError("data.val_fraction + data.test_fraction must be < 1 (nothing left to train on)")
+        _check_positive("data", max_train=self.max_train)
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """How to fit: objective, optimizer, schedule, stopping, seed."""
+
+    elbo: str = "trace"
+    num_particles: int = 1
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    clip_norm: float = 10.0
+    batch_size: int = 100
+    epochs: int = 50
+    kl_warmup_epochs: int = 0
+    patience: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check_choice("train", "elbo", self.elbo, ELBOS)
+        _check_choice("train", "optimizer", self.optimizer, OPTIMIZERS)
+        _check_positive("train", lr=self.lr, clip_norm=self.clip_norm, patience=self.patience)
+        for key in ("num_particles", "batch_size", "epochs"):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError(f"train.{key} must be a positive integer, got {v!r}")
+        if isinstance(self.kl_warmup_epochs, bool) or not isinstance(self.kl_warmup_epochs, int) or self.kl_warmup_epochs < 0:
+            raise ConfigError(f"train.kl_warmup_epochs must be an integer >= 0, got {self.kl_warmup_epochs!r}")
+        if not isinstance(self.seed, int):
+            raise ConfigError(f"train.seed must be an integer, got {self.seed!r}")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """A whole run: model, data and training."""
+
+    model: ModelSpec = field(default_factory=ModelSpec)
+    data: DataSpec = field(default_factory=DataSpec)
+    train: TrainSpec = field(default_factory=TrainSpec)
+
+
+_SECTIONS = {"model": ModelSpec, "data": DataSpec, "train": TrainSpec}
+
+
+def _section(cls: type, values: Mapping[str, Any] | None, where: str) -> Any:
+    values = dict(values or {})
+    valid = [f.name for f in fields(cls)]
+    unknown = sorted(set(values) - set(valid))
+    if unknown:
+        raise ConfigError(f"unknown key(s) {unknown} in {where}; valid keys are: {', '.join(valid)}")
+    return cls(**values)
+
+
+def spec_from_dict(data: Mapping[str, Any]) -> RunSpec:
+    """Build a RunSpec from plain data. Model keys may also sit at the top level."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"a spec must be a mapping, got {type(data).__name__}")
+    data = dict(data)
+    model_keys = {f.name for f in fields(ModelSpec)}
+    top_model = {k: data.pop(k) for k in list(data) if k in model_keys}
+    unknown = sorted(set(data) - set(_SECTIONS))
+    if unknown:
+        raise ConfigError(
+            f"unknown top-level key(s) {unknown}; valid are the sections {', '.join(_SECTIONS)} "
+            f"or model keys {', '.join(sorted(model_keys))}"
+        )
+    model = {**top_model, **(data.get("model") or {})}
+    return RunSpec(
+        model=_section(ModelSpec, model, "model"),
+        data=_section(DataSpec, data.get("data"), "data"),
+        train=_section(TrainSpec, data.get("train"), "train"),
+    )
+
+
+def spec_to_dict(spec: RunSpec | ModelSpec | DataSpec | TrainSpec) -> dict[str, Any]:
+    """Plain-data form of a spec (inverse of :func:`spec_from_dict`)."""
+    if isinstance(spec, RunSpec):
+        return {name: spec_to_dict(getattr(spec, name)) for name in _SECTIONS}
+    out = {}
+    for f in fields(spec):
+        v = getattr(spec, f.name)
+        out[f.name] = v.to_data() if isinstance(v, Component) else _plain(v)
+    return out
+
+
+def load_spec(source: str | Path | Mapping[str, Any] | RunSpec | None) -> RunSpec:
+    """Load a RunSpec from a YAML/TOML/JSON file, a dict, or pass a RunSpec through."""
+    if source is None:
+        return RunSpec()
+    if isinstance(source, RunSpec):
+        return source
+    if isinstance(source, Mapping):
+        return spec_from_dict(source)
+    path = Path(source)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    text = path.read_text()
+    try:
+        if path.suffix == ".toml":
+            data = tomllib.loads(text)
+        elif path.suffix == ".json":
+            data = json.loads(text)
+        elif path.suffix in (".yaml", ".yml"):
+            data = yaml.safe_load(text) or {}
+        else:
+            raise ConfigError(f"config {str(path)!r}: unknown extension {path.suffix!r}; use .yaml, .yml, .toml or .json")
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, yaml.YAMLError) as err:
+        raise ConfigError(f"config {str(path)!r} could not be parsed: {err}") from err
+    return spec_from_dict(data)
+
+
+def save_spec(spec: RunSpec, path: str | Path) -> Path:
+    """Write ``spec`` as YAML (.yaml/.yml), TOML (.toml) or JSON (.json)."""
+    path = Path(path)
+    data = spec_to_dict(spec)
+    if path.suffix == ".toml":
+        text = tomli_w.dumps(_drop_none(data))
+    elif path.suffix == ".json":
+        text = json.dumps(data, indent=2)
+    else:
+        text = yaml.safe_dump(data, sort_keys=False)
+    path.write_text(text)
+    return path
+
+
+def _drop_none(value: Any) -> Any:
+    """TOML has no null: omit None values (they are the defaults)."""
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    return value
+
+
+def override(spec: RunSpec, **dotted: Any) -> RunSpec:
+    """Return ``spec`` with ``section__key=value`` or ``key=value`` overrides (None values ignored).
+
+    ``override(spec, model__prior="laplace", train__epochs=5)``; a bare key is looked up in
+    the sections (``epochs=5`` sets ``train.epochs``).
+    """
+    sections = {name: spec_to_dict(getattr(spec, name)) for name in _SECTIONS}
+    for key, value in dotted.items():
+        if value is None:
+            continue
+        if "__" in key:
+            section, name = key.split("__", 1)
+        else:
+            owners = [s for s, cls in _SECTIONS.items() if key in {f.name for f in fields(cls)}]
+            if not owners:
+                raise ConfigError(f"unknown setting {key!r}")
+            section, name = owners[0], key
+        if section not in sections:
+            raise ConfigError(f"unknown section {section!r}; valid: {', '.join(_SECTIONS)}")
+        sections[section][name] = value.to_data() if isinstance(value, Component) else value
+    return spec_from_dict(sections)
+
+
+__all__ = [
+    "Component", "ModelSpec", "DataSpec", "TrainSpec", "RunSpec",
+    "spec_from_dict", "spec_to_dict", "load_spec", "save_spec", "override",
+]
