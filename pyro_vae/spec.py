@@ -143,6 +143,7 @@ class TrainSpec:
     kl_warmup_epochs: int = 0
     patience: int | None = None
     seed: int = 0
+    validate_every_step: bool = False
 
     def __post_init__(self) -> None:
         _check_choice("train", "elbo", self.elbo, ELBOS)
