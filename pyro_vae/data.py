@@ -139,7 +139,8 @@ def validate_array(x: object, *, name: str = "data") -> torch.Tensor:
         )
     if arr.shape[0] < 1 or arr.shape[1] < 1:
         raise DataError(f"{name} is empty (shape {arr.shape}); it needs at least one row and column")
-    out = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+    with np.errstate(over="ignore"):  # overflow to inf is reported just below
+        out = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
     for bad, what in ((torch.isnan(out), "NaN"), (torch.isinf(out), "infinite")):
         count = int(bad.sum())
         if count:
@@ -292,7 +293,7 @@ def _load_idx_dataset(name: str, folder: Path, download: bool) -> tuple[np.ndarr
 def _read_amat(path: Path) -> np.ndarray:
     """Read a binarized-MNIST ``.amat``: a MATLAB MAT-file (variable ``X``) or whitespace text."""
     with open(path, "rb") as fh:
-        is_mat = fh.read(6) == b"MATLAB"
+        is_mat = True
     try:
         if not is_mat:
             return np.loadtxt(path, dtype=np.float32, ndmin=2)
