@@ -293,7 +293,7 @@ def _load_idx_dataset(name: str, folder: Path, download: bool) -> tuple[np.ndarr
 def _read_amat(path: Path) -> np.ndarray:
     """Read a binarized-MNIST ``.amat``: a MATLAB MAT-file (variable ``X``) or whitespace text."""
     with open(path, "rb") as fh:
-        is_mat = True
+        is_mat = fh.read(6) == b"MATLAB"
     try:
         if not is_mat:
             return np.loadtxt(path, dtype=np.float32, ndmin=2)
