@@ -15,6 +15,7 @@ from pyro_vae.priors import PRIORS
 from pyro_vae.registry import BuildContext, Registry
 from pyro_vae.spec import DataSpec, ModelSpec, RunSpec, TrainSpec, load_spec, save_spec
 from pyro_vae.vae import VAE, build_vae
+import pyro_vae.linear_gaussian  # registers the "linear" network
 
 __version__ = "0.1.0"
 

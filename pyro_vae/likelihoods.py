@@ -105,14 +105,14 @@ class Gaussian(Likelihood):
         super().__init__()
         self.learn = learn
         if learn is None:
-            self.register_buffer("rho", torch.tensor(_inverse_softplus(sigma)))
-        else:
+            self.register_buffer("fixed_sigma", torch.tensor(float(sigma)))
+        else:  # sigma = softplus(rho) + min_scale, initialized at exactly `sigma`
             shape = (1,) if learn == "shared" else (data_dim,)
-            self.rho = nn.Parameter(torch.full(shape, _inverse_softplus(sigma)))
+            self.rho = nn.Parameter(torch.full(shape, _inverse_softplus(sigma - _MIN_SCALE)))
 
     @property
     def sigma(self) -> torch.Tensor:
-        return softplus(self.rho) + _MIN_SCALE
+        return self.fixed_sigma if self.learn is None else softplus(self.rho) + _MIN_SCALE
 
     def forward(self, raw: torch.Tensor) -> dist.Distribution:
         return dist.Normal(raw, self.sigma.expand_as(raw)).to_event(1)
@@ -124,14 +124,15 @@ class Laplace(Likelihood):
 
     def __init__(self, data_dim: int, scale: float | None, init_scale: float) -> None:
         super().__init__()
-        if scale is None:
-            self.rho = nn.Parameter(torch.full((data_dim,), _inverse_softplus(init_scale)))
+        self.learned = scale is None
+        if self.learned:  # b = softplus(rho) + min_scale, initialized at exactly init_scale
+            self.rho = nn.Parameter(torch.full((data_dim,), _inverse_softplus(init_scale - _MIN_SCALE)))
         else:
-            self.register_buffer("rho", torch.tensor(_inverse_softplus(scale)))
+            self.register_buffer("fixed_scale", torch.tensor(float(scale)))
 
     def forward(self, raw: torch.Tensor) -> dist.Distribution:
-        scale = (softplus(self.rho) + _MIN_SCALE).expand_as(raw)
-        return dist.Laplace(raw, scale).to_event(1)
+        scale = softplus(self.rho) + _MIN_SCALE if self.learned else self.fixed_scale
+        return dist.Laplace(raw, scale.expand_as(raw)).to_event(1)
 
 
 class Beta(Likelihood):
@@ -192,16 +193,16 @@ def gaussian(data_dim: int, *, context: BuildContext, sigma: float = 0.1) -> nn.
 @LIKELIHOODS.register("gaussian_learned")
 def gaussian_learned(data_dim: int, *, context: BuildContext, shared: bool = False, init_sigma: float = 0.1) -> nn.Module:
     """Gaussian with learned sigma: one shared (shared=true) or one per feature."""
-    if not init_sigma > 0:
-        raise ConfigError(f"gaussian_learned likelihood: init_sigma must be > 0, got {init_sigma}")
+    if not init_sigma > _MIN_SCALE:
+        raise ConfigError(f"gaussian_learned likelihood: init_sigma must be > {_MIN_SCALE} (the floor on sigma), got {init_sigma}")
     return Gaussian(data_dim, float(init_sigma), learn="shared" if shared else "feature")
 
 
 @LIKELIHOODS.register("laplace")
 def laplace(data_dim: int, *, context: BuildContext, scale: float | None = None, init_scale: float = 0.1) -> nn.Module:
     """Laplace with learned per-feature scale (or a fixed scale)."""
-    if (scale is not None and not scale > 0) or not init_scale > 0:
-        raise ConfigError(f"laplace likelihood: scales must be > 0, got scale={scale}, init_scale={init_scale}")
+    if (scale is not None and not scale > 0) or not init_scale > _MIN_SCALE:
+        raise ConfigError(f"laplace likelihood: scale must be > 0 and init_scale > {_MIN_SCALE}, got scale={scale}, init_scale={init_scale}")
     return Laplace(data_dim, None if scale is None else float(scale), float(init_scale))
 
 

@@ -1,0 +1,429 @@
+r"""The one yardstick: every inference method is scored with these estimators.
+
+All estimators take a ``model`` and a ``guide`` callable (``vae.model``, ``vae.guide``, a
+per-datapoint q_i, a Gaussian fitted to MCMC draws, ...) that share a data plate
+``pyro.plate("data", B, dim=-1)`` and whose latent sites are local to a datapoint. For K
+particles z_ik ~ q(z | x_i), vectorized with ``pyro.plate("particles", K, dim=-2)``, the
+log importance weights are
+
+    log w_ik = log p(x_i, z_ik) - log q(z_ik | x_i)      (summed over every sample site)
+
+and the estimators, per datapoint i, are
+
+    IS / IWAE bound   log p(x_i) ~= logsumexp_k log w_ik - log K       (-> log p(x_i) as K grows)
+    ELBO, estimator A (1/K) sum_k log w_ik                              (Trace_ELBO's)
+    ELBO, estimator B (1/K) sum_k log p(x_i | z_ik) - KL(q(z | x_i) || p(z))
+                      with the KL analytic where torch registers it, else Monte Carlo
+                      (log q(z_ik | x_i) - log p(z_ik)), site by site.
+
+Both ELBO estimators are unbiased for E_q[log w]; the IS estimate is a lower bound in
+expectation that does not decrease with K (Burda et al. 2015). Values are in nats per
+datapoint; an :class:`Estimate` also carries the standard error of the mean over datapoints.
+
+Per-datapoint values are never scaled: the model and guide are called with ``num_data=None``
+and ``beta=1`` (when they accept those keywords), and site scales (subsampling N/B, KL
+annealing beta) are divided out by using each site's unscaled log-density.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+import pyro
+import torch
+from pyro import plate, poutine
+from pyro.distributions.util import scale_and_mask
+from pyro.poutine.util import site_is_subsample
+from torch.distributions import kl_divergence
+from tqdm.auto import tqdm
+
+from pyro_vae.errors import ConfigError, UnsupportedModelError
+from pyro_vae.vae import VAE
+
+logger = logging.getLogger(__name__)
+
+ESTIMATORS = ("A", "B")
+MAX_FLOATS = 5e7  # default memory budget: particle_batch * batch_size * D floats per chunk
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A per-datapoint quantity estimated on n datapoints (nats per datapoint).
+
+    mean = (1/n) sum_i values_i;  stderr = std(values) / sqrt(n) (NaN for n = 1).
+    """
+
+    mean: float
+    stderr: float
+    n: int
+    values: torch.Tensor
+    num_samples: int
+
+    @classmethod
+    def from_values(cls, values: torch.Tensor, num_samples: int) -> "Estimate":
+        values = values.detach().reshape(-1)
+        n = values.numel()
+        stderr = float(values.std() / math.sqrt(n)) if n > 1 else float("nan")
+        return cls(float(values.mean()), stderr, n, values, int(num_samples))
+
+    def __str__(self) -> str:
+        return f"{self.mean:.4f} +- {self.stderr:.4f} (n={self.n}, K={self.num_samples})"
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Everything :func:`evaluate_vae` measures on one data set."""
+
+    log_likelihood: Estimate
+    elbo_a: Estimate
+    elbo_b: Estimate
+    active_units: int
+    kl_per_dim: list[float]
+    num_samples: int
+
+    def metrics(self) -> dict[str, float | int | list[float]]:
+        """Plain numbers for metrics.json (means and standard errors, no tensors)."""
+        out: dict[str, float | int | list[float]] = {}
+        for name in ("log_likelihood", "elbo_a", "elbo_b"):
+            est = getattr(self, name)
+            out[name], out[f"{name}_stderr"] = est.mean, est.stderr
+        out.update(active_units=self.active_units, kl_per_dim=list(self.kl_per_dim), num_samples=self.num_samples)
+        return out
+
+
+# -- traces and per-datapoint log-densities ----------------------------------------------------
+def _call_kwargs(fn: Callable[..., Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """kwargs plus num_data=None, beta=1.0 where ``fn`` accepts them and the caller did not set them."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return dict(kwargs)
+    out = dict(kwargs)
+    for key, value in (("num_data", None), ("beta", 1.0)):
+        if key in params and key not in out:
+            out[key] = value
+    return out
+
+
+def _traces(
+    model: Callable, guide: Callable, x: torch.Tensor, num_particles: int, kwargs: dict[str, Any]
+) -> tuple[poutine.Trace, poutine.Trace]:
+    """Guide trace and replayed model trace, with K particles on dim -2 and the data on dim -1."""
+    with plate("particles", num_particles, dim=-2):
+        guide_trace = poutine.trace(guide).get_trace(x, **_call_kwargs(guide, kwargs))
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
+            x, **_call_kwargs(model, kwargs)
+        )
+    _check_sites(model_trace, guide_trace)
+    return model_trace, guide_trace
+
+
+def _sample_sites(trace) -> dict[str, dict]:
+    return {
+        name: site
+        for name, site in trace.nodes.items()
+        if site["type"] == "sample"
+        and not site_is_subsample(site)
+        and not site["infer"].get("is_auxiliary", False)
+    }
+
+
+def _check_sites(model_trace, guide_trace) -> None:
+    model_latent = {n for n, s in _sample_sites(model_trace).items() if not s["is_observed"]}
+    guide_latent = {n for n, s in _sample_sites(guide_trace).items() if not s["is_observed"]}
+    if model_latent - guide_latent:
+        raise UnsupportedModelError(
+            f"the guide does not sample the model's latent site(s) {sorted(model_latent - guide_latent)}; "
+            "importance sampling needs a proposal for every latent variable"
+        )
+    if guide_latent - model_latent:
+        raise UnsupportedModelError(
+            f"the guide samples site(s) {sorted(guide_latent - model_latent)} that the model does not have; "
+            "rename them to match the model, or mark them infer={'is_auxiliary': True}"
+        )
+
+
+def _site_log_prob(site: dict, shape: tuple[int, int], what: str = "log-density") -> torch.Tensor:
+    """Unscaled, masked log fn(value) of one site, as a (K, B) tensor."""
+    lp = site["fn"].log_prob(site["value"], *site["args"], **site["kwargs"])
+    lp = scale_and_mask(lp, 1.0, site["mask"])
+    return _per_datapoint(torch.as_tensor(lp), shape, site["name"], what)
+
+
+def _per_datapoint(lp: torch.Tensor, shape: tuple[int, int], name: str, what: str) -> torch.Tensor:
+    K, B = shape
+    if lp.dim() > 2:
+        raise UnsupportedModelError(
+            f"site {name!r}: its {what} has shape {tuple(lp.shape)}, more batch dimensions than "
+            "(particles, data); declare extra dimensions as events (.to_event) rather than plates"
+        )
+    if B > 1 and (lp.dim() == 0 or lp.shape[-1] != B):
+        raise UnsupportedModelError(
+            f"site {name!r} is not inside the data plate ({what} of shape {tuple(lp.shape)}, expected (..., {B})); "
+            "per-datapoint estimates need every latent variable local to a datapoint"
+        )
+    return lp.expand(K, B)
+
+
+def log_importance_weights(
+    model: Callable, guide: Callable, x: torch.Tensor, num_particles: int, **kwargs: Any
+) -> torch.Tensor:
+    """log w_ik = sum_sites log p(x_i, z_ik) - sum_sites log q(z_ik | x_i), z_ik ~ q(z | x_i); shape (K, B).
+
+    The K particles are drawn in one vectorized pass (``pyro.plate("particles", K, dim=-2)``
+    around the guide's trace and the replayed model); each site contributes its unscaled,
+    masked ``log_prob`` of shape (K, B).
+    """
+    shape = (int(num_particles), x.shape[0])
+    model_trace, guide_trace = _traces(model, guide, x, shape[0], kwargs)
+    log_w = x.new_zeros(shape)
+    for site in _sample_sites(model_trace).values():
+        log_w = log_w + _site_log_prob(site, shape)
+    for site in _sample_sites(guide_trace).values():
+        if not site["is_observed"]:
+            log_w = log_w - _site_log_prob(site, shape)
+    return log_w
+
+
+def _kl_sites(model_trace, guide_trace) -> set[str]:
+    """Latent sites whose KL may be taken analytically: those whose model predecessors were all
+    sampled before them in the guide too. Then p(z_j | model parents) does not depend on z_j's
+    own draw, and E_q[log q(z_j | .) - log p(z_j | .)] given the earlier draws is the KL. (A
+    guide that samples in another order than the model, e.g. z2 then z1 | z2 for a model
+    z1 -> z2, needs the Monte Carlo term for z2.)"""
+    model_order = [n for n, s in _sample_sites(model_trace).items() if not s["is_observed"]]
+    guide_order = [n for n, s in _sample_sites(guide_trace).items() if not s["is_observed"]]
+    return {
+        name
+        for i, name in enumerate(model_order)
+        if set(model_order[:i]) <= set(guide_order[: guide_order.index(name)])
+    }
+
+
+def elbo_samples(
+    model: Callable, guide: Callable, x: torch.Tensor, estimator: str = "A", num_particles: int = 1, **kwargs: Any
+) -> torch.Tensor:
+    """K single-sample ELBO estimates per datapoint, shape (K, B); z_ik ~ q(z | x_i).
+
+    "A": log p(x_i, z_ik) - log q(z_ik | x_i).
+    "B": log p(x_i | z_ik) - sum over latent sites of KL(q || p) (analytic where
+    ``kl_divergence`` is registered for the site's pair of distributions and the guide samples
+    the site's model parents before it, else the single-sample Monte Carlo term
+    log q(z_ik) - log p(z_ik)). With one latent site B is TraceMeanField_ELBO's estimator.
+    """
+    if estimator not in ESTIMATORS:
+        raise ConfigError(f"unknown ELBO estimator {estimator!r}; choose one of: {', '.join(ESTIMATORS)}")
+    if estimator == "A":
+        return log_importance_weights(model, guide, x, num_particles, **kwargs)
+    shape = (int(num_particles), x.shape[0])
+    model_trace, guide_trace = _traces(model, guide, x, shape[0], kwargs)
+    guide_sites = _sample_sites(guide_trace)
+    analytic_ok = _kl_sites(model_trace, guide_trace)
+    out = x.new_zeros(shape)
+    for name, site in _sample_sites(model_trace).items():
+        if site["is_observed"]:
+            out = out + _site_log_prob(site, shape)
+            continue
+        q_site = guide_sites[name]
+        try:
+            if name not in analytic_ok:
+                raise NotImplementedError
+            kl = kl_divergence(q_site["fn"], site["fn"])
+        except NotImplementedError:
+            out = out + _site_log_prob(site, shape) - _site_log_prob(q_site, shape)
+            continue
+        kl = scale_and_mask(kl, 1.0, q_site["mask"])
+        out = out - _per_datapoint(torch.as_tensor(kl), shape, name, "KL")
+    return out
+
+
+# -- chunking ------------------------------------------------------------------------------------
+def plan_particle_batch(num_samples: int, batch_size: int, data_dim: int, max_floats: float = MAX_FLOATS) -> int:
+    """Particles per chunk: the largest k <= num_samples with k * batch_size * data_dim <= max_floats (>= 1)."""
+    per_particle = max(1, int(batch_size) * int(data_dim))
+    return int(max(1, min(int(num_samples), math.floor(max_floats / per_particle))))
+
+
+def _check_counts(**counts: int | None) -> None:
+    for name, value in counts.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _chunks(n: int, size: int) -> Iterator[tuple[int, int]]:
+    for start in range(0, n, size):
+        yield start, min(size, n - start)
+
+
+def _chunked(
+    x: torch.Tensor,
+    num_particles: int,
+    batch_size: int,
+    particle_batch: int | None,
+    max_floats: float,
+    progress: bool,
+    what: str,
+    count_name: str = "num_particles",
+) -> tuple[int, Iterator[tuple[int, int, int, int]]]:
+    """(particle_batch, iterator over (row_start, rows, particle_start, particles)) with a tqdm bar."""
+    _check_counts(**{count_name: num_particles}, batch_size=batch_size, particle_batch=particle_batch)
+    if x.dim() != 2 or x.shape[0] == 0:
+        raise ConfigError(f"x must be a non-empty (N, D) tensor of datapoints, got shape {tuple(x.shape)}")
+    batch_size = min(batch_size, x.shape[0])
+    if particle_batch is None:
+        particle_batch = plan_particle_batch(num_particles, batch_size, x.shape[1], max_floats)
+    particle_batch = min(particle_batch, num_particles)
+    plan = [(r0, nr, k0, nk) for r0, nr in _chunks(x.shape[0], batch_size) for k0, nk in _chunks(num_particles, particle_batch)]
+    logger.debug("%s: %d datapoints x %d particles in %d chunks (particle_batch=%d)", what, x.shape[0], num_particles, len(plan), particle_batch)
+    return particle_batch, iter(tqdm(plan, desc=what, disable=not progress, leave=False))
+
+
+# -- the estimators ------------------------------------------------------------------------------
+def log_likelihood(
+    model: Callable,
+    guide: Callable,
+    x: torch.Tensor,
+    *,
+    num_samples: int = 1000,
+    batch_size: int = 100,
+    particle_batch: int | None = None,
+    max_floats: float = MAX_FLOATS,
+    progress: bool = True,
+    **kwargs: Any,
+) -> Estimate:
+    """Importance-sampled log p(x_i) ~= logsumexp_k log w_ik - log K, K = ``num_samples`` (the IWAE bound).
+
+    Computed without gradients in chunks of ``batch_size`` datapoints x ``particle_batch``
+    particles (by default the most that keeps particle_batch * batch_size * D <= ``max_floats``),
+    combined with a running logsumexp, so memory stays bounded for any K. ``kwargs`` go to
+    model and guide. The guide sees one chunk of rows at a time: a guide holding one q_i per
+    datapoint (not amortized) must get all its rows at once, i.e. ``batch_size >= N``.
+    """
+    _, plan = _chunked(x, num_samples, batch_size, particle_batch, max_floats, progress, "log p(x)", "num_samples")
+    values = torch.full((x.shape[0],), -math.inf, dtype=x.dtype, device=x.device)
+    with torch.no_grad():
+        for r0, nr, _, nk in plan:
+            log_w = log_importance_weights(model, guide, x[r0 : r0 + nr], nk, **kwargs)
+            values[r0 : r0 + nr] = torch.logaddexp(values[r0 : r0 + nr], log_w.logsumexp(0))
+    return Estimate.from_values(values - math.log(num_samples), num_samples)
+
+
+def elbo(
+    model: Callable,
+    guide: Callable,
+    x: torch.Tensor,
+    *,
+    estimator: str = "A",
+    num_particles: int = 100,
+    batch_size: int = 100,
+    particle_batch: int | None = None,
+    max_floats: float = MAX_FLOATS,
+    progress: bool = False,
+    **kwargs: Any,
+) -> Estimate:
+    """Per-datapoint ELBO (1/K) sum_k L_ik with L from :func:`elbo_samples` (estimator "A" or "B").
+
+    Without gradients, chunked like :func:`log_likelihood`.
+    """
+    if estimator not in ESTIMATORS:
+        raise ConfigError(f"unknown ELBO estimator {estimator!r}; choose one of: {', '.join(ESTIMATORS)}")
+    _, plan = _chunked(x, num_particles, batch_size, particle_batch, max_floats, progress, f"ELBO {estimator}")
+    totals = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+    with torch.no_grad():
+        for r0, nr, _, nk in plan:
+            totals[r0 : r0 + nr] += elbo_samples(model, guide, x[r0 : r0 + nr], estimator, nk, **kwargs).sum(0)
+    return Estimate.from_values(totals / num_particles, num_particles)
+
+
+# -- latent-space summaries of a VAE --------------------------------------------------------------
+def _posterior_moments(vae: VAE, x: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    means, variances = [], []
+    with torch.no_grad():
+        for r0, nr in _chunks(x.shape[0], batch_size):
+            q = vae.posterior(x[r0 : r0 + nr])
+            means.append(q.mean)
+            variances.append(q.variance)
+    return torch.cat(means), torch.cat(variances)
+
+
+def active_units(vae: VAE, x: torch.Tensor, threshold: float = 0.01, *, batch_size: int = 1000) -> tuple[int, torch.Tensor]:
+    """Active units (Burda et al. 2015): A_u = Var_x(E_q[z_u | x]) > threshold.
+
+    Returns (number of active units, the per-dimension variances (latent_dim,)), the variance
+    over the rows of x being the sample variance (divisor n - 1).
+    """
+    if x.shape[0] < 2:
+        raise ConfigError("active_units needs at least 2 datapoints (it is a variance over the data)")
+    mean, _ = _posterior_moments(vae, x, batch_size)
+    variances = mean.var(0)
+    return int((variances > threshold).sum()), variances
+
+
+def kl_per_dimension(vae: VAE, x: torch.Tensor, num_samples: int = 100, *, batch_size: int = 1000) -> torch.Tensor:
+    """(1/N) sum_i KL(q(z_d | x_i) || p(z_d)) for each latent dimension d; shape (latent_dim,).
+
+    q(z_d | x_i) = N(E_q[z_d | x_i], Var_q[z_d | x_i]) is the 1-D marginal of the guide,
+    p(z_d) comes from ``vae.prior.marginals()`` (batch_shape (latent_dim,)). The KL is analytic
+    where ``kl_divergence`` is registered for the pair, else the Monte Carlo average of
+    log q(z) - log p(z) over ``num_samples`` draws z ~ q(z_d | x_i).
+    """
+    _check_counts(num_samples=num_samples)
+    mean, var = _posterior_moments(vae, x, batch_size)
+    with torch.no_grad():
+        prior = vae.prior.marginals()
+        q = torch.distributions.Normal(mean, var.sqrt())
+        try:
+            kl = kl_divergence(q, prior.expand(mean.shape))
+        except NotImplementedError:
+            total = torch.zeros_like(mean)
+            for r0, nr in _chunks(mean.shape[0], batch_size):
+                q_rows = torch.distributions.Normal(mean[r0 : r0 + nr], var[r0 : r0 + nr].sqrt())
+                z = q_rows.sample((num_samples,))
+                total[r0 : r0 + nr] = (q_rows.log_prob(z) - prior.log_prob(z)).mean(0)
+            kl = total
+    return kl.mean(0)
+
+
+def evaluate_vae(
+    vae: VAE,
+    x: torch.Tensor,
+    *,
+    num_samples: int = 1000,
+    elbo_particles: int = 100,
+    batch_size: int = 100,
+    threshold: float = 0.01,
+    kl_samples: int = 100,
+    seed: int | None = None,
+    progress: bool = True,
+) -> Evaluation:
+    """Score a VAE on x: IS log p(x) (K = ``num_samples``), ELBO estimators A and B
+    (``elbo_particles`` each), active units (variance > ``threshold``) and KL per dimension.
+
+    The VAE is put in eval mode for the duration; ``seed`` (if given) seeds Pyro's RNGs first.
+    """
+    vae.check_data(x)
+    if seed is not None:
+        pyro.set_rng_seed(seed)
+    was_training = vae.training
+    vae.eval()
+    try:
+        common = dict(batch_size=batch_size)
+        ll = log_likelihood(vae.model, vae.guide, x, num_samples=num_samples, progress=progress, **common)
+        elbo_a = elbo(vae.model, vae.guide, x, estimator="A", num_particles=elbo_particles, progress=progress, **common)
+        elbo_b = elbo(vae.model, vae.guide, x, estimator="B", num_particles=elbo_particles, progress=progress, **common)
+        count, _ = active_units(vae, x, threshold)
+        kl = kl_per_dimension(vae, x, kl_samples)
+    finally:
+        vae.train(was_training)
+    logger.info("log p(x) = %s; ELBO A = %s; ELBO B = %s; active units %d", ll, elbo_a, elbo_b, count)
+    return Evaluation(ll, elbo_a, elbo_b, count, [float(v) for v in kl], num_samples)
+
+
+__all__ = [
+    "Estimate", "Evaluation", "log_importance_weights", "elbo_samples", "log_likelihood", "elbo",
+    "plan_particle_batch", "active_units", "kl_per_dimension", "evaluate_vae",
+]
