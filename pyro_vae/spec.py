@@ -34,7 +34,6 @@ from pyro_vae.networks import NETWORKS
 from pyro_vae.priors import PRIORS
 from pyro_vae.registry import Registry
 
-ELBOS = ("trace", "meanfield", "iwae", "rws")
 OPTIMIZERS = ("adam", "clipped_adam")
 BINARIZE = ("none", "threshold", "static", "dynamic")
 
@@ -139,14 +138,17 @@ class TrainSpec:
     lr: float = 1e-3
     clip_norm: float = 10.0
     batch_size: int = 100
-    epochs: int = 50
+    epochs: int = 200
     kl_warmup_epochs: int = 0
     patience: int | None = None
     seed: int = 0
     validate_every_step: bool = False
 
     def __post_init__(self) -> None:
-        _check_choice("train", "elbo", self.elbo, ELBOS)
+        from inference.svi import OBJECTIVES  # the objective registry is the one list of names
+
+        if self.elbo not in OBJECTIVES:
+            raise ConfigError(f"train.elbo={self.elbo!r} is not valid; choose one of: {', '.join(OBJECTIVES.names())}")
         _check_choice("train", "optimizer", self.optimizer, OPTIMIZERS)
         _check_positive("train", lr=self.lr, clip_norm=self.clip_norm, patience=self.patience)
         for key in ("num_particles", "batch_size", "epochs"):
@@ -155,8 +157,8 @@ class TrainSpec:
                 raise ConfigError(f"train.{key} must be a positive integer, got {v!r}")
         if isinstance(self.kl_warmup_epochs, bool) or not isinstance(self.kl_warmup_epochs, int) or self.kl_warmup_epochs < 0:
             raise ConfigError(f"train.kl_warmup_epochs must be an integer >= 0, got {self.kl_warmup_epochs!r}")
-        if not isinstance(self.seed, int):
-            raise ConfigError(f"train.seed must be an integer, got {self.seed!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
+            raise ConfigError(f"train.seed must be an integer in [0, 2**32), got {self.seed!r}")
 
 
 @dataclass(frozen=True)

@@ -57,7 +57,7 @@ def test_spec_accepts_names_and_mappings():
         ({"model": {"latent_dim": 2.5}}, "latent_dim must be a positive integer"),
         ({"model": {"prior": "gauss"}}, "unknown prior 'gauss'.*normal"),
         ({"model": {"likelihood": {"sigma": 1}}}, "has no 'name'"),
-        ({"train": {"elbo": "elbow"}}, "elbo='elbow' is not valid.*trace, meanfield"),
+        ({"train": {"elbo": "elbow"}}, "elbo='elbow' is not valid; choose one of: .*meanfield.*trace"),
         ({"train": {"lr": -1}}, "lr must be a positive number"),
         ({"train": {"batch_size": 0}}, "batch_size must be a positive integer"),
         ({"train": {"kl_warmup_epochs": -2}}, "kl_warmup_epochs"),

@@ -1,0 +1,215 @@
+"""Run folders: train a spec end to end, and reload a finished run to evaluate or sample.
+
+A run folder holds::
+
+    config.yaml          the resolved RunSpec (reloadable with pyro_vae.load_spec)
+    metrics.json         history, wall time, test log p(x) (IS, K samples) with std. error,
+                         test ELBO under estimators A and B, active units, KL per latent dim
+    checkpoints/         last.pt (every epoch, atomic) and best.pt (best validation ELBO)
+    figures/*.png        ELBO curves, reconstructions, prior samples, latent space (+ manifold)
+    report.md            a short human-readable summary
+
+The CLI only parses arguments and calls these functions; notebooks call them too.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pyro
+import torch
+
+from inference import checkpoint, evaluate, svi
+from pyro_vae.data import DataSplits, load_dataset
+from pyro_vae.errors import ConfigError
+from pyro_vae.spec import RunSpec, load_spec, save_spec, spec_to_dict
+from pyro_vae.vae import VAE, build_vae
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a training run produced: where it lives, the fit, and the test metrics."""
+
+    run_dir: Path
+    fit: svi.FitResult
+    metrics: dict[str, Any]
+
+
+def load_data(spec: RunSpec) -> DataSplits:
+    """The dataset a spec names, split deterministically by the run's seed."""
+    d = spec.data
+    return load_dataset(
+        d.dataset, data_dir=d.data_dir, binarize=d.binarize, val_fraction=d.val_fraction,
+        test_fraction=d.test_fraction, seed=spec.train.seed, max_train=d.max_train,
+    )
+
+
+def new_vae(spec: RunSpec, data: DataSplits) -> VAE:
+    """A fresh VAE for ``data`` (clean param store, weights fixed by the run's seed)."""
+    pyro.clear_param_store()
+    return build_vae(
+        spec.model, data_dim=data.feature_dim, image_shape=data.image_shape,
+        data_sample=data.train[:1000], seed=spec.train.seed,
+    )
+
+
+def write_json(path: Path, payload: Any) -> Path:
+    """Write JSON atomically (temp file in the same folder, then os.replace)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(payload, f, indent=2)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def test_metrics(vae: VAE, data: DataSplits, *, num_samples: int, progress: bool = True) -> dict[str, Any]:
+    """Held-out metrics of a trained VAE on ``data.test`` (the one yardstick: IS log p(x))."""
+    ev = evaluate.evaluate_vae(vae, data.test, num_samples=num_samples, progress=progress)
+    out = {}
+    for key in ("log_likelihood", "elbo_a", "elbo_b"):
+        est = getattr(ev, key)
+        out[key] = {"mean": est.mean, "stderr": est.stderr, "n": est.n, "num_samples": est.num_samples}
+    out["active_units"] = int(ev.active_units)
+    out["kl_per_dim"] = [float(v) for v in ev.kl_per_dim]
+    return out
+
+
+def train(
+    spec: RunSpec | str | Path | dict | None,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    eval_samples: int = 1000,
+    progress: bool = True,
+) -> RunResult:
+    """Train ``spec`` into ``run_dir``: data -> VAE -> SVI -> test metrics -> figures -> report."""
+    run_dir = Path(run_dir)
+    if resume:
+        saved = run_dir / "config.yaml"
+        if not saved.is_file():
+            raise ConfigError(f"cannot resume: {saved} does not exist; start the run without --resume")
+        spec = load_spec(saved) if spec is None else load_spec(spec)
+    spec = load_spec(spec)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_spec(spec, run_dir / "config.yaml")
+    data = load_data(spec)
+    vae = new_vae(spec, data)
+    logger.info("training %s on %s (%d train rows)", type(vae).__name__, data.name, len(data.train))
+    fit = svi.fit(vae, data, spec.train, run_dir=run_dir, resume=resume, progress=progress)
+    metrics = {
+        "dataset": data.name,
+        "num_train": len(data.train),
+        "num_test": len(data.test),
+        "kl_mode": svi.kl_mode(vae),
+        "wall_time_s": fit.wall_time,
+        "samples_evaluated": fit.samples_evaluated,
+        "best_epoch": fit.best_epoch,
+        "stopped": fit.stopped,
+        "history": [asdict(r) for r in fit.history],
+        "test": test_metrics(vae, data, num_samples=eval_samples, progress=progress),
+        "spec": spec_to_dict(spec),
+    }
+    write_json(run_dir / "metrics.json", metrics)
+    from pyro_vae.plots import save_run_figures
+
+    save_run_figures(vae, data, fit.history, run_dir / "figures")
+    write_report(run_dir, metrics)
+    return RunResult(run_dir, fit, metrics)
+
+
+def load_run(run_dir: str | Path, *, which: str = "best") -> tuple[RunSpec, DataSplits, VAE]:
+    """Rebuild a finished run: its spec, its data splits and the VAE at ``best`` or ``last``."""
+    run_dir = Path(run_dir)
+    config = run_dir / "config.yaml"
+    if not config.is_file():
+        raise ConfigError(f"{run_dir} is not a run folder (no config.yaml); train one with `pyro-vae train --out {run_dir}`")
+    spec = load_spec(config)
+    data = load_data(spec)
+    vae = new_vae(spec, data)
+    ckpt_dir = run_dir / "checkpoints"
+    path = ckpt_dir / f"{which}.pt"
+    if not path.is_file():
+        path = ckpt_dir / "last.pt"
+    state = checkpoint.load_checkpoint(path)
+    vae.load_state_dict(checkpoint.vae_state(state, which=which))
+    vae.eval()
+    return spec, data, vae
+
+
+def evaluate_run(run_dir: str | Path, *, num_samples: int = 5000, progress: bool = True) -> dict[str, Any]:
+    """Re-score a run's test split with K = ``num_samples`` and update metrics.json."""
+    run_dir = Path(run_dir)
+    _, data, vae = load_run(run_dir)
+    t0 = time.perf_counter()
+    test = test_metrics(vae, data, num_samples=num_samples, progress=progress)
+    test["eval_seconds"] = time.perf_counter() - t0
+    path = run_dir / "metrics.json"
+    metrics = json.loads(path.read_text()) if path.is_file() else {}
+    metrics["test"] = test
+    write_json(path, metrics)
+    write_report(run_dir, metrics)
+    return test
+
+
+def sample_run(run_dir: str | Path, *, n: int = 64, seed: int = 0) -> tuple[torch.Tensor, Path]:
+    """Draw ``n`` datapoints x ~ p(x|z), z ~ p(z) (decoder means); save them as .pt (+ a PNG grid for images).
+
+    Returns the samples and the path of the PNG (images) or of the .pt file (other data).
+    """
+    from pyro_vae.plots import plot_prior_samples
+
+    run_dir = Path(run_dir)
+    _, data, vae = load_run(run_dir)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        samples = vae.sample(n)
+    out = run_dir / "samples"
+    out.mkdir(exist_ok=True)
+    saved = out / f"samples_n{n}_seed{seed}.pt"
+    torch.save(samples, saved)
+    if data.image_shape is not None:
+        saved = plot_prior_samples(vae, data.image_shape, out / f"samples_n{n}_seed{seed}.png", n=n, seed=seed)
+    return samples, saved
+
+
+def write_report(run_dir: Path, metrics: dict[str, Any]) -> Path:
+    """A short markdown summary embedding the figures."""
+    test = metrics.get("test", {})
+    lines = [f"# Run report: {run_dir.name}", ""]
+    if "dataset" in metrics:
+        lines.append(f"Dataset **{metrics['dataset']}**: {metrics.get('num_train')} training rows, {metrics.get('num_test')} test rows.")
+    if "wall_time_s" in metrics:
+        lines.append(f"Training: {len(metrics.get('history', []))} epochs in {metrics['wall_time_s']:.1f} s; best epoch {metrics.get('best_epoch')} ({metrics.get('stopped')}); KL for estimator B: {metrics.get('kl_mode')}.")
+    lines.append("")
+    if test:
+        ll = test["log_likelihood"]
+        lines += [
+            "| metric (test, nats per datapoint) | value | std. error |",
+            "|---|---|---|",
+            f"| log p(x), importance sampling, K = {ll['num_samples']} | {ll['mean']:.3f} | {ll['stderr']:.3f} |",
+            f"| ELBO, estimator A | {test['elbo_a']['mean']:.3f} | {test['elbo_a']['stderr']:.3f} |",
+            f"| ELBO, estimator B | {test['elbo_b']['mean']:.3f} | {test['elbo_b']['stderr']:.3f} |",
+            "",
+            f"Active units (Cov_x E_q[z_u] > 0.01): {test['active_units']} of {len(test['kl_per_dim'])}.",
+            "",
+        ]
+    figs = sorted((run_dir / "figures").glob("*.png")) if (run_dir / "figures").is_dir() else []
+    for fig in figs:
+        lines += [f"![{fig.stem}](figures/{fig.name})", ""]
+    path = run_dir / "report.md"
+    path.write_text("\n".join(lines))
+    return path

@@ -1,0 +1,145 @@
+"""Command line: ``pyro-vae train | evaluate | sample | list``.
+
+Only parses arguments and calls library functions (``inference.run``); every number it
+prints comes from the run folder it writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from pyro_vae.errors import ConfigError, DataError, TrainingError
+
+
+def _train(args: argparse.Namespace) -> int:
+    from inference import run
+    from pyro_vae.spec import load_spec, override
+
+    out = Path(args.out)
+    saved = out / "config.yaml"
+    if args.resume and not saved.is_file():
+        raise ConfigError(f"cannot resume: {saved} does not exist; start the run without --resume")
+    # A resumed run starts from its saved config (flags may still extend it, e.g. --epochs).
+    spec = load_spec(args.config if args.config or not args.resume else saved)
+    spec = override(
+        spec,
+        data__dataset=args.dataset, data__data_dir=args.data_dir, data__binarize=args.binarize,
+        data__max_train=args.max_train,
+        model__prior=args.prior, model__likelihood=args.likelihood, model__latent_dim=args.latent_dim,
+        model__guide=args.guide,
+        train__elbo=args.elbo, train__epochs=args.epochs, train__seed=args.seed, train__lr=args.lr,
+        train__batch_size=args.batch_size, train__num_particles=args.num_particles,
+        train__kl_warmup_epochs=args.kl_warmup, train__patience=args.patience,
+    )
+    if not args.resume and (out / "checkpoints" / "last.pt").exists():
+        raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    if args.download:
+        from pyro_vae.data import download_dataset
+
+        download_dataset(spec.data.dataset, spec.data.data_dir)
+    result = run.train(spec, out, resume=args.resume, eval_samples=args.eval_samples, progress=not args.quiet)
+    t = result.metrics["test"]
+    ll = t["log_likelihood"]
+    print(f"run folder: {result.run_dir}")
+    print(f"test log p(x) (IS, K={ll['num_samples']}): {ll['mean']:.3f} +- {ll['stderr']:.3f} nats")
+    print(f"test ELBO A: {t['elbo_a']['mean']:.3f} +- {t['elbo_a']['stderr']:.3f}   B: {t['elbo_b']['mean']:.3f} +- {t['elbo_b']['stderr']:.3f}")
+    print(f"active units: {t['active_units']} of {len(t['kl_per_dim'])}; wall time {result.fit.wall_time:.1f} s")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from inference import run
+
+    t = run.evaluate_run(args.run_dir, num_samples=args.K, progress=not args.quiet)
+    ll = t["log_likelihood"]
+    print(f"test log p(x) (IS, K={ll['num_samples']}): {ll['mean']:.3f} +- {ll['stderr']:.3f} nats over {ll['n']} datapoints")
+    print(f"test ELBO A: {t['elbo_a']['mean']:.3f} +- {t['elbo_a']['stderr']:.3f}   B: {t['elbo_b']['mean']:.3f} +- {t['elbo_b']['stderr']:.3f}")
+    return 0
+
+
+def _sample(args: argparse.Namespace) -> int:
+    from inference import run
+
+    samples, png = run.sample_run(args.run_dir, n=args.n, seed=args.seed)
+    print(f"{len(samples)} samples written next to {png}")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    from inference.svi import OBJECTIVES
+    from pyro_vae import REGISTRIES
+
+    titles = {f"{kind}s (--{kind})": reg for kind, reg in REGISTRIES.items() if kind != "network"}
+    titles.update({"networks (encoder/decoder in a config)": REGISTRIES["network"], "objectives (--elbo)": OBJECTIVES})
+    for title, reg in titles.items():
+        print(f"{title}:")
+        for name in reg.names():
+            opts = reg.options(name)
+            opt_text = f" [options: {', '.join(opts)}]" if opts else ""
+            print(f"  {name:22s} {reg.describe(name)}{opt_text}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pyro-vae", description="Variational auto-encoders as Pyro programs.")
+    p.add_argument("-v", "--verbose", action="store_true", help="log details (INFO level)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a VAE and write a run folder")
+    t.add_argument("--config", help="YAML/TOML/JSON spec; flags below override it")
+    t.add_argument("--dataset", help="digits | mnist | fashion-mnist | binarized-mnist | PATH (.npy/.npz/.csv)")
+    t.add_argument("--data-dir", help="folder with the dataset files (default: $PYRO_VAE_DATA, else the user cache)")
+    t.add_argument("--download", action="store_true", help="download MNIST/Fashion-MNIST (checksummed) first")
+    t.add_argument("--binarize", help="none | threshold | static | dynamic")
+    t.add_argument("--max-train", type=int, help="use only the first N training rows")
+    t.add_argument("--prior")
+    t.add_argument("--likelihood")
+    t.add_argument("--guide")
+    t.add_argument("--latent-dim", type=int)
+    t.add_argument("--elbo", help="trace (estimator A) | meanfield (estimator B)")
+    t.add_argument("--num-particles", type=int)
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--lr", type=float)
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--kl-warmup", type=int, help="epochs of linear KL warm-up")
+    t.add_argument("--patience", type=int, help="early stopping patience (epochs)")
+    t.add_argument("--seed", type=int)
+    t.add_argument("--out", default="runs/default", help="run folder (default: runs/default)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    t.add_argument("--eval-samples", type=int, default=1000, help="K for the test log p(x) (default 1000)")
+    t.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    t.set_defaults(func=_train)
+
+    e = sub.add_parser("evaluate", help="importance-sampled test log p(x) of a run")
+    e.add_argument("run_dir")
+    e.add_argument("-K", type=int, default=5000, help="importance samples per datapoint (default 5000)")
+    e.add_argument("-q", "--quiet", action="store_true")
+    e.set_defaults(func=_evaluate)
+
+    s = sub.add_parser("sample", help="draw new datapoints from a trained run")
+    s.add_argument("run_dir")
+    s.add_argument("-n", type=int, default=64)
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=_sample)
+
+    ls = sub.add_parser("list", help="list the registered components")
+    ls.set_defaults(func=_list)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except (ConfigError, DataError, TrainingError) as err:
+        print(f"pyro-vae: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
