@@ -150,6 +150,21 @@ def elbo_estimator_variance(
     return trace_term + torch.einsum("...i,...ij,...j->...", g, S, g)
 
 
+def simulate(
+    num_data: int, data_dim: int, latent_dim: int, sigma: float, *, seed: int = 0
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Draw a pPCA data set: W_jk ~ N(0, 1), mu_j ~ N(0, 1), z_i ~ N(0, I), x_i = W z_i + mu + sigma eps_i.
+
+    Returns ``(x (N, D), W (D, d), mu (D,))`` in float64, fixed by ``seed``.
+    """
+    g = torch.Generator().manual_seed(seed)
+    W = torch.randn(data_dim, latent_dim, generator=g, dtype=torch.float64)
+    mu = torch.randn(data_dim, generator=g, dtype=torch.float64)
+    z = torch.randn(num_data, latent_dim, generator=g, dtype=torch.float64)
+    x = z @ W.T + mu + sigma * torch.randn(num_data, data_dim, generator=g, dtype=torch.float64)
+    return x, W, mu
+
+
 def _sample_covariance(X: Tensor, mu: Tensor) -> Tensor:
     centered = X - mu
     return centered.T @ centered / X.shape[0]
@@ -319,6 +334,7 @@ def set_exact_posterior(
 
 
 __all__ = [
+    "simulate",
     "linear", "marginal_covariance", "log_marginal", "posterior", "elbo_gaussian", "elbo_estimator_variance",
     "ml_solution", "em_step",
     "linear_gaussian_vae", "pca_parameters", "set_gaussian_posterior", "set_exact_posterior",

@@ -27,7 +27,7 @@ from inference.mcmc import (
     vectorized_hmc_step,
 )
 from pyro_vae.errors import ConfigError, UnsupportedModelError
-from pyro_vae.linear_gaussian import linear_gaussian_vae, log_marginal, posterior
+from pyro_vae.linear_gaussian import simulate, linear_gaussian_vae, log_marginal, posterior
 
 D, d, N, SIGMA = 4, 2, 20, 0.5
 CHAINS, WARMUP, DRAWS = 2, 150, 250
@@ -39,22 +39,11 @@ def ess_mean(draws: np.ndarray) -> np.ndarray:
     return az.ess(az.convert_to_dataset(np.asarray(draws)), method="mean")["x"].values
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small tensors: a second intra-op thread only adds contention on the shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
 def ppca():
-    g = torch.Generator().manual_seed(0)
-    W = torch.randn(D, d, generator=g, dtype=F64)
-    mu = torch.randn(D, generator=g, dtype=F64)
-    z = torch.randn(N, d, generator=g, dtype=F64)
-    x = z @ W.T + mu + SIGMA * torch.randn(N, D, generator=g, dtype=F64)
+    x, W, mu = simulate(N, D, d, SIGMA, seed=0)
     vae = linear_gaussian_vae(W, mu, SIGMA, seed=0)
     return vae, x, W, mu
 

@@ -17,6 +17,7 @@ import torch
 import pyro_vae
 from pyro_vae.errors import ConfigError
 from pyro_vae.linear_gaussian import (
+    simulate,
     elbo_estimator_variance,
     elbo_gaussian,
     em_step,
@@ -35,22 +36,11 @@ F64 = torch.float64
 D, d, N, SIGMA = 5, 2, 200, 0.5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Many tiny tensor ops: one intra-op thread is several times faster on the shared 2 cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
 def ppca():
-    g = torch.Generator().manual_seed(0)
-    W = torch.randn(D, d, generator=g, dtype=F64)
-    mu = torch.randn(D, generator=g, dtype=F64)
-    z = torch.randn(N, d, generator=g, dtype=F64)
-    x = z @ W.T + mu + SIGMA * torch.randn(N, D, generator=g, dtype=F64)
+    x, W, mu = simulate(N, D, d, SIGMA, seed=0)
     return W, mu, x
 
 
