@@ -96,7 +96,8 @@ def _inverse_softplus(y: Tensor) -> Tensor:
 
 
 def _base_support(support: constraints.Constraint) -> constraints.Constraint:
-    while isinstance(support, constraints.independent):
+    """Unwrap Independent and MixtureSameFamily constraints down to the per-coordinate one."""
+    while hasattr(support, "base_constraint"):
         support = support.base_constraint
     return support
 
@@ -559,6 +560,13 @@ def theta_parameters(vae: VAE) -> list[nn.Parameter]:
     return out
 
 
+def theta_penalty(params: Sequence[Tensor], weight_decay: float) -> Tensor | float:
+    """weight_decay * sum_j theta_j^2 (= -log N(theta; 0, s^2 I) + const for weight_decay = 1 / (2 s^2))."""
+    if weight_decay == 0 or not params:
+        return 0.0
+    return weight_decay * sum(p.pow(2).sum() for p in params)
+
+
 def theta_optimizer(theta: list[nn.Parameter], spec: TrainSpec, method: str) -> torch.optim.Optimizer | None:
     """Adam(lr) or ClippedAdam(lr, clip_norm) over theta, as ``spec.optimizer`` says; None if theta is empty."""
     if not theta:
@@ -720,6 +728,6 @@ def fit_local_vi(
 
 __all__ = [
     "LocalGaussianGuide", "RowTable", "LocalFit", "LocalVIResult", "fit_local", "fit_local_vi", "final_elbo",
-    "initial_guide", "check_continuous_latents", "frozen", "data_plate", "rows_per_chunk", "theta_parameters",
+    "initial_guide", "check_continuous_latents", "frozen", "data_plate", "rows_per_chunk", "theta_parameters", "theta_penalty",
     "theta_optimizer",
 ]

@@ -49,7 +49,7 @@ from tqdm.auto import tqdm
 
 from inference.local_vi import (
     LocalGaussianGuide, RowTable, _as_vae, _chunks, _train_rows, _train_spec, check_continuous_latents,
-    data_plate, fit_local, frozen, rows_per_chunk, theta_optimizer, theta_parameters,
+    data_plate, fit_local, frozen, rows_per_chunk, theta_optimizer, theta_parameters, theta_penalty,
 )
 from pyro_vae.data import DataSplits
 from pyro_vae.errors import ConfigError, DataError, TrainingError
@@ -99,13 +99,6 @@ class PointGuide(RowTable):
 def log_joint(vae: VAE, z: Tensor, x: Tensor) -> Tensor:
     """log p_theta(x_i | z_i) + log p(z_i) for each row; shape (N,). The MAP objective per datapoint."""
     return vae.decode(z).log_prob(x) + vae.prior().log_prob(z)
-
-
-def _penalty(params: Sequence[Tensor], weight_decay: float) -> Tensor | float:
-    """weight_decay * sum_j theta_j^2 (= -log N(theta; 0, s^2 I) + const for weight_decay = 1 / (2 s^2))."""
-    if weight_decay == 0 or not params:
-        return 0.0
-    return weight_decay * sum(p.pow(2).sum() for p in params)
 
 
 # -- encode_map: z for new data, theta fixed ------------------------------------------------------------
@@ -232,7 +225,7 @@ class MAPResult:
 def map_objective(vae: VAE, z: Tensor, x: Tensor, weight_decay: float = 0.0) -> float:
     """(1/N) [sum_i (log p_theta(x_i | z_i) + log p(z_i)) - weight_decay * sum_j theta_j^2], exactly (no grad)."""
     with torch.no_grad():
-        total = float(log_joint(vae, z, x).sum()) - float(_penalty(theta_parameters(vae), weight_decay))
+        total = float(log_joint(vae, z, x).sum()) - float(theta_penalty(theta_parameters(vae), weight_decay))
     return total / x.shape[0]
 
 
@@ -314,7 +307,7 @@ def fit_map(
                     xb = torch.bernoulli(xb, generator=generator)
                 with pyro.validation_enabled(epoch == 1 and step == 1):  # data checked above; every step ~5x slower
                     loss = loss_fn(vae.model, functools.partial(guide.guide, idx=idx), xb, num_data=n)
-                loss = loss + _penalty(theta, weight_decay)
+                loss = loss + theta_penalty(theta, weight_decay)
                 value = loss.item()
                 if not math.isfinite(value):
                     raise TrainingError(
