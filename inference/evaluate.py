@@ -301,7 +301,9 @@ def log_likelihood(
     particles (by default the most that keeps particle_batch * batch_size * D <= ``max_floats``),
     combined with a running logsumexp, so memory stays bounded for any K. ``kwargs`` go to
     model and guide. The guide sees one chunk of rows at a time: a guide holding one q_i per
-    datapoint (not amortized) must get all its rows at once, i.e. ``batch_size >= N``.
+    datapoint (not amortized) must find its rows from their values (as
+    ``local_vi.LocalGaussianGuide`` and ``mcmc.GaussianProposal`` do) or get them all at once
+    (``batch_size >= N``).
     """
     _, plan = _chunked(x, num_samples, batch_size, particle_batch, max_floats, progress, "log p(x)", "num_samples")
     values = torch.full((x.shape[0],), -math.inf, dtype=x.dtype, device=x.device)

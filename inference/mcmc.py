@@ -320,9 +320,12 @@ def _make_kernel(
     num_steps: int,
     target_accept: float,
     full_mass: bool,
+    adapt: bool = True,
 ):
+    """NUTS/HMC on ``potential_fn``; step size and mass matrix adapt only when there is warm-up
+    (``adapt``), so that with ``warmup=0`` the given ``step_size`` is the one used."""
     common = dict(
-        potential_fn=potential_fn, step_size=step_size, adapt_step_size=True, adapt_mass_matrix=True,
+        potential_fn=potential_fn, step_size=step_size, adapt_step_size=adapt, adapt_mass_matrix=adapt,
         full_mass=full_mass, target_accept_prob=target_accept,
     )
     if kernel == "nuts":
@@ -357,7 +360,7 @@ def _run_chains(
     for init in inits:
         hook = _StatsHook(counter, num_samples)
         mcmc = MCMC(
-            _make_kernel(kernel, counter, step_size, max_tree_depth, num_steps, target_accept, full_mass),
+            _make_kernel(kernel, counter, step_size, max_tree_depth, num_steps, target_accept, full_mass, adapt=warmup > 0),
             num_samples=num_samples, warmup_steps=warmup, initial_params={k: v.detach() for k, v in init.items()},
             num_chains=1, hook_fn=hook, disable_progbar=not progress, transforms=dict(transforms),
         )

@@ -15,7 +15,14 @@ eps_il with eps_il ~ N(0, I) (the reparameterization trick), and a KL weight bet
   with the KL in closed form where torch registers one for (guide, prior) and estimated by
   Monte Carlo as in A otherwise (see :func:`kl_mode`).
 
-Both are unbiased for the full-data ELBO (at beta = 1). The loss is -L, computed by
+* objective ``"iwae"`` (:class:`IWAE`): the K-particle importance-weighted bound, per datapoint,
+  s sum_i [logsumexp_k log w_ik - log K] (K = 1: estimator A);
+* objective ``"rws"`` (:class:`ReweightedWakeSleep`): reweighted wake-sleep, one surrogate whose
+  value is the IWAE loss and whose gradients are wake-theta for theta and wake-phi (K >= 2) or
+  sleep-phi (K = 1: classic wake-sleep) for phi. For both, the reported train/validation "ELBO"
+  is the K-particle IWAE bound.
+
+Both A and B are unbiased for the full-data ELBO (at beta = 1). The loss is -L, computed by
 ``objective.differentiable_loss(vae.model, vae.guide, x, num_data=N, beta=beta)`` and
 minimized with a torch optimizer on ``vae.parameters()`` (Adam, or Pyro's ClippedAdam, which
 clamps every gradient coordinate to [-clip_norm, clip_norm]). Particles are vectorized
@@ -62,7 +69,7 @@ from tqdm.auto import tqdm
 
 from inference.checkpoint import FORMAT, capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from pyro_vae.data import DataSplits, batches
-from pyro_vae.errors import ConfigError, DataError, TrainingError
+from pyro_vae.errors import ConfigError, DataError, TrainingError, UnsupportedModelError
 from pyro_vae.registry import Registry
 from pyro_vae.spec import TrainSpec, spec_to_dict
 from pyro_vae.vae import VAE
@@ -88,6 +95,235 @@ def trace_objective(num_particles: int = 1) -> ELBO:
 def meanfield_objective(num_particles: int = 1) -> ELBO:
     """SGVB estimator B: E_q[log p(x | z)] - KL(q || p), KL analytic where registered (TraceMeanField_ELBO)."""
     return TraceMeanField_ELBO(num_particles=num_particles, vectorize_particles=True, max_plate_nesting=1)
+
+
+# -- importance-weighted objectives: IWAE and reweighted wake-sleep ---------------------------------
+class _PerDatapointWeights(ELBO):
+    r"""Per-datapoint log importance weights of K vectorized particles, for IWAE and RWS.
+
+    For a minibatch of B rows out of N (data plate scale s = N / B) and KL weight beta, with
+    z_ik ~ q(z | x_i) drawn under ``pyro.plate(..., K, dim=-2)``::
+
+        log w_ik = log p(x_i | z_ik) + beta (log p(z_ik) - log q(z_ik | x_i))
+
+    read off each site's scaled log-density divided by s. Pyro's ``RenyiELBO`` and
+    ``ReweightedWakeSleep`` cannot be used as they are: neither has ``differentiable_loss``,
+    ``RenyiELBO.loss_and_grads`` only differentiates when parameters live in the param store
+    (the VAE's live in modules), both take the logsumexp of the s-scaled log-densities (wrong
+    under minibatch scaling: logsumexp_k(s a_k) != s logsumexp_k a_k), and
+    ``ReweightedWakeSleep`` sums the log-weights over the whole batch before the logsumexp
+    (one importance weight per batch, not per datapoint).
+    """
+
+    detach_guide = False
+
+    def __init__(self, num_particles: int = 1, max_plate_nesting: int = 1) -> None:
+        if isinstance(num_particles, bool) or not isinstance(num_particles, int) or num_particles < 1:
+            raise ConfigError(f"num_particles must be a positive integer, got {num_particles!r}")
+        super().__init__(num_particles=num_particles, max_plate_nesting=max_plate_nesting, vectorize_particles=True)
+
+    def _get_trace(self, model, guide, args, kwargs):
+        from pyro.infer.enum import get_importance_trace
+
+        return get_importance_trace("flat", self.max_plate_nesting, model, guide, args, kwargs, detach=self.detach_guide)
+
+    def _log_densities(self, model, guide, args, kwargs) -> tuple[torch.Tensor, torch.Tensor, float, Any]:
+        """(sum of model log-densities (K, B), sum of guide log-densities (K, B), s, guide trace), both / s."""
+        ((model_trace, guide_trace),) = list(self._get_traces(model, guide, args, kwargs))
+        K = self.num_particles
+        observed = [s for s in model_trace.nodes.values() if s["type"] == "sample" and s["is_observed"]]
+        frames = [f for s in observed for f in s["cond_indep_stack"] if f.vectorized and f.dim == -1]
+        if not frames:
+            raise UnsupportedModelError(
+                "per-datapoint importance weights (iwae, rws) need the observations inside a data plate at "
+                "dim=-1 (pyro.plate('data', N, dim=-1)); this model has none"
+            )
+        size, full = frames[0].size, frames[0].full_size
+        scale = float(full) / size if full is not None else 1.0
+
+        def total(trace) -> torch.Tensor:
+            out = torch.zeros(())
+            for name, site in trace.nodes.items():
+                if site["type"] != "sample":
+                    continue
+                lp = site["log_prob"]
+                lp = lp if torch.is_tensor(lp) else torch.as_tensor(lp)
+                if lp.dim() > 2 or (lp.dim() >= 1 and lp.shape[-1] != size) or lp.dim() == 0:
+                    raise UnsupportedModelError(
+                        f"site {name!r} has a log-density of shape {tuple(lp.shape)}; iwae and rws weight each "
+                        f"datapoint separately and need every site inside the data plate ({size} rows, dim=-1) "
+                        "with no other batch dimension. Fit models with global latents by 'trace' or 'meanfield'"
+                    )
+                out = out + lp.reshape((1,) * (2 - lp.dim()) + tuple(lp.shape))
+            return out.expand(K, size) / scale
+
+        return total(model_trace), total(guide_trace), scale, guide_trace
+
+    def loss(self, model, guide, *args, **kwargs) -> float:
+        """The value of :meth:`differentiable_loss` (no gradients)."""
+        with torch.no_grad():
+            return float(self.differentiable_loss(model, guide, *args, **kwargs))
+
+    def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
+        """:meth:`differentiable_loss` with ``backward()`` (for ``pyro.infer.SVI``)."""
+        loss = self.differentiable_loss(model, guide, *args, **kwargs)
+        loss.backward()
+        return float(loss.detach())
+
+    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def _guide_latents(guide_trace) -> list[dict]:
+    from pyro.poutine.util import site_is_subsample
+
+    return [s for s in guide_trace.nodes.values()
+            if s["type"] == "sample" and not s["is_observed"] and not site_is_subsample(s)]
+
+
+class IWAE(_PerDatapointWeights):
+    r"""Importance-weighted bound (Burda et al. 2015), per datapoint, K particles::
+
+        L_K = s sum_i [ logsumexp_k log w_ik - log K ],   z_ik = reparameterized draws of q(z | x_i)
+
+    loss = -L_K (``differentiable_loss``). E[L_K] <= log p(x) and grows with K; with K = 1 it
+    is estimator A (``Trace_ELBO``) exactly, with the same draws. The gradient flows through
+    z_ik (reparameterization), so every latent guide site must have ``rsample``. This is
+    ``RenyiELBO(alpha=0, num_particles=K, vectorize_particles=True, max_plate_nesting=1)``'s
+    bound, computed per datapoint with minibatch scaling outside the logsumexp.
+    """
+
+    needs_reparam = True
+
+    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        """-L_K for the batch (scaled to the data set by s = N / B)."""
+        log_p, log_q, scale, guide_trace = self._log_densities(model, guide, args, kwargs)
+        if torch.is_grad_enabled():
+            _require_reparam(_guide_latents(guide_trace), "iwae")
+        log_w = log_p - log_q
+        return -scale * (log_w.logsumexp(0) - math.log(self.num_particles)).sum()
+
+
+class ReweightedWakeSleep(_PerDatapointWeights):
+    r"""Reweighted wake-sleep (Bornschein & Bengio 2015), per datapoint, as ONE surrogate loss.
+
+    Draws z_ik ~ q(z | x_i) are detached (no reparameterization: any guide works). With
+    log w_ik as in :class:`_PerDatapointWeights` computed with log q detached, and
+    normalized weights wbar_ik = softmax_k(log w_ik) (detached)::
+
+        wake-theta  l_theta = -s sum_i [ logsumexp_k log w_ik - log K ]     (the IWAE bound)
+        wake-phi    l_wake  = -s sum_i sum_k wbar_ik log q(z_ik | x_i)
+        sleep-phi   l_sleep = -s sum_i (1/K) sum_k log q(z'_ik | x'_ik),   (z', x') ~ p(z) p_theta(x | z)
+        l_phi       = insomnia * l_wake + (1 - insomnia) * l_sleep
+
+    ``differentiable_loss`` returns l_theta + (l_phi - stop_grad(l_phi)): its value is the
+    IWAE loss (so train and validation "ELBOs" are the K-sample IWAE bound) and its gradient
+    is d l_theta / d theta for the model's parameters and d l_phi / d phi for the guide's
+    (l_theta does not depend on phi: z and log q are detached in it; l_phi does not depend on
+    theta: the weights and the sleep fantasies are detached). One optimizer step on the sum
+    is therefore the RWS update of both. With K = 1 and insomnia = 0 this is Hinton et al.'s
+    (1995) wake-sleep; wake-phi needs K >= 2 (one normalized weight is 1: its expected
+    gradient is zero). Sleep-phi needs a model with one observed site whose value is the
+    guide's first argument (``guide(x, ...)``), as for a VAE.
+    """
+
+    detach_guide = True
+
+    def __init__(self, num_particles: int = 2, insomnia: float = 1.0, max_plate_nesting: int = 1) -> None:
+        super().__init__(num_particles, max_plate_nesting)
+        if not (isinstance(insomnia, (int, float)) and 0.0 <= insomnia <= 1.0):
+            raise ConfigError(f"insomnia must be in [0, 1] (1 = wake-phi, 0 = sleep-phi), got {insomnia!r}")
+        if insomnia > 0 and num_particles < 2:
+            raise ConfigError(
+                "reweighted wake-sleep's wake-phi update needs num_particles >= 2 (with one particle the "
+                "normalized weight is 1 and the guide's expected gradient is zero); set train.num_particles >= 2, "
+                "or insomnia=0 (sleep-phi: classic wake-sleep)"
+            )
+        self.insomnia = float(insomnia)
+
+    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        """Value: -IWAE_K bound; gradient: wake-theta for theta, (wake|sleep)-phi for phi (class docstring)."""
+        log_p, log_q, scale, _ = self._log_densities(model, guide, args, kwargs)
+        log_w = log_p - log_q.detach()
+        log_sum = log_w.logsumexp(0)
+        wake_theta = -scale * (log_sum - math.log(self.num_particles)).sum()
+        if not torch.is_grad_enabled():
+            return wake_theta
+        phi_loss = torch.zeros(())
+        if self.insomnia > 0:
+            weights = (log_w - log_sum).exp().detach()
+            phi_loss = phi_loss + self.insomnia * (-scale * (weights * log_q).sum())
+        if self.insomnia < 1:
+            phi_loss = phi_loss + (1.0 - self.insomnia) * self._sleep_phi(model, guide, args, kwargs)
+        return wake_theta + (phi_loss - phi_loss.detach())
+
+    def _sleep_phi(self, model, guide, args, kwargs) -> torch.Tensor:
+        """-s sum_i (1/K) sum_k log q(z'_ik | x'_ik) for K fantasies (z', x') ~ p per row of the batch."""
+        from pyro import poutine
+
+        if not args or not torch.is_tensor(args[0]) or args[0].dim() != 2:
+            raise UnsupportedModelError("sleep-phi (insomnia < 1) needs a guide called as guide(x, ...) with x of shape (B, D)")
+        x = args[0]
+        K, B = self.num_particles, x.shape[0]
+        with torch.no_grad(), pyro.plate("num_sleep_particles_vectorized", K, dim=-2):
+            fantasy = poutine.trace(poutine.uncondition(model)).get_trace(*args, **kwargs)
+        sites = [s for s in fantasy.nodes.values() if s["type"] == "sample" and not s["is_observed"]]
+        observed = [s for s in sites if s["infer"].get("was_observed")]
+        if len(observed) != 1 or observed[0]["value"].shape[-1] != x.shape[-1]:
+            raise UnsupportedModelError(
+                f"sleep-phi (insomnia < 1) needs exactly one observed site shaped like the guide's data; the model has "
+                f"{[s['name'] for s in observed]}. Use insomnia=1 (wake-phi)"
+            )
+        x_fantasy = observed[0]["value"].detach().reshape(K * B, x.shape[-1])
+        latents = {s["name"]: s["value"].detach() for s in sites if not s["infer"].get("was_observed")}
+        latents = {k: v.reshape(K * B, *v.shape[2:]) for k, v in latents.items()}
+        sleep_kwargs = dict(kwargs)
+        if sleep_kwargs.get("num_data") is not None:  # keep the scale s = N / B: N K rows stand for K B fantasies
+            sleep_kwargs["num_data"] = int(sleep_kwargs["num_data"]) * K
+        trace = poutine.trace(poutine.condition(guide, data=latents)).get_trace(x_fantasy, *args[1:], **sleep_kwargs)
+        trace.compute_log_prob()
+        log_q = sum(s["log_prob"].sum() for s in trace.nodes.values() if s["type"] == "sample" and s["name"] in latents)
+        return -log_q / K
+
+
+def _require_reparam(sites: list[dict], objective: str) -> None:
+    for site in sites:
+        if not getattr(site["fn"], "has_rsample", False):
+            raise UnsupportedModelError(
+                f"objective {objective!r} differentiates through reparameterized draws z = g(eps, x), but the guide's "
+                f"site {site['name']!r} ({type(site['fn']).__name__}) has no rsample. Use elbo='trace' "
+                "(score-function gradients) or 'rws' (reweighted wake-sleep needs no reparameterization)"
+            )
+
+
+@OBJECTIVES.register("iwae")
+def iwae_objective(num_particles: int = 1) -> ELBO:
+    """Importance-weighted bound (IWAE, Burda et al. 2015) with K = num_particles; K = 1 is estimator A."""
+    return IWAE(num_particles=num_particles, max_plate_nesting=1)
+
+
+@OBJECTIVES.register("rws")
+def rws_objective(num_particles: int = 1) -> ELBO:
+    """Reweighted wake-sleep: wake-theta on the IWAE bound, wake-phi (K >= 2) or sleep-phi (K = 1: classic wake-sleep)."""
+    insomnia = 1.0 if num_particles >= 2 else 0.0
+    if num_particles < 2:
+        logger.info("rws with num_particles=1: classic wake-sleep (sleep-phi, insomnia=0); K >= 2 gives wake-phi")
+    return ReweightedWakeSleep(num_particles=num_particles, insomnia=insomnia, max_plate_nesting=1)
+
+
+def check_objective(objective: ELBO, name: str, vae: VAE, x: torch.Tensor) -> None:
+    """Raise UnsupportedModelError when ``objective`` cannot fit ``vae``.
+
+    "meanfield" (TraceMeanField_ELBO drops score-function terms) and "iwae" differentiate
+    through reparameterized draws: every latent site of the guide needs ``rsample``.
+    """
+    if not (isinstance(objective, TraceMeanField_ELBO) or getattr(objective, "needs_reparam", False)):
+        return
+    from pyro import poutine
+
+    with torch.no_grad(), pyro.validation_enabled(False):
+        trace = poutine.trace(vae.guide).get_trace(x[:2])
+    _require_reparam(_guide_latents(trace), name)
 
 
 @dataclass(frozen=True)
@@ -269,6 +505,7 @@ def fit(
     if train.patience is not None and n_val == 0:
         raise ConfigError("train.patience (early stopping) needs a validation split; set data.val_fraction > 0 or patience=None")
     _check_data(vae, data)
+    check_objective(objective, train.elbo, vae, data.train)
     logger.info(
         "data checked once against the %s likelihood's support; Pyro's argument validation runs on "
         "the first step only%s", getattr(vae.likelihood, "name", type(vae.likelihood).__name__),
@@ -500,5 +737,5 @@ def _diverged(
 
 __all__ = [
     "OBJECTIVES", "EpochRecord", "FitResult", "fit", "make_objective", "make_optimizer", "kl_beta",
-    "kl_mode", "describe_kl", "mean_elbo",
+    "kl_mode", "describe_kl", "mean_elbo", "IWAE", "ReweightedWakeSleep", "check_objective",
 ]

@@ -1,4 +1,4 @@
-"""Command line: ``pyro-vae train | evaluate | sample | list``.
+"""Command line: ``pyro-vae train | evaluate | sample | compare | diagnose | list``.
 
 Only parses arguments and calls library functions (``inference.run``); every number it
 prints comes from the run folder it writes.
@@ -69,6 +69,38 @@ def _sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare(args: argparse.Namespace) -> int:
+    from inference import compare, run
+    from pyro_vae.spec import load_spec, override
+
+    spec = override(
+        load_spec(args.config),
+        data__dataset=args.dataset, data__data_dir=args.data_dir, data__binarize=args.binarize, train__seed=args.seed,
+    )
+    result = compare.run_compare(
+        spec, run.load_data(spec), methods=args.methods or compare.DEFAULT_METHODS, train_sizes=args.train_sizes, budget=args.budget,
+        num_samples=args.K, eval_rows=args.eval_rows, checkpoints=args.checkpoints, out=args.out,
+        progress=not args.quiet,
+    )
+    print(result.table())
+    print("wrote " + ", ".join(str(p) for p in result.files))
+    return 0
+
+
+def _diagnose(args: argparse.Namespace) -> int:
+    from inference.diagnose import diagnose_run
+
+    result = diagnose_run(
+        args.run_dir, mcmc_points=args.mcmc_points, samples=args.samples, warmup=args.warmup, chains=args.chains,
+        gap_points=args.gap_points, is_samples=args.is_samples, local_steps=args.local_steps, ppc_draws=args.ppc_draws,
+        seed=args.seed, threads=args.threads, progress=not args.quiet,
+    )
+    for check in result.checks:
+        print(f"{check.status:4s}  {check.name}: {check.detail}")
+    print(f"report: {result.files['report']}")
+    return 0
+
+
 def _list(args: argparse.Namespace) -> int:
     from inference.svi import OBJECTIVES
     from pyro_vae import REGISTRIES
@@ -125,6 +157,38 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-n", type=int, default=64)
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=_sample)
+
+    c = sub.add_parser("compare", help="train several inference methods on one spec; table + figure3.png")
+    c.add_argument("--methods", help="comma-separated methods (default: svi-trace,svi-meanfield,iwae,rws,map,local-vi,mcem; "
+                   "also mcmc for small pPCA models); an unknown name lists the valid ones")
+    c.add_argument("--train-sizes", required=True, help="comma-separated training-set sizes, e.g. 1000,50000")
+    c.add_argument("--budget", required=True, help="per method and size: 60s | 2min | 20epochs | 1e6samples")
+    c.add_argument("--config", help="YAML/TOML/JSON spec; flags below override it")
+    c.add_argument("--dataset", help="digits | mnist | fashion-mnist | binarized-mnist | PATH")
+    c.add_argument("--data-dir", help="folder with the dataset files (default: $PYRO_VAE_DATA, else the user cache)")
+    c.add_argument("--binarize", help="none | threshold | static | dynamic")
+    c.add_argument("--seed", type=int)
+    c.add_argument("-K", type=int, default=1000, help="importance samples per datapoint for log p(x) (default 1000)")
+    c.add_argument("--eval-rows", type=int, default=1000, help="held-out and training rows scored (default 1000)")
+    c.add_argument("--checkpoints", default="0.125,0.25,0.5,1", help="budget fractions drawn in figure3.png")
+    c.add_argument("--out", required=True, help="folder for results.md, results.csv, figure3.png")
+    c.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    c.set_defaults(func=_compare)
+
+    g = sub.add_parser("diagnose", help="MCMC, PSIS k-hat, inference gaps, collapse and PPC of a run; writes RUN_DIR/diagnostics/")
+    g.add_argument("run_dir")
+    g.add_argument("--mcmc-points", type=int, default=20, help="test rows whose codes get NUTS (default 20; 0 skips MCMC)")
+    g.add_argument("--samples", type=int, default=300, help="MCMC draws per chain after warm-up (default 300)")
+    g.add_argument("--warmup", type=int, default=300, help="MCMC warm-up steps per chain (default 300)")
+    g.add_argument("--chains", type=int, default=2, help="MCMC chains, started from the prior (default 2)")
+    g.add_argument("--gap-points", type=int, default=50, help="test rows for the inference gaps (default 50; 0 skips them)")
+    g.add_argument("--is-samples", type=int, default=1000, help="importance samples per row for k-hat and log p(x) (default 1000)")
+    g.add_argument("--local-steps", type=int, default=300, help="optimization steps of the per-datapoint q* (default 300)")
+    g.add_argument("--ppc-draws", type=int, default=100, help="replicated data sets for the PPC (default 100)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--threads", type=int, default=1, help="torch threads while diagnosing (default 1: small networks only contend)")
+    g.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    g.set_defaults(func=_diagnose)
 
     ls = sub.add_parser("list", help="list the registered components")
     ls.set_defaults(func=_list)
