@@ -27,10 +27,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from pyro_vae.errors import ConfigError
+from pyro_vae.plots import DPI, save_figure  # one way to write a PNG for every figure
 
 logger = logging.getLogger(__name__)
 
-DPI = 100
 KHAT_GOOD, KHAT_BAD = 0.5, 0.7  # PSIS k-hat thresholds of Yao et al. 2018 (inference.diagnostics uses these)
 
 
@@ -40,16 +40,6 @@ def new_figure(width: float, height: float) -> Figure:
     fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
-
-
-def save_figure(fig: Figure, path: str | os.PathLike, title: str) -> Path:
-    """Write ``fig`` as PNG at ``path`` (folders created), store ``title`` in the PNG, release the figure."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", dpi=DPI, metadata={"Title": title, "Software": "pyro-vae"})
-    fig.clear()
-    logger.debug("wrote figure %s", path)
-    return path
 
 
 # -- k-hat --------------------------------------------------------------------------------------------

@@ -58,8 +58,8 @@ def _new_figure(width: float, height: float) -> Figure:
     return fig
 
 
-def _save(fig: Figure, path: str | os.PathLike, title: str) -> Path:
-    """Write ``fig`` as a PNG at ``path`` (parent folders created) and release it."""
+def save_figure(fig: Figure, path: str | os.PathLike, title: str) -> Path:
+    """Write ``fig`` as a PNG at ``path`` (parent folders created), ``title`` in its metadata, and release it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png", dpi=DPI, metadata={"Title": title, "Software": "pyro-vae"})
@@ -274,7 +274,7 @@ def plot_elbo_curves(history: Sequence[Any], path: str | os.PathLike, *, title: 
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    return _save(fig, path, title)
+    return save_figure(fig, path, title)
 
 
 # ----------------------------------------------------------------------------- reconstructions
@@ -316,7 +316,7 @@ def plot_reconstructions(
         axes[-1].set_xlabel("feature index d")
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    return _save(fig, path, title)
+    return save_figure(fig, path, title)
 
 
 # ----------------------------------------------------------------------------- prior samples
@@ -346,7 +346,7 @@ def plot_prior_samples(
     title = f"Prior samples: E[x | z], z ~ p(z) (n={n}, seed={seed})"
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    return _save(fig, path, title)
+    return save_figure(fig, path, title)
 
 
 # ----------------------------------------------------------------------------- latent space
@@ -460,7 +460,7 @@ def plot_latent_space(
     ax.set_title(title, fontsize=10)
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
-    return _save(fig, path, title)
+    return save_figure(fig, path, title)
 
 
 # ----------------------------------------------------------------------------- manifold
@@ -517,7 +517,7 @@ def plot_latent_manifold(vae: Any, image_shape: Sequence[int], path: str | os.Pa
     title = f"Learned manifold: E[x | z] on a {n}x{n} grid of prior quantiles"
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    return _save(fig, path, title)
+    return save_figure(fig, path, title)
 
 
 # ----------------------------------------------------------------------------- run folder
