@@ -58,6 +58,7 @@ the final state.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import logging
@@ -66,7 +67,7 @@ import re
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import pyro
 import torch
@@ -273,14 +274,21 @@ def score(
     (or ``proposal``, e.g. one already fitted to x). ``seed`` seeds Pyro's RNGs first.
     """
     vae = result.vae
-    result.vae.check_data(x)
+    vae.check_data(x)
+    with _scoring(vae, seed):
+        guide = proposal if proposal is not None else proposal_for(result, x)
+        return evaluate.log_likelihood(vae.model, guide, x, num_samples=num_samples, batch_size=batch_size, progress=progress)
+
+
+@contextlib.contextmanager
+def _scoring(vae: VAE, seed: int | None) -> Iterator[None]:
+    """Eval mode for the duration (restored after), and Pyro's RNGs seeded when ``seed`` is given."""
     was_training = vae.training
     vae.eval()
     try:
         if seed is not None:
             pyro.set_rng_seed(seed)
-        guide = proposal if proposal is not None else proposal_for(result, x)
-        return evaluate.log_likelihood(vae.model, guide, x, num_samples=num_samples, batch_size=batch_size, progress=progress)
+        yield
     finally:
         vae.train(was_training)
 
@@ -298,15 +306,9 @@ def test_elbo(
     if not result.elbo_defined:
         return None
     vae = result.vae
-    was_training = vae.training
-    vae.eval()
-    try:
-        if seed is not None:
-            pyro.set_rng_seed(seed)
+    with _scoring(vae, seed):
         guide = proposal if proposal is not None else proposal_for(result, x)
         return evaluate.elbo(vae.model, guide, x, estimator="A", num_particles=num_particles)
-    finally:
-        vae.train(was_training)
 
 
 # -- helpers shared by the runners ------------------------------------------------------------------
