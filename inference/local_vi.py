@@ -621,6 +621,27 @@ def _train_rows(data: DataSplits | Tensor) -> tuple[Tensor, Any, bool]:
     raise DataError(f"data must be a DataSplits (pyro_vae.data.load_dataset) or an (N, D) tensor, got {type(data).__name__}")
 
 
+def prepare_training(vae: "VAE | ModelSpec | Mapping[str, Any]", data: "DataSplits | Tensor", seed: int, method: str) -> tuple[VAE, Tensor, bool]:
+    """(vae, training rows, dynamic?) for a per-datapoint training method, checked once up front.
+
+    Builds the VAE from a spec if needed (seeded), refuses an empty training split, data outside
+    the likelihood's support (for dynamic binarization: values outside [0, 1], or a likelihood
+    that refuses 0/1), and models whose latent is not one real vector z per datapoint.
+    """
+    x, image_shape, dynamic = _train_rows(data)
+    if int(x.shape[0]) == 0:
+        raise DataError("the training split is empty; load more data")
+    vae = _as_vae(vae, x, image_shape, seed)
+    if dynamic:
+        if not bool(((x >= 0) & (x <= 1)).all()):
+            raise DataError("dynamic binarization draws Bernoulli(x): training values must lie in [0, 1]")
+        vae.check_data(torch.stack([x.new_zeros(x.shape[1]), x.new_ones(x.shape[1])]), name="binarized data")
+    else:
+        vae.check_data(x, name="training data")
+    check_continuous_latents(vae, method)
+    return vae, x, dynamic
+
+
 def fit_local_vi(
     vae: VAE | ModelSpec | Mapping[str, Any],
     data: DataSplits | Tensor,
@@ -656,18 +677,8 @@ def fit_local_vi(
     if not local_lr > 0:
         raise ConfigError(f"local_lr must be > 0, got {local_lr!r}")
     objective = _objective(spec.elbo, spec.num_particles)
-    x, image_shape, dynamic = _train_rows(data)
+    vae, x, dynamic = prepare_training(vae, data, spec.seed, "fit_local_vi")
     n = int(x.shape[0])
-    if n == 0:
-        raise DataError("the training split is empty; load more data")
-    vae = _as_vae(vae, x, image_shape, spec.seed)
-    if dynamic:
-        if not bool(((x >= 0) & (x <= 1)).all()):
-            raise DataError("dynamic binarization draws Bernoulli(x): training values must lie in [0, 1]")
-        vae.check_data(torch.stack([x.new_zeros(x.shape[1]), x.new_ones(x.shape[1])]), name="binarized data")
-    else:
-        vae.check_data(x, name="training data")
-    check_continuous_latents(vae, "fit_local_vi")
 
     t0 = time.perf_counter()
     pyro.clear_param_store()
@@ -728,6 +739,6 @@ def fit_local_vi(
 
 __all__ = [
     "LocalGaussianGuide", "RowTable", "LocalFit", "LocalVIResult", "fit_local", "fit_local_vi", "final_elbo",
-    "initial_guide", "check_continuous_latents", "frozen", "data_plate", "rows_per_chunk", "theta_parameters", "theta_penalty",
+    "initial_guide", "check_continuous_latents", "frozen", "data_plate", "rows_per_chunk", "theta_parameters", "theta_penalty", "prepare_training",
     "theta_optimizer",
 ]

@@ -48,11 +48,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from inference.local_vi import (
-    LocalGaussianGuide, RowTable, _as_vae, _chunks, _train_rows, _train_spec, check_continuous_latents,
-    data_plate, fit_local, frozen, rows_per_chunk, theta_optimizer, theta_parameters, theta_penalty,
+    LocalGaussianGuide, RowTable, _chunks, _train_spec, check_continuous_latents, data_plate, fit_local, frozen,
+    prepare_training, rows_per_chunk, theta_optimizer, theta_parameters, theta_penalty,
 )
 from pyro_vae.data import DataSplits
-from pyro_vae.errors import ConfigError, DataError, TrainingError
+from pyro_vae.errors import ConfigError, TrainingError
 from pyro_vae.spec import ModelSpec, TrainSpec
 from pyro_vae.vae import VAE
 
@@ -266,18 +266,8 @@ def fit_map(
     z_lr = spec.lr if z_lr is None else z_lr
     if not z_lr > 0:
         raise ConfigError(f"z_lr must be > 0, got {z_lr!r}")
-    x, image_shape, dynamic = _train_rows(data)
+    vae, x, dynamic = prepare_training(vae, data, spec.seed, "fit_map")
     n = int(x.shape[0])
-    if n == 0:
-        raise DataError("the training split is empty; load more data")
-    vae = _as_vae(vae, x, image_shape, spec.seed)
-    if dynamic:
-        if not bool(((x >= 0) & (x <= 1)).all()):
-            raise DataError("dynamic binarization draws Bernoulli(x): training values must lie in [0, 1]")
-        vae.check_data(torch.stack([x.new_zeros(x.shape[1]), x.new_ones(x.shape[1])]), name="binarized data")
-    else:
-        vae.check_data(x, name="training data")
-    check_continuous_latents(vae, "fit_map")
 
     t0 = time.perf_counter()
     pyro.clear_param_store()
