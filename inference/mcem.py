@@ -95,11 +95,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from inference.local_vi import (
-    LocalGaussianGuide, check_continuous_latents, fit_local, frozen, theta_parameters, theta_penalty,
+    LocalGaussianGuide, check_continuous_latents, fit_local, frozen, prepare_training, theta_parameters,
+    theta_penalty,
 )
 from inference.mcmc import GaussianProposal, LatentPosterior, adapt_step_size, vectorized_hmc_step
 from pyro_vae.data import DataSplits
-from pyro_vae.errors import ConfigError, DataError, TrainingError
+from pyro_vae.errors import ConfigError, TrainingError
 from pyro_vae.linear_gaussian import em_step, log_marginal
 from pyro_vae.vae import VAE
 
@@ -331,14 +332,6 @@ def search_step_size(
     return EStep(z, chosen, est.accept_prob, evals)
 
 
-def _train_rows(data: DataSplits | Tensor) -> tuple[Tensor, bool]:
-    if isinstance(data, DataSplits):
-        return data.train, data.binarize == "dynamic"
-    if torch.is_tensor(data):
-        return data, False
-    raise DataError(f"data must be a DataSplits (pyro_vae.data.load_dataset) or an (N, D) tensor, got {type(data).__name__}")
-
-
 @torch.no_grad()
 def initial_chains(vae: VAE, x: Tensor, num_samples_per_point: int = 1, init: str | Tensor = "prior") -> Tensor:
     """The starting chain table (N, S, d): z_is ~ p(z) ("prior"), z_is ~ q_phi(z | x_i) ("encoder"), or a tensor.
@@ -463,17 +456,8 @@ def fit_mcem(
     )
     if not isinstance(vae, VAE):
         raise ConfigError(f"fit_mcem needs a VAE (pyro_vae.build_vae), got {type(vae).__name__}")
-    x, dynamic = _train_rows(data)
+    vae, x, dynamic = prepare_training(vae, data, seed, "MCEM")
     n = int(x.shape[0])
-    if n == 0:
-        raise DataError("the training split is empty; load more data")
-    if dynamic:
-        if not bool(((x >= 0) & (x <= 1)).all()):
-            raise DataError("dynamic binarization draws Bernoulli(x): training values must lie in [0, 1]")
-        vae.check_data(torch.stack([x.new_zeros(x.shape[1]), x.new_ones(x.shape[1])]), name="binarized data")
-    else:
-        vae.check_data(x, name="training data")
-    check_mcem_model(vae, x[:1].round() if dynamic else x[:1])
 
     t0 = time.perf_counter()
     pyro.clear_param_store()
