@@ -1,16 +1,20 @@
-"""Test log p(x) of a 1-stochastic-layer VAE on dynamically binarized MNIST, within a time budget.
+"""Test log p(x) of a 1-stochastic-layer VAE on dynamically binarized MNIST, and its training time.
 
-Burda et al. (2015), Table 1, "VAE, k = 1": 2 deterministic layers of 200 units, 50 latent
-units, Bernoulli likelihood, trained 3280 epochs: test log p(x) = -86.76 nats (IS, k = 5000).
-This script trains the same model with pyro-vae's SVI (estimator A by default) for
-``--minutes`` of wall time, then reports the test log p(x) by importance sampling with
-K = 5000 samples from q(z|x) and the training time. The reference is printed beside it; the
-issue's target is <= 86.76 nats (i.e. log p(x) >= -86.76) within 60 minutes on 2 cores.
+Burda et al. (2015), Table 1, "VAE, k = 1": 2 deterministic layers of 200 tanh units, 50
+latent units, Bernoulli likelihood, trained 3280 epochs: test log p(x) = -86.76 nats (IS,
+k = 5000). This script trains a VAE of that shape with pyro-vae's SVI (estimator A by default)
+for ``--epochs`` epochs under a learning-rate schedule (``TrainSpec.lr_schedule``: the rate
+decays from ``--lr`` to ``--lr-final`` over the run), then reports the test log p(x) by
+importance sampling with K = 5000 samples from q(z|x) and the training wall time. The issue's
+target is log p(x) >= -86.76 nats after at most ``--minutes`` (60) of training on 2 cores;
+the script says whether the run met it. Architecture flags (``--hidden``, ``--activation``,
+``--kl-warmup``) change the network; the printed summary names the configuration.
 
-Training runs in chunks of epochs resumed from the run folder's checkpoint (resume is exact,
-so this equals one uninterrupted run) until the budget is spent.
+The schedule depends on the total number of epochs, so a budget is spent by choosing
+``--epochs`` from a measured s/epoch, not by stopping early. An interrupted run continues
+exactly with ``--resume`` (same flags).
 
-    python benchmarks/mnist_nll.py --minutes 60 --out runs/mnist_nll
+    python benchmarks/mnist_nll.py --epochs 420 --threads 1 --out runs/mnist_nll
 """
 
 from __future__ import annotations
@@ -34,49 +38,59 @@ BURDA_VAE_K1 = -86.76
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--minutes", type=float, default=60.0, help="training wall-time budget")
-    p.add_argument("--chunk", type=int, default=10, help="epochs per resumed chunk")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--epochs", type=int, default=420, help="training epochs (choose them to fit the budget)")
+    p.add_argument("--minutes", type=float, default=60.0, help="the training wall-time budget to check against")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (batch 100 gains little from 2)")
+    p.add_argument("--hidden", type=int, nargs="+", default=[200, 200])
     p.add_argument("--activation", default="tanh")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr-schedule", default="exponential", choices=["constant", "exponential", "cosine"])
+    p.add_argument("--lr-final", type=float, default=1e-4)
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--kl-warmup", type=int, default=0, help="KL warm-up epochs")
     p.add_argument("--elbo", default="trace")
+    p.add_argument("--seed", type=int, default=0)
     p.add_argument("-K", type=int, default=5000, help="importance samples for the test log p(x)")
     p.add_argument("--data-dir", default=str(default_data_dir()))
     p.add_argument("--out", default="runs/mnist_nll")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out (same flags)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    net = {"name": "mlp", "hidden": [200, 200], "activation": args.activation}
-    base = {
+    net = {"name": "mlp", "hidden": list(args.hidden), "activation": args.activation}
+    schedule = {"lr_schedule": args.lr_schedule}
+    if args.lr_schedule != "constant":
+        schedule["lr_final"] = args.lr_final
+    spec = load_spec({
         "model": {"latent_dim": 50, "prior": "normal", "likelihood": "bernoulli", "encoder": net, "decoder": net},
         "data": {"dataset": "mnist", "data_dir": args.data_dir, "binarize": "dynamic", "val_fraction": 1 / 60},
-        "train": {"elbo": args.elbo, "lr": args.lr, "batch_size": args.batch_size, "seed": 0},
-    }
+        "train": {"elbo": args.elbo, "lr": args.lr, **schedule, "batch_size": args.batch_size, "epochs": args.epochs,
+                  "kl_warmup_epochs": args.kl_warmup, "seed": args.seed},
+    })
     out = Path(args.out)
-    budget = args.minutes * 60
-    data = run.load_data(load_spec(base))
-    epochs, resume, spent = 0, False, 0.0
-    while spent < budget:
-        epochs += args.chunk
-        spec = load_spec({**base, "train": {**base["train"], "epochs": epochs}})
-        vae = run.new_vae(spec, data)  # resume=True then loads the checkpoint into it
-        fit = svi.fit(vae, data, spec.train, run_dir=out, resume=resume, progress=False)
-        resume = True
-        spent = fit.wall_time
-        last = fit.history[-1]
-        print(f"epoch {last.epoch}: train ELBO {last.train_elbo:.2f}, val ELBO {last.val_elbo:.2f}, "
-              f"{spent / 60:.1f} min", flush=True)
+    data = run.load_data(spec)
+    vae = run.new_vae(spec, data)
+    fit = svi.fit(vae, data, spec.train, run_dir=out, resume=args.resume, progress=True)
+    for rec in fit.history[9::10]:
+        print(f"epoch {rec.epoch}: lr {rec.lr:.2e}, train ELBO {rec.train_elbo:.2f}, val ELBO {rec.val_elbo:.2f}")
+    minutes = fit.wall_time / 60
     t0 = time.perf_counter()
     ll = evaluate.log_likelihood(vae.model, vae.guide, data.test, num_samples=args.K, progress=False)
     eval_s = time.perf_counter() - t0
-    print(f"training: {fit.history[-1].epoch} epochs, {spent / 60:.1f} min, {args.threads} threads; "
-          f"model: best validation epoch {fit.best_epoch}")
+    widths = "x".join(str(h) for h in args.hidden)
+    met = ll.mean >= BURDA_VAE_K1 and minutes <= args.minutes
+    print(f"model: 784-{widths}-50 {args.activation}, Bernoulli, N(0, I) prior; {args.elbo}, batch {args.batch_size}, "
+          f"lr {args.lr:g} {args.lr_schedule}" + (f" to {args.lr_final:g}" if args.lr_schedule != "constant" else "")
+          + (f", KL warm-up {args.kl_warmup} epochs" if args.kl_warmup else ""))
+    print(f"training: {fit.history[-1].epoch} epochs, {minutes:.1f} min, {args.threads} threads; "
+          f"scored: best validation epoch {fit.best_epoch}")
     print(f"test log p(x) (IS, K={args.K}, {ll.n} points): {ll.mean:.2f} +- {ll.stderr:.2f} nats  ({eval_s:.0f} s)")
     print(f"reference (Burda et al. 2015, VAE k=1, 3280 epochs): {BURDA_VAE_K1:.2f} nats")
-    print(f"gap to reference: {BURDA_VAE_K1 - ll.mean:+.2f} nats (target: <= 0)")
+    print(f"gap to reference: {BURDA_VAE_K1 - ll.mean:+.2f} nats; training {minutes:.1f} of {args.minutes:.0f} min; "
+          f"target (log p(x) >= {BURDA_VAE_K1} within the budget): {'met' if met else 'NOT met'}")
     (out / "mnist_nll.json").write_text(json.dumps({
-        "epochs": fit.history[-1].epoch, "train_minutes": spent / 60, "threads": args.threads,
-        "test_log_px": ll.mean, "stderr": ll.stderr, "K": args.K, "reference": BURDA_VAE_K1,
+        "config": vars(args), "epochs": fit.history[-1].epoch, "train_minutes": minutes, "best_epoch": fit.best_epoch,
+        "test_log_px": ll.mean, "stderr": ll.stderr, "K": args.K, "eval_seconds": eval_s,
+        "reference": BURDA_VAE_K1, "target_met": met,
     }, indent=2))
 
 

@@ -34,6 +34,11 @@ Reported numbers, in nats per datapoint:
   actually optimized (at that step's beta);
 * validation ELBO: -sum(loss over ``data.val``) / N_val, same objective, beta = 1, no grad.
 
+Learning-rate schedule (:func:`learning_rate`): epoch e of E runs at lr_e, with t = (e - 1) /
+(E - 1) and lr_E = ``lr_final`` (default lr / 100): ``"constant"`` lr_e = lr; ``"exponential"``
+lr_e = lr (lr_final / lr)^t; ``"cosine"`` lr_e = lr_final + (lr - lr_final)(1 + cos(pi t)) / 2.
+lr_e depends only on (e, E), so a resumed run follows the same schedule as long as E is unchanged.
+
 KL warm-up: at global step t (1-based) of a run with W = ``kl_warmup_epochs`` x steps per
 epoch warm-up steps, beta_t = min(1, t / W); beta_t = 1 when W = 0 (see :func:`kl_beta`).
 
@@ -335,6 +340,7 @@ class EpochRecord:
     val_elbo: float | None
     beta: float
     seconds: float
+    lr: float | None = None
 
 
 @dataclass(frozen=True)
@@ -367,6 +373,24 @@ def kl_beta(step: int, warmup_steps: int) -> float:
     if warmup_steps <= 0:
         return 1.0
     return min(1.0, step / warmup_steps)
+
+
+def learning_rate(train: TrainSpec, epoch: int) -> float:
+    """Learning rate of epoch ``epoch`` (1-based) of ``train.epochs`` under ``train.lr_schedule``.
+
+    With t = (epoch - 1) / (epochs - 1) (t = 0 for a single epoch) and lr_final defaulting to
+    lr / 100: constant lr; exponential lr (lr_final / lr)^t; cosine lr_final + (lr - lr_final)
+    (1 + cos(pi t)) / 2. Both decays start at lr (epoch 1) and end at lr_final (last epoch).
+    """
+    if train.lr_schedule == "constant":
+        return train.lr
+    final = train.lr_final if train.lr_final is not None else train.lr / 100
+    t = 0.0 if train.epochs <= 1 else min(1.0, max(0.0, (epoch - 1) / (train.epochs - 1)))
+    if train.lr_schedule == "exponential":
+        return train.lr * (final / train.lr) ** t
+    if train.lr_schedule == "cosine":
+        return final + (train.lr - final) * 0.5 * (1.0 + math.cos(math.pi * t))
+    raise ConfigError(f"unknown lr_schedule {train.lr_schedule!r}; valid schedules are: constant, exponential, cosine")
 
 
 def kl_mode(vae: VAE) -> str:
@@ -569,6 +593,9 @@ def fit(
         for epoch in bar:
             t_epoch = time.perf_counter()
             vae.train()
+            lr = learning_rate(train, epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
             total, beta, step = 0.0, 1.0, 0
             for step, x in enumerate(
                 batches(data.train, train.batch_size, shuffle=True, generator=generator, binarize=dynamic), start=1
@@ -602,7 +629,7 @@ def fit(
             if improved:
                 run.best_epoch, run.best_val, run.best_state = epoch, val_elbo, _clone_state(vae)
             run.epoch = epoch
-            run.history.append(EpochRecord(epoch, train_elbo, val_elbo, beta, time.perf_counter() - t_epoch))
+            run.history.append(EpochRecord(epoch, train_elbo, val_elbo, beta, time.perf_counter() - t_epoch, lr))
             if ckpt_dir is not None:
                 state = _checkpoint_state(run, vae, optimizer, generator, train, data_info, time.perf_counter() - t_start)
                 save_checkpoint(ckpt_dir / "last.pt", state)
@@ -677,6 +704,12 @@ def _resume(
             f"cannot resume {str(path)!r} with different training settings ({diffs}); only "
             f"{', '.join(RESUMABLE_CHANGES)} may change. Resume with the original settings or start a new run folder"
         )
+    if train.lr_schedule != "constant" and saved.get("epochs") != now.get("epochs"):
+        logger.warning(
+            "resuming with epochs %s -> %s under lr_schedule=%r: the remaining epochs follow the schedule of the "
+            "new total, so the learning rate is not continuous with the first session's",
+            saved.get("epochs"), now.get("epochs"), train.lr_schedule,
+        )
     saved_data = ckpt.get("data") or data_info
     if saved_data != data_info:
         raise ConfigError(
@@ -736,6 +769,6 @@ def _diverged(
 
 
 __all__ = [
-    "OBJECTIVES", "EpochRecord", "FitResult", "fit", "make_objective", "make_optimizer", "kl_beta",
+    "OBJECTIVES", "EpochRecord", "FitResult", "fit", "make_objective", "make_optimizer", "kl_beta", "learning_rate",
     "kl_mode", "describe_kl", "mean_elbo", "IWAE", "ReweightedWakeSleep", "check_objective",
 ]

@@ -35,6 +35,7 @@ from pyro_vae.priors import PRIORS
 from pyro_vae.registry import Registry
 
 OPTIMIZERS = ("adam", "clipped_adam")
+LR_SCHEDULES = ("constant", "exponential", "cosine")
 BINARIZE = ("none", "threshold", "static", "dynamic")
 
 
@@ -136,6 +137,8 @@ class TrainSpec:
     num_particles: int = 1
     optimizer: str = "adam"
     lr: float = 1e-3
+    lr_schedule: str = "constant"
+    lr_final: float | None = None
     clip_norm: float = 10.0
     batch_size: int = 100
     epochs: int = 200
@@ -150,7 +153,15 @@ class TrainSpec:
         if self.elbo not in OBJECTIVES:
             raise ConfigError(f"train.elbo={self.elbo!r} is not valid; choose one of: {', '.join(OBJECTIVES.names())}")
         _check_choice("train", "optimizer", self.optimizer, OPTIMIZERS)
-        _check_positive("train", lr=self.lr, clip_norm=self.clip_norm, patience=self.patience)
+        _check_positive("train", lr=self.lr, clip_norm=self.clip_norm, patience=self.patience, lr_final=self.lr_final)
+        _check_choice("train", "lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        if self.lr_final is not None and self.lr_schedule == "constant":
+            raise ConfigError(
+                f"train.lr_final={self.lr_final!r} has no effect with lr_schedule='constant'; "
+                f"set lr_schedule to one of: {', '.join(s for s in LR_SCHEDULES if s != 'constant')}, or drop lr_final"
+            )
+        if self.lr_final is not None and self.lr_final > self.lr:
+            raise ConfigError(f"train.lr_final={self.lr_final!r} must not exceed train.lr={self.lr!r} (the schedules decay)")
         for key in ("num_particles", "batch_size", "epochs"):
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:

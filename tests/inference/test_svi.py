@@ -10,7 +10,7 @@ import torch
 
 import inference.svi as svi
 from inference.checkpoint import load_checkpoint, vae_state
-from inference.svi import OBJECTIVES, fit, kl_beta, kl_mode, make_objective
+from inference.svi import OBJECTIVES, fit, kl_beta, kl_mode, learning_rate, make_objective
 from pyro_vae import build_vae
 from pyro_vae.data import DataSplits, load_dataset
 from pyro_vae.errors import ConfigError, DataError, TrainingError
@@ -261,6 +261,77 @@ def test_kl_warmup_betas_rise_stay_positive_and_reach_one(digits, monkeypatch):
     assert seen[2 * steps - 1] == 1.0 and seen[2 * steps - 2] < 1.0
     assert [r.beta for r in result.history] == [0.5, 1.0, 1.0, 1.0]
     assert kl_beta(5, 0) == 1.0
+
+
+# ----------------------------------------------------------------------------- learning-rate schedule
+@pytest.mark.parametrize("schedule", ["constant", "exponential", "cosine"])
+def test_learning_rate_schedules_follow_their_formulas(schedule):
+    final = None if schedule == "constant" else 1e-4
+    train = TrainSpec(lr=1e-2, lr_schedule=schedule, lr_final=final, epochs=5)
+    rates = [learning_rate(train, e) for e in range(1, 6)]
+    assert rates[0] == pytest.approx(1e-2)
+    if schedule == "constant":
+        assert rates == [1e-2] * 5
+        return
+    assert rates[-1] == pytest.approx(1e-4)
+    assert all(b < a for a, b in zip(rates, rates[1:]))
+    # midpoint t = 1/2: geometric mean for exponential, arithmetic mean for cosine
+    mid = math.sqrt(1e-2 * 1e-4) if schedule == "exponential" else (1e-2 + 1e-4) / 2
+    assert rates[2] == pytest.approx(mid)
+    assert learning_rate(TrainSpec(lr=1e-2, lr_schedule=schedule, epochs=1), 1) == pytest.approx(1e-2)
+    assert learning_rate(TrainSpec(lr=1e-2, lr_schedule=schedule, epochs=3), 3) == pytest.approx(1e-4)  # default lr/100
+
+
+def test_each_epoch_runs_at_its_scheduled_rate_and_resume_keeps_the_schedule(digits, tmp_path, monkeypatch):
+    seen = []
+    step = torch.optim.Adam.step
+
+    def recording_step(self, *args, **kwargs):
+        seen.append(self.param_groups[0]["lr"])
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", recording_step)
+    train = spec(epochs=4, lr_schedule="exponential", lr_final=1e-4)
+    full = fit(small_vae(digits), digits, train, run_dir=tmp_path / "full", progress=False)
+    steps = math.ceil(digits.train.shape[0] / 100)
+    expected = [learning_rate(train, e) for e in range(1, 5)]
+    assert seen == [r for r in expected for _ in range(steps)]
+    assert [r.lr for r in full.history] == expected
+
+    # interrupt the same 4-epoch run during epoch 3's validation, then resume: exactly the full run
+    mean_elbo, calls = svi.mean_elbo, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return mean_elbo(*args, **kwargs)
+
+    monkeypatch.setattr(svi, "mean_elbo", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        fit(small_vae(digits), digits, train, run_dir=tmp_path / "split", progress=False)
+    monkeypatch.setattr(svi, "mean_elbo", mean_elbo)
+    with pytest.raises(ConfigError, match="lr_final"):  # a changed schedule is not the same run
+        fit(small_vae(digits), digits, spec(epochs=4, lr_schedule="exponential", lr_final=1e-3),
+            run_dir=tmp_path / "split", resume=True, progress=False)
+    resumed = fit(small_vae(digits, seed=5), digits, train, run_dir=tmp_path / "split", resume=True, progress=False)
+    assert [r.lr for r in resumed.history] == expected
+    assert values(resumed.history) == values(full.history)
+    assert_same_params(resumed.vae, full.vae)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(lr_schedule="linear"), "lr_schedule='linear' is not valid; choose one of: constant, exponential, cosine"),
+        (dict(lr_final=1e-4), "no effect with lr_schedule='constant'"),
+        (dict(lr_schedule="cosine", lr_final=1.0), "must not exceed train.lr"),
+        (dict(lr_schedule="cosine", lr_final=0.0), "lr_final must be a positive number"),
+    ],
+)
+def test_bad_schedules_are_refused(kwargs, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        TrainSpec(lr=1e-3, **kwargs)
 
 
 # ----------------------------------------------------------------------------- KL mode and data checks
