@@ -8,7 +8,8 @@ eps_il with eps_il ~ N(0, I) (the reparameterization trick), and a KL weight bet
     L^A = (N / B) sum_i (1/L) sum_l [ log p_theta(x_i | z_il)
                                       + beta (log p(z_il) - log q_phi(z_il | x_i)) ]
 
-* estimator B, objective ``"meanfield"`` (``TraceMeanField_ELBO``)::
+* estimator B, objective ``"meanfield"`` (:class:`AnalyticKL_ELBO`, a ``TraceMeanField_ELBO``
+  that skips the log-densities the closed-form KL replaces)::
 
     L^B = (N / B) sum_i [ (1/L) sum_l log p_theta(x_i | z_il) - beta KL(q_phi(z | x_i) || p(z)) ]
 
@@ -69,7 +70,11 @@ import pyro
 import torch
 from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
 from pyro.optim.clipped_adam import ClippedAdam
-from torch.distributions import Independent
+from pyro import poutine
+from pyro.distributions.util import scale_and_mask
+from pyro.infer.util import is_validation_enabled
+from pyro.poutine.util import prune_subsample_sites
+from torch.distributions import Independent, kl_divergence
 from tqdm.auto import tqdm
 
 from inference.checkpoint import FORMAT, capture_rng, load_checkpoint, restore_rng, save_checkpoint
@@ -93,13 +98,77 @@ RESUMABLE_CHANGES = ("epochs", "patience", "validate_every_step")
 @OBJECTIVES.register("trace")
 def trace_objective(num_particles: int = 1) -> ELBO:
     """SGVB estimator A: log p(x, z) - log q(z | x) at z ~ q(z | x) (Trace_ELBO)."""
-    return Trace_ELBO(num_particles=num_particles, vectorize_particles=True, max_plate_nesting=1)
+    # One particle needs no particle plate (same draws, no extra batch dimension to broadcast).
+    return Trace_ELBO(num_particles=num_particles, vectorize_particles=num_particles > 1, max_plate_nesting=1)
+
+
+class AnalyticKL_ELBO(TraceMeanField_ELBO):
+    r"""SGVB estimator B, ``TraceMeanField_ELBO`` evaluating only the densities its sum uses.
+
+    Per particle z ~ q(z | x), with s the data plate's scale N / B and beta the KL weight::
+
+        L^B = s sum_i [ log p(x_i | z_i) - beta KL(q(z | x_i) || p(z)) ]
+
+    the KL in closed form where torch registers one for (guide site, model site), and
+    log p(z_i) - log q(z_i | x_i) at the draw otherwise (as ``TraceMeanField_ELBO`` does).
+    Pyro's ``TraceMeanField_ELBO`` builds its traces with ``get_importance_trace``, which
+    evaluates log p(z) and log q(z) at every latent site even where the KL replaces them;
+    here they are evaluated only at sites without a closed-form KL. Same value, gradient
+    and random draws. While Pyro's validation is enabled (the first step of a fit, or
+    ``validate_every_step``) the traces are Pyro's own, with all of its checks.
+    """
+
+    def _get_trace(self, model, guide, args, kwargs):
+        if is_validation_enabled():
+            return super()._get_trace(model, guide, args, kwargs)
+        guide_trace = poutine.trace(guide, graph_type="flat").get_trace(*args, **kwargs)
+        replayed = poutine.replay(model, trace=guide_trace)
+        model_trace = poutine.trace(replayed, graph_type="flat").get_trace(*args, **kwargs)
+        return prune_subsample_sites(model_trace), prune_subsample_sites(guide_trace)
+
+    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        """-L^B for one particle (the fit loop checks the loss for NaN); Pyro's loop otherwise."""
+        if self.num_particles > 1 or is_validation_enabled():
+            return super().differentiable_loss(model, guide, *args, **kwargs)
+        return -self._elbo_particle(*self._get_trace(model, guide, args, kwargs))
+
+    def _differentiable_loss_particle(self, model_trace, guide_trace):
+        elbo = self._elbo_particle(model_trace, guide_trace)
+        return -float(elbo.detach()), -elbo
+
+    def _elbo_particle(self, model_trace, guide_trace) -> torch.Tensor:
+        elbo = torch.zeros(())
+        for name, site in model_trace.nodes.items():
+            if site["type"] != "sample":
+                continue
+            if site["is_observed"]:
+                elbo = elbo + _log_prob_sum(site)
+                continue
+            q_site = guide_trace.nodes[name]
+            try:
+                kl = kl_divergence(q_site["fn"], site["fn"])
+            except NotImplementedError:
+                elbo = elbo + _log_prob_sum(site) - _log_prob_sum(q_site)
+            else:
+                elbo = elbo - scale_and_mask(kl, q_site["scale"], q_site["mask"]).sum()
+        for name, q_site in guide_trace.nodes.items():  # auxiliary guide variables: - log q
+            if q_site["type"] == "sample" and name not in model_trace.nodes:
+                elbo = elbo - _log_prob_sum(q_site)
+        return elbo
+
+
+def _log_prob_sum(site: dict) -> torch.Tensor:
+    """sum of scale * mask * log fn(value) at a trace site (reusing Pyro's value when present)."""
+    if "log_prob_sum" in site:
+        return site["log_prob_sum"]
+    log_p = site["fn"].log_prob(site["value"], *site["args"], **site["kwargs"])
+    return scale_and_mask(log_p, site["scale"], site["mask"]).sum()
 
 
 @OBJECTIVES.register("meanfield")
 def meanfield_objective(num_particles: int = 1) -> ELBO:
     """SGVB estimator B: E_q[log p(x | z)] - KL(q || p), KL analytic where registered (TraceMeanField_ELBO)."""
-    return TraceMeanField_ELBO(num_particles=num_particles, vectorize_particles=True, max_plate_nesting=1)
+    return AnalyticKL_ELBO(num_particles=num_particles, vectorize_particles=num_particles > 1, max_plate_nesting=1)
 
 
 # -- importance-weighted objectives: IWAE and reweighted wake-sleep ---------------------------------
@@ -264,8 +333,6 @@ class ReweightedWakeSleep(_PerDatapointWeights):
 
     def _sleep_phi(self, model, guide, args, kwargs) -> torch.Tensor:
         """-s sum_i (1/K) sum_k log q(z'_ik | x'_ik) for K fantasies (z', x') ~ p per row of the batch."""
-        from pyro import poutine
-
         if not args or not torch.is_tensor(args[0]) or args[0].dim() != 2:
             raise UnsupportedModelError("sleep-phi (insomnia < 1) needs a guide called as guide(x, ...) with x of shape (B, D)")
         x = args[0]
@@ -324,8 +391,6 @@ def check_objective(objective: ELBO, name: str, vae: VAE, x: torch.Tensor) -> No
     """
     if not (isinstance(objective, TraceMeanField_ELBO) or getattr(objective, "needs_reparam", False)):
         return
-    from pyro import poutine
-
     with torch.no_grad(), pyro.validation_enabled(False):
         trace = poutine.trace(vae.guide).get_trace(x[:2])
     _require_reparam(_guide_latents(trace), name)
@@ -770,5 +835,5 @@ def _diverged(
 
 __all__ = [
     "OBJECTIVES", "EpochRecord", "FitResult", "fit", "make_objective", "make_optimizer", "kl_beta", "learning_rate",
-    "kl_mode", "describe_kl", "mean_elbo", "IWAE", "ReweightedWakeSleep", "check_objective",
+    "kl_mode", "describe_kl", "mean_elbo", "AnalyticKL_ELBO", "IWAE", "ReweightedWakeSleep", "check_objective",
 ]

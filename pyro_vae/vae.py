@@ -26,6 +26,7 @@ drive ``elbo.differentiable_loss(vae.model, vae.guide, x)``.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any, Mapping
 
@@ -43,6 +44,11 @@ from pyro_vae.networks import NETWORKS
 from pyro_vae.priors import PRIORS
 from pyro_vae.registry import BuildContext
 from pyro_vae.spec import ModelSpec
+
+
+def _kl_weight(beta: float):
+    """poutine.scale(beta) on the z site; no handler at all when beta = 1 (the common case)."""
+    return contextlib.nullcontext() if beta == 1.0 else poutine.scale(scale=beta)
 
 
 class VAE(nn.Module):
@@ -99,7 +105,7 @@ class VAE(nn.Module):
         if batch is None:
             raise ValueError("model(x=None) needs num_samples, the number of datapoints to generate")
         with self._data_plate(batch, num_data):
-            with poutine.scale(scale=beta):
+            with _kl_weight(beta):
                 z = pyro.sample("z", self.prior().expand([batch]))
             return pyro.sample("x", self.decode(z), obs=x)
 
@@ -113,7 +119,7 @@ class VAE(nn.Module):
     ) -> torch.Tensor:
         """z ~ q_phi(z | x), the amortized posterior of each row of x."""
         with self._data_plate(x.shape[0], num_data):
-            with poutine.scale(scale=beta):
+            with _kl_weight(beta):
                 return pyro.sample("z", self.posterior(x))
 
     # -- conveniences ---------------------------------------------------------------------
