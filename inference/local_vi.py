@@ -53,7 +53,6 @@ import pyro.distributions as dist
 import torch
 from pyro import poutine
 from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
-from pyro.optim.clipped_adam import ClippedAdam
 from pyro.poutine.util import site_is_subsample
 from torch import nn
 from torch.distributions import constraints
@@ -61,7 +60,7 @@ from torch.nn.functional import embedding, softplus
 from tqdm.auto import tqdm
 
 from inference.evaluate import Estimate, elbo_samples
-from inference.svi import EpochRecord, kl_beta
+from inference.svi import EpochRecord, kl_beta, make_optimizer, set_learning_rate
 from pyro_vae.data import DataSplits
 from pyro_vae.errors import ConfigError, DataError, TrainingError, UnsupportedModelError
 from pyro_vae.spec import ModelSpec, TrainSpec, spec_to_dict
@@ -572,11 +571,7 @@ def theta_optimizer(theta: list[nn.Parameter], spec: TrainSpec, method: str) -> 
     if not theta:
         logger.info("%s: no trainable theta (all frozen); fitting the per-datapoint parameters only", method)
         return None
-    if spec.optimizer == "adam":
-        return torch.optim.Adam(theta, lr=spec.lr)
-    if spec.optimizer == "clipped_adam":
-        return ClippedAdam(theta, lr=spec.lr, clip_norm=spec.clip_norm)
-    raise ConfigError(f"unknown optimizer {spec.optimizer!r}; valid optimizers are: adam, clipped_adam")
+    return make_optimizer(theta, spec)
 
 
 @dataclass(frozen=True)
@@ -661,7 +656,8 @@ def fit_local_vi(
     "meanfield", ``train.num_particles`` particles, KL weight beta from ``train.kl_warmup_epochs``
     as in :func:`inference.svi.kl_beta`), the guide taking the rows' indices ``idx``. Theta
     (:func:`theta_parameters`: prior, likelihood, decoder; frozen ones stay fixed): the
-    optimizer of ``train`` (Adam or ClippedAdam, ``train.lr``); the q_i: SparseAdam at
+    optimizer of ``train`` (Adam or ClippedAdam, ``train.lr`` under ``train.lr_schedule``, as in
+    :func:`inference.svi.fit`); the q_i: SparseAdam at
     ``local_lr`` on the rows of the minibatch only.
 
     ``vae``: a VAE, or a model spec to build one (seeded by ``train.seed``). ``overrides``:
@@ -699,6 +695,7 @@ def fit_local_vi(
         vae.train()
         for epoch in bar:
             t_epoch = time.perf_counter()
+            set_learning_rate(theta_opt, spec, epoch)  # theta follows spec.lr_schedule, as in svi.fit
             order = torch.randperm(n, generator=generator)
             total, beta = 0.0, 1.0
             for step, r0 in enumerate(range(0, n, spec.batch_size), start=1):

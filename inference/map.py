@@ -51,6 +51,7 @@ from inference.local_vi import (
     LocalGaussianGuide, RowTable, _chunks, _train_spec, check_continuous_latents, data_plate, fit_local, frozen,
     prepare_training, rows_per_chunk, theta_optimizer, theta_parameters, theta_penalty,
 )
+from inference.svi import set_learning_rate
 from pyro_vae.data import DataSplits
 from pyro_vae.errors import ConfigError, TrainingError
 from pyro_vae.spec import ModelSpec, TrainSpec
@@ -248,7 +249,7 @@ def fit_map(
     Each step takes a minibatch I of B training rows (a randperm per epoch from a generator
     seeded by ``seed``; a Bernoulli draw per batch for dynamically binarized data) and minimizes
     the module docstring's loss. Theta: the optimizer of ``train`` (Adam or ClippedAdam) at
-    ``lr``; Z: SparseAdam at ``z_lr`` (default ``lr``) on the rows in the minibatch only.
+    ``lr``, following ``train.lr_schedule`` per epoch (:func:`inference.svi.learning_rate`); Z: SparseAdam at ``z_lr`` (default ``lr``) on the rows in the minibatch only.
     Parameters with ``requires_grad=False`` stay fixed (freeze theta to fit only Z).
     ``weight_decay = 1 / (2 s^2)``: MAP on theta under N(0, s^2 I); 0 (default): MLE on theta.
 
@@ -288,6 +289,7 @@ def fit_map(
         vae.train()
         for epoch in bar:
             t_epoch = time.perf_counter()
+            set_learning_rate(theta_opt, spec, epoch)  # theta follows spec.lr_schedule, as in svi.fit
             order = torch.randperm(n, generator=generator)
             total = 0.0
             for step, r0 in enumerate(range(0, n, spec.batch_size), start=1):

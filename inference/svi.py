@@ -63,7 +63,7 @@ import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 import pyro
@@ -458,6 +458,14 @@ def learning_rate(train: TrainSpec, epoch: int) -> float:
     raise ConfigError(f"unknown lr_schedule {train.lr_schedule!r}; valid schedules are: constant, exponential, cosine")
 
 
+def set_learning_rate(optimizer: torch.optim.Optimizer | None, train: TrainSpec, epoch: int) -> float:
+    """Set every parameter group of ``optimizer`` to :func:`learning_rate` (train, epoch); returns it."""
+    lr = learning_rate(train, epoch)
+    for group in optimizer.param_groups if optimizer is not None else ():
+        group["lr"] = lr
+    return lr
+
+
 def kl_mode(vae: VAE) -> str:
     """How estimator B gets KL(q(z|x) || p(z)): ``"analytic"`` (closed form registered) or ``"monte_carlo"``."""
     return "analytic" if vae.analytic_kl() else "monte_carlo"
@@ -479,9 +487,9 @@ def _dist_name(d: torch.distributions.Distribution) -> str:
     return type(d).__name__
 
 
-def make_optimizer(vae: VAE, train: TrainSpec) -> torch.optim.Optimizer:
-    """torch.optim.Adam(lr) or pyro's ClippedAdam(lr, clip_norm) over ``vae.parameters()``."""
-    params = list(vae.parameters())
+def make_optimizer(params: "VAE | Iterable[torch.nn.Parameter]", train: TrainSpec) -> torch.optim.Optimizer:
+    """torch.optim.Adam(lr) or pyro's ClippedAdam(lr, clip_norm) over a module's parameters (or the given ones)."""
+    params = list(params.parameters() if isinstance(params, torch.nn.Module) else params)
     if not params:
         raise ConfigError("this VAE has no trainable parameters; nothing for SVI to fit")
     if train.optimizer == "adam":
@@ -658,9 +666,7 @@ def fit(
         for epoch in bar:
             t_epoch = time.perf_counter()
             vae.train()
-            lr = learning_rate(train, epoch)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+            lr = set_learning_rate(optimizer, train, epoch)
             total, beta, step = 0.0, 1.0, 0
             for step, x in enumerate(
                 batches(data.train, train.batch_size, shuffle=True, generator=generator, binarize=dynamic), start=1
@@ -835,5 +841,5 @@ def _diverged(
 
 __all__ = [
     "OBJECTIVES", "EpochRecord", "FitResult", "fit", "make_objective", "make_optimizer", "kl_beta", "learning_rate",
-    "kl_mode", "describe_kl", "mean_elbo", "AnalyticKL_ELBO", "IWAE", "ReweightedWakeSleep", "check_objective",
+    "set_learning_rate", "kl_mode", "describe_kl", "mean_elbo", "AnalyticKL_ELBO", "IWAE", "ReweightedWakeSleep", "check_objective",
 ]

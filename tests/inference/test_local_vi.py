@@ -258,3 +258,22 @@ def test_fit_local_vi_builds_a_vae_from_a_spec(digits):
     result = fit_local_vi(spec, digits, {"epochs": 1, "batch_size": 100, "seed": 3}, full_cov=True, progress=False)
     assert result.vae.latent_dim == 2 and result.guide.full_cov
     assert math.isfinite(result.history[0].train_elbo)
+
+
+def test_theta_follows_the_learning_rate_schedule(digits, monkeypatch):
+    """train.lr_schedule applies to theta's optimizer as in svi.fit (the q_i keep local_lr)."""
+    from inference.svi import learning_rate
+    from pyro_vae.spec import TrainSpec
+
+    seen, step = [], torch.optim.Adam.step
+
+    def recording_step(self, *args, **kwargs):
+        seen.append(self.param_groups[0]["lr"])
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", recording_step)
+    train = TrainSpec(epochs=3, lr=1e-2, lr_schedule="cosine", lr_final=1e-3, batch_size=100, seed=0)
+    fit_local_vi(build_vae(data_dim=digits.feature_dim, latent_dim=2, seed=0), digits, train, progress=False)
+    steps = math.ceil(digits.train.shape[0] / 100)
+    assert seen == [learning_rate(train, e) for e in (1, 2, 3) for _ in range(steps)]
+    assert seen[0] == pytest.approx(1e-2) and seen[-1] == pytest.approx(1e-3)

@@ -192,3 +192,23 @@ def test_bad_settings_are_refused():
         encode_map(vae, x, optimizer="sgd")
     with pytest.raises(ConfigError, match="init"):
         encode_map(vae, x, init=torch.zeros(3, d))
+
+
+def test_theta_follows_the_learning_rate_schedule(monkeypatch):
+    """train.lr_schedule applies to theta's optimizer as in svi.fit."""
+    from inference.svi import learning_rate
+    from pyro_vae.spec import TrainSpec
+
+    seen, step = [], torch.optim.Adam.step
+
+    def recording_step(self, *args, **kwargs):
+        seen.append(self.param_groups[0]["lr"])
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", recording_step)
+    W, x, _ = ppca_data(120)
+    vae = linear_gaussian_vae(W, torch.zeros(D), SIGMA)
+    train = TrainSpec(epochs=3, lr=1e-2, lr_schedule="exponential", lr_final=1e-4, batch_size=40, seed=0)
+    fit_map(vae, x, train, progress=False)
+    assert seen == [learning_rate(train, e) for e in (1, 2, 3) for _ in range(3)]
+    assert seen[0] == pytest.approx(1e-2) and seen[-1] == pytest.approx(1e-4)
