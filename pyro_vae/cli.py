@@ -34,6 +34,7 @@ def _train(args: argparse.Namespace) -> int:
         train__elbo=args.elbo, train__epochs=args.epochs, train__seed=args.seed, train__lr=args.lr,
         train__batch_size=args.batch_size, train__num_particles=args.num_particles,
         train__kl_warmup_epochs=args.kl_warmup, train__patience=args.patience,
+        train__lr_schedule=args.lr_schedule, train__lr_final=args.lr_final,
     )
     if not args.resume and (out / "checkpoints" / "last.pt").exists():
         raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
@@ -136,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--num-particles", type=int)
     t.add_argument("--epochs", type=int)
     t.add_argument("--lr", type=float)
+    t.add_argument("--lr-schedule", help="constant | exponential | cosine (per epoch, from --lr to --lr-final)")
+    t.add_argument("--lr-final", type=float, help="learning rate of the last epoch (default lr / 100)")
     t.add_argument("--batch-size", type=int)
     t.add_argument("--kl-warmup", type=int, help="epochs of linear KL warm-up")
     t.add_argument("--patience", type=int, help="early stopping patience (epochs)")

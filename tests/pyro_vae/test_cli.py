@@ -10,7 +10,7 @@ import yaml
 
 from pyro_vae.cli import main
 
-TINY = ["--epochs", "3", "--latent-dim", "2", "--eval-samples", "50", "-q"]
+TINY = ["--epochs", "3", "--latent-dim", "2", "--eval-samples", "50", "--lr-schedule", "cosine", "-q"]
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +36,9 @@ def test_train_writes_a_complete_run_folder(run_dir, capsys):
     assert ll["mean"] >= metrics["test"]["elbo_a"]["mean"] - 3 * metrics["test"]["elbo_a"]["stderr"]
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert config["model"]["latent_dim"] == 2 and config["train"]["epochs"] == 3  # flags override the file
+    assert config["train"]["lr_schedule"] == "cosine"
+    lrs = [r["lr"] for r in metrics["history"]]
+    assert lrs[0] == pytest.approx(config["train"]["lr"]) and lrs[-1] == pytest.approx(config["train"]["lr"] / 100)
 
 
 @pytest.mark.slow
@@ -69,6 +72,8 @@ def test_list_prints_every_registry(capsys):
         (["--elbo", "elbow"], "choose one of"),
         (["--epochs", "0"], "epochs must be a positive integer"),
         (["--latent-dim", "-1"], "latent_dim must be a positive integer"),
+        (["--lr-schedule", "linear"], "lr_schedule='linear' is not valid"),
+        (["--lr-final", "1e-5"], "no effect with lr_schedule='constant'"),
     ],
 )
 def test_bad_input_exits_with_a_clear_message(tmp_path, capsys, argv, message):
