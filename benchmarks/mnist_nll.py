@@ -2,19 +2,24 @@
 
 Burda et al. (2015), Table 1, "VAE, k = 1": 2 deterministic layers of 200 tanh units, 50
 latent units, Bernoulli likelihood, trained 3280 epochs: test log p(x) = -86.76 nats (IS,
-k = 5000). This script trains a VAE of that shape with pyro-vae's SVI (estimator A by default)
-for ``--epochs`` epochs under a learning-rate schedule (``TrainSpec.lr_schedule``: the rate
-decays from ``--lr`` to ``--lr-final`` over the run), then reports the test log p(x) by
-importance sampling with K = 5000 samples from q(z|x) and the training wall time. The issue's
-target is log p(x) >= -86.76 nats after at most ``--minutes`` (60) of training on 2 cores;
-the script says whether the run met it. Architecture flags (``--hidden``, ``--activation``,
-``--kl-warmup``) change the network; the printed summary names the configuration.
+k = 5000). The issue's target is log p(x) >= -86.76 nats after at most ``--minutes`` (60) of
+training on 2 cores, using what helps (architecture, schedule). This script trains a VAE
+with one stochastic layer of 50 latents and a Bernoulli likelihood with pyro-vae's SVI for
+``--epochs`` epochs under a learning-rate schedule (``TrainSpec.lr_schedule``: the rate
+decays from ``--lr`` to ``--lr-final`` over the run), scores the checkpoint with the best
+validation ELBO on the 10000 test images (binarized once, seeded) by importance sampling
+with K = 5000 samples from q(z|x), and says whether the run met the target.
+
+The defaults are the configuration that met it here (benchmarks/README.md): 2 x 400 ReLU
+layers, estimator B (``meanfield``, analytic KL), batch 200, Adam 2e-3 cosine-decayed to
+1e-5 over 260 epochs, 10 epochs of KL warm-up (about 47 min at one thread). Burda et al.'s
+architecture is ``--hidden 200 200 --activation tanh``.
 
 The schedule depends on the total number of epochs, so a budget is spent by choosing
 ``--epochs`` from a measured s/epoch, not by stopping early. An interrupted run continues
 exactly with ``--resume`` (same flags).
 
-    python benchmarks/mnist_nll.py --epochs 420 --threads 1 --out runs/mnist_nll
+    python benchmarks/mnist_nll.py --out runs/mnist_nll
 """
 
 from __future__ import annotations
@@ -38,17 +43,17 @@ BURDA_VAE_K1 = -86.76
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--epochs", type=int, default=420, help="training epochs (choose them to fit the budget)")
+    p.add_argument("--epochs", type=int, default=260, help="training epochs (choose them to fit the budget)")
     p.add_argument("--minutes", type=float, default=60.0, help="the training wall-time budget to check against")
     p.add_argument("--threads", type=int, default=1, help="torch threads (batch 100 gains little from 2)")
-    p.add_argument("--hidden", type=int, nargs="+", default=[200, 200])
-    p.add_argument("--activation", default="tanh")
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--lr-schedule", default="exponential", choices=["constant", "exponential", "cosine"])
-    p.add_argument("--lr-final", type=float, default=1e-4)
-    p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--kl-warmup", type=int, default=0, help="KL warm-up epochs")
-    p.add_argument("--elbo", default="trace")
+    p.add_argument("--hidden", type=int, nargs="+", default=[400, 400])
+    p.add_argument("--activation", default="relu")
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--lr-schedule", default="cosine", choices=["constant", "exponential", "cosine"])
+    p.add_argument("--lr-final", type=float, default=1e-5)
+    p.add_argument("--batch-size", type=int, default=200)
+    p.add_argument("--kl-warmup", type=int, default=10, help="KL warm-up epochs")
+    p.add_argument("--elbo", default="meanfield")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-K", type=int, default=5000, help="importance samples for the test log p(x)")
     p.add_argument("--data-dir", default=str(default_data_dir()))
