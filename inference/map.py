@@ -249,7 +249,8 @@ def fit_map(
     Each step takes a minibatch I of B training rows (a randperm per epoch from a generator
     seeded by ``seed``; a Bernoulli draw per batch for dynamically binarized data) and minimizes
     the module docstring's loss. Theta: the optimizer of ``train`` (Adam or ClippedAdam) at
-    ``lr``, following ``train.lr_schedule`` per epoch (:func:`inference.svi.learning_rate`); Z: SparseAdam at ``z_lr`` (default ``lr``) on the rows in the minibatch only.
+    ``lr``, following ``train.lr_schedule`` per epoch (:func:`inference.svi.learning_rate`);
+    Z: SparseAdam at ``z_lr`` (default ``lr``) on the rows in the minibatch only.
     Parameters with ``requires_grad=False`` stay fixed (freeze theta to fit only Z).
     ``weight_decay = 1 / (2 s^2)``: MAP on theta under N(0, s^2 I); 0 (default): MLE on theta.
 

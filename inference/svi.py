@@ -68,11 +68,11 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import pyro
 import torch
-from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
-from pyro.optim.clipped_adam import ClippedAdam
 from pyro import poutine
 from pyro.distributions.util import scale_and_mask
+from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
 from pyro.infer.util import is_validation_enabled
+from pyro.optim.clipped_adam import ClippedAdam
 from pyro.poutine.util import prune_subsample_sites
 from torch.distributions import Independent, kl_divergence
 from tqdm.auto import tqdm
@@ -81,7 +81,7 @@ from inference.checkpoint import FORMAT, capture_rng, load_checkpoint, restore_r
 from pyro_vae.data import DataSplits, batches
 from pyro_vae.errors import ConfigError, DataError, TrainingError, UnsupportedModelError
 from pyro_vae.registry import Registry
-from pyro_vae.spec import TrainSpec, spec_to_dict
+from pyro_vae.spec import LR_SCHEDULES, TrainSpec, spec_to_dict
 from pyro_vae.vae import VAE
 
 logger = logging.getLogger(__name__)
@@ -455,7 +455,7 @@ def learning_rate(train: TrainSpec, epoch: int) -> float:
         return train.lr * (final / train.lr) ** t
     if train.lr_schedule == "cosine":
         return final + (train.lr - final) * 0.5 * (1.0 + math.cos(math.pi * t))
-    raise ConfigError(f"unknown lr_schedule {train.lr_schedule!r}; valid schedules are: constant, exponential, cosine")
+    raise ConfigError(f"unknown lr_schedule {train.lr_schedule!r}; valid schedules are: {', '.join(LR_SCHEDULES)}")
 
 
 def set_learning_rate(optimizer: torch.optim.Optimizer | None, train: TrainSpec, epoch: int) -> float:
