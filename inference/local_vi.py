@@ -60,7 +60,7 @@ from torch.nn.functional import embedding, softplus
 from tqdm.auto import tqdm
 
 from inference.evaluate import Estimate, elbo_samples
-from inference.svi import EpochRecord, kl_beta, make_optimizer, set_learning_rate
+from inference.svi import EpochRecord, adam, kl_beta, make_optimizer, set_learning_rate
 from pyro_vae.data import DataSplits
 from pyro_vae.errors import ConfigError, DataError, TrainingError, UnsupportedModelError
 from pyro_vae.spec import ModelSpec, TrainSpec, spec_to_dict
@@ -493,7 +493,7 @@ def fit_local(
             for r0, nr in plan:
                 idx = torch.arange(r0, r0 + nr, device=x.device)
                 xb, guide_b = x[r0:r0 + nr], functools.partial(guide.guide, idx=idx)
-                optimizer = torch.optim.Adam(guide.parameters(), lr=lr, betas=ADAM_BETAS)
+                optimizer = adam(guide.parameters(), lr=lr, betas=ADAM_BETAS)
                 schedule = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=lr_decay ** (1.0 / steps))
                 for t in range(steps + 1):
                     # The data were checked above; Pyro's validation on every step costs ~5x here.

@@ -99,6 +99,7 @@ from inference.local_vi import (
     theta_penalty,
 )
 from inference.mcmc import GaussianProposal, LatentPosterior, adapt_step_size, vectorized_hmc_step
+from inference.svi import adam
 from pyro_vae.data import DataSplits
 from pyro_vae.errors import ConfigError, TrainingError
 from pyro_vae.linear_gaussian import em_step, log_marginal
@@ -483,7 +484,7 @@ def fit_mcem(
     theta = theta_parameters(vae)
     if m_steps > 0 and not theta:
         logger.info("fit_mcem: no trainable theta (prior, likelihood and decoder are frozen); running E-steps only")
-    optimizer = torch.optim.Adam(theta, lr=lr) if (m_steps > 0 and theta) else None
+    optimizer = adam(theta, lr=lr) if (m_steps > 0 and theta) else None
     steps_per_epoch = math.ceil(n / batch_size)
     schedule = (
         torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=lr_decay ** (1.0 / (epochs * steps_per_epoch)))

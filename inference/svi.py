@@ -3,7 +3,7 @@ r"""Stochastic variational inference for a VAE with the SGVB estimators (Kingma 
 For a minibatch x_1..x_B of the N training rows, L particles z_il = mu_phi(x_i) + L_phi(x_i)
 eps_il with eps_il ~ N(0, I) (the reparameterization trick), and a KL weight beta in (0, 1]:
 
-* estimator A, objective ``"trace"`` (``Trace_ELBO``)::
+* estimator A, objective ``"trace"`` (:class:`ReparamTrace_ELBO`, a ``Trace_ELBO``)::
 
     L^A = (N / B) sum_i (1/L) sum_l [ log p_theta(x_i | z_il)
                                       + beta (log p(z_il) - log q_phi(z_il | x_i)) ]
@@ -71,7 +71,7 @@ import torch
 from pyro import poutine
 from pyro.distributions.util import scale_and_mask
 from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
-from pyro.infer.util import is_validation_enabled
+from pyro.infer.util import is_validation_enabled, torch_item
 from pyro.optim.clipped_adam import ClippedAdam
 from pyro.poutine.util import prune_subsample_sites
 from torch.distributions import Independent, kl_divergence
@@ -95,11 +95,63 @@ VAL_CHUNK = 1000  # validation rows per forward pass
 RESUMABLE_CHANGES = ("epochs", "patience", "validate_every_step")
 
 
+def _lean_traces(model, guide, args, kwargs) -> tuple[poutine.Trace, poutine.Trace]:
+    """Guide trace and the model replayed against it, subsample sites pruned, no densities computed.
+
+    What ``pyro.infer.enum.get_importance_trace`` does with validation off, minus its eager
+    ``compute_log_prob``/``compute_score_parts`` at every site.
+    """
+    guide_trace = poutine.trace(guide, graph_type="flat").get_trace(*args, **kwargs)
+    replayed = poutine.replay(model, trace=guide_trace)
+    model_trace = poutine.trace(replayed, graph_type="flat").get_trace(*args, **kwargs)
+    return prune_subsample_sites(model_trace), prune_subsample_sites(guide_trace)
+
+
+def _sample_sites(trace: poutine.Trace) -> list[dict]:
+    return [site for site in trace.nodes.values() if site["type"] == "sample"]
+
+
+def _total_log_prob(sites: list[dict]) -> torch.Tensor | float:
+    """sum over sites of scale * mask * log fn(value), without a leading 0 + ... node."""
+    terms = [_log_prob_sum(site) for site in sites]
+    return sum(terms[1:], terms[0]) if terms else 0.0
+
+
+class ReparamTrace_ELBO(Trace_ELBO):
+    r"""SGVB estimator A, ``Trace_ELBO`` summing the log-densities directly for reparameterized guides.
+
+    Per particle z ~ q(z | x), with each site's scale (the data plate's N / B, times beta at
+    the ``z`` site)::
+
+        L^A = sum_{model sites} scale log p(site) - sum_{guide sites} scale log q(site)
+
+    When every guide site is reparameterized, Pyro's surrogate objective equals L^A itself
+    (its score-function terms are zero), so -L^A is returned as the differentiable loss
+    without ``Trace_ELBO``'s surrogate bookkeeping. Same value, gradient and random draws. A
+    guide with a non-reparameterized site gets Pyro's surrogate (score-function terms), and
+    several particles or enabled validation (the first step of a fit, or
+    ``validate_every_step``) take Pyro's own path, with all of its checks.
+    """
+
+    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        """-L^A for one particle (the fit loop checks the loss for NaN); Pyro's loop otherwise."""
+        if self.num_particles > 1 or is_validation_enabled():
+            return super().differentiable_loss(model, guide, *args, **kwargs)
+        model_trace, guide_trace = _lean_traces(model, guide, args, kwargs)
+        guide_sites = _sample_sites(guide_trace)
+        if not all(site["fn"].has_rsample for site in guide_sites):
+            model_trace.compute_log_prob()
+            guide_trace.compute_score_parts()
+            loss, surrogate = self._differentiable_loss_particle(model_trace, guide_trace)
+            return loss + (surrogate - torch_item(surrogate))
+        return _total_log_prob(guide_sites) - _total_log_prob(_sample_sites(model_trace))
+
+
 @OBJECTIVES.register("trace")
 def trace_objective(num_particles: int = 1) -> ELBO:
-    """SGVB estimator A: log p(x, z) - log q(z | x) at z ~ q(z | x) (Trace_ELBO)."""
+    """SGVB estimator A: log p(x, z) - log q(z | x) at z ~ q(z | x) (:class:`ReparamTrace_ELBO`)."""
     # One particle needs no particle plate (same draws, no extra batch dimension to broadcast).
-    return Trace_ELBO(num_particles=num_particles, vectorize_particles=num_particles > 1, max_plate_nesting=1)
+    return ReparamTrace_ELBO(num_particles=num_particles, vectorize_particles=num_particles > 1, max_plate_nesting=1)
 
 
 class AnalyticKL_ELBO(TraceMeanField_ELBO):
@@ -121,10 +173,7 @@ class AnalyticKL_ELBO(TraceMeanField_ELBO):
     def _get_trace(self, model, guide, args, kwargs):
         if is_validation_enabled():
             return super()._get_trace(model, guide, args, kwargs)
-        guide_trace = poutine.trace(guide, graph_type="flat").get_trace(*args, **kwargs)
-        replayed = poutine.replay(model, trace=guide_trace)
-        model_trace = poutine.trace(replayed, graph_type="flat").get_trace(*args, **kwargs)
-        return prune_subsample_sites(model_trace), prune_subsample_sites(guide_trace)
+        return _lean_traces(model, guide, args, kwargs)
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
         """-L^B for one particle (the fit loop checks the loss for NaN); Pyro's loop otherwise."""
@@ -487,13 +536,34 @@ def _dist_name(d: torch.distributions.Distribution) -> str:
     return type(d).__name__
 
 
+def adam(params: Iterable[torch.Tensor], lr: float, **options: Any) -> torch.optim.Adam:
+    r"""torch.optim.Adam, with the fused kernel wherever this torch has one for the parameters.
+
+    Same update, per parameter theta with gradient g at step t (defaults beta1 = 0.9,
+    beta2 = 0.999, eps = 1e-8)::
+
+        m_t = beta1 m_{t-1} + (1 - beta1) g_t,    v_t = beta2 v_{t-1} + (1 - beta2) g_t^2
+        theta_t = theta_{t-1} - lr (m_t / (1 - beta1^t)) / (sqrt(v_t / (1 - beta2^t)) + eps)
+
+    ``fused=True`` computes it in one kernel over all parameters instead of ~10 tensor
+    operations per parameter (on CPU about 4x faster for a VAE's dozen weight tensors; the
+    results agree to float rounding). Falls back to the default implementation where fused
+    Adam is unavailable (torch < 2.4 on CPU, or unsupported dtypes/devices).
+    """
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True, **options)
+    except (RuntimeError, ValueError, TypeError):
+        return torch.optim.Adam(params, lr=lr, **options)
+
+
 def make_optimizer(params: "VAE | Iterable[torch.nn.Parameter]", train: TrainSpec) -> torch.optim.Optimizer:
-    """torch.optim.Adam(lr) or pyro's ClippedAdam(lr, clip_norm) over a module's parameters (or the given ones)."""
+    """:func:`adam` (lr) or pyro's ClippedAdam(lr, clip_norm) over a module's parameters (or the given ones)."""
     params = list(params.parameters() if isinstance(params, torch.nn.Module) else params)
     if not params:
         raise ConfigError("this VAE has no trainable parameters; nothing for SVI to fit")
     if train.optimizer == "adam":
-        return torch.optim.Adam(params, lr=train.lr)
+        return adam(params, lr=train.lr)
     if train.optimizer == "clipped_adam":
         return ClippedAdam(params, lr=train.lr, clip_norm=train.clip_norm)
     raise ConfigError(f"unknown optimizer {train.optimizer!r}; valid optimizers are: adam, clipped_adam")
@@ -840,6 +910,6 @@ def _diverged(
 
 
 __all__ = [
-    "OBJECTIVES", "EpochRecord", "FitResult", "fit", "make_objective", "make_optimizer", "kl_beta", "learning_rate",
-    "set_learning_rate", "kl_mode", "describe_kl", "mean_elbo", "AnalyticKL_ELBO", "IWAE", "ReweightedWakeSleep", "check_objective",
+    "OBJECTIVES", "EpochRecord", "FitResult", "adam", "fit", "make_objective", "make_optimizer", "kl_beta", "learning_rate",
+    "set_learning_rate", "kl_mode", "describe_kl", "mean_elbo", "AnalyticKL_ELBO", "ReparamTrace_ELBO", "IWAE", "ReweightedWakeSleep", "check_objective",
 ]

@@ -106,7 +106,7 @@ class VAE(nn.Module):
             raise ValueError("model(x=None) needs num_samples, the number of datapoints to generate")
         with self._data_plate(batch, num_data):
             with _kl_weight(beta):
-                z = pyro.sample("z", self.prior().expand([batch]))
+                z = pyro.sample("z", self.prior())  # the plate broadcasts p(z) over the batch
             return pyro.sample("x", self.decode(z), obs=x)
 
     def guide(

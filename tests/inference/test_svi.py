@@ -64,32 +64,74 @@ def test_registry_names_trace_and_meanfield_and_lists_them_for_unknown_names():
         assert name in str(info.value)
 
 
+PYRO_ELBOS = {"trace": pyro.infer.Trace_ELBO, "meanfield": pyro.infer.TraceMeanField_ELBO}
+
+
+def loss_and_grads(objective, model, guide, params, *args, validate=False, **kwargs):
+    """An objective's differentiable loss and gradients at pyro seed 7 (so every objective draws the same z)."""
+    pyro.set_rng_seed(7)
+    for p in params:
+        p.grad = None
+    with pyro.validation_enabled(validate):
+        loss = objective.differentiable_loss(model, guide, *args, **kwargs)
+    loss.backward()
+    return loss.detach(), [p.grad.clone() for p in params if p.grad is not None]
+
+
+def assert_same_loss_and_grads(ours, pyros):
+    assert torch.allclose(ours[0], pyros[0], rtol=1e-6), (ours[0], pyros[0])
+    assert len(ours[1]) == len(pyros[1]) > 0
+    for a, b in zip(ours[1], pyros[1]):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("elbo", sorted(PYRO_ELBOS))
 @pytest.mark.parametrize("prior,guide", [("normal", "diag_normal"), ("normal", "lowrank_normal"), ("student_t", "diag_normal")])
 @pytest.mark.parametrize("validate", [False, True])
-def test_meanfield_objective_equals_pyros_trace_mean_field_elbo(digits, prior, guide, validate):
-    """Our estimator B skips the unused log-densities; value and gradient must stay Pyro's, for an
-    analytic KL (normal prior, diagonal and low-rank guides) and the Monte Carlo fallback (Student-t)."""
+def test_sgvb_objectives_equal_pyros_elbos(digits, elbo, prior, guide, validate):
+    """Our estimators A and B skip Pyro's unused bookkeeping (A: the surrogate of a reparameterized
+    guide; B: log-densities the closed-form KL replaces); value and gradient must stay Pyro's, for
+    an analytic KL (normal prior, diagonal and low-rank guides) and the Monte Carlo fallback (Student-t)."""
     vae = small_vae(digits, prior=prior, guide=guide)
     x = torch.bernoulli(digits.train[:40], generator=torch.Generator().manual_seed(0))
-    kwargs = {"num_data": len(digits.train), "beta": 0.3}
-
-    def loss_and_grads(objective):
-        pyro.set_rng_seed(7)
-        vae.zero_grad()
-        with pyro.validation_enabled(validate):
-            loss = objective.differentiable_loss(vae.model, vae.guide, x, **kwargs)
-        loss.backward()
-        return loss.detach(), [p.grad.clone() for p in vae.parameters() if p.grad is not None]
-
-    ours, ours_grads = loss_and_grads(make_objective("meanfield"))
-    pyros, pyros_grads = loss_and_grads(pyro.infer.TraceMeanField_ELBO(max_plate_nesting=1))
-    assert torch.allclose(ours, pyros, rtol=1e-6), (ours, pyros)
-    assert len(ours_grads) == len(pyros_grads) > 0
-    for a, b in zip(ours_grads, pyros_grads):
-        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+    kwargs = {"num_data": len(digits.train), "beta": 0.3, "validate": validate}
+    params = list(vae.parameters())
+    ours = loss_and_grads(make_objective(elbo), vae.model, vae.guide, params, x, **kwargs)
+    pyros = loss_and_grads(PYRO_ELBOS[elbo](max_plate_nesting=1), vae.model, vae.guide, params, x, **kwargs)
+    assert_same_loss_and_grads(ours, pyros)
     pyro.set_rng_seed(7)  # .loss (a float, for pyro.infer.SVI) draws the same z as above
     with torch.no_grad(), pyro.validation_enabled(validate):
-        assert make_objective("meanfield").loss(vae.model, vae.guide, x, **kwargs) == pytest.approx(float(pyros), rel=1e-6)
+        loss = make_objective(elbo).loss(vae.model, vae.guide, x, num_data=len(digits.train), beta=0.3)
+    assert loss == pytest.approx(float(pyros[0]), rel=1e-6)
+
+
+def test_trace_objective_keeps_score_function_terms_of_a_non_reparameterized_guide():
+    """A discrete guide site has no reparameterized gradient: estimator A must then return Pyro's
+    surrogate loss (score-function term included), whose gradient differs from that of L^A alone."""
+    w = torch.tensor([0.3, -0.2], requires_grad=True)  # guide: q(z) = N(w0, 1), q(c) = Bernoulli(sigmoid(w1))
+    x = torch.tensor([0.5, 1.5, 2.0])
+
+    def model(x):
+        z = pyro.sample("z", pyro.distributions.Normal(0.0, 1.0))
+        c = pyro.sample("c", pyro.distributions.Bernoulli(0.5))
+        with pyro.plate("data", len(x)):
+            pyro.sample("x", pyro.distributions.Normal(z + c, 1.0), obs=x)
+
+    def guide(x):
+        pyro.sample("z", pyro.distributions.Normal(w[0], 1.0))
+        pyro.sample("c", pyro.distributions.Bernoulli(logits=w[1]))
+
+    ours = loss_and_grads(make_objective("trace"), model, guide, [w], x)
+    pyros = loss_and_grads(pyro.infer.Trace_ELBO(max_plate_nesting=1), model, guide, [w], x)
+    assert_same_loss_and_grads(ours, pyros)
+    # Without the score-function term the gradient in w1 would be d(-L^A)/dw1 at the sampled c only
+    # through log q(c): check that the surrogate really changed it.
+    pyro.set_rng_seed(7)
+    with pyro.validation_enabled(False):
+        mt, gt = svi._lean_traces(model, guide, (x,), {})
+        plain = svi._total_log_prob(svi._sample_sites(gt)) - svi._total_log_prob(svi._sample_sites(mt))
+    (plain_grad,) = torch.autograd.grad(plain, [w])
+    assert not torch.allclose(plain_grad[1], ours[1][0][1])
 
 
 @pytest.mark.parametrize("elbo", OBJECTIVES.names())
