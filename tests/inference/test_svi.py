@@ -134,6 +134,26 @@ def test_trace_objective_keeps_score_function_terms_of_a_non_reparameterized_gui
     assert not torch.allclose(plain_grad[1], ours[1][0][1])
 
 
+def test_adam_is_fused_and_follows_the_adam_update(digits):
+    """svi.adam uses torch's fused kernel (where this torch has it for CPU) and takes the same steps
+    as the per-parameter implementation: Adam's update is elementwise, so they agree to float rounding."""
+    torch.manual_seed(0)
+    a = [torch.randn(30, 20, requires_grad=True), torch.randn(20, requires_grad=True)]
+    b = [t.detach().clone().requires_grad_() for t in a]
+    ours, plain = svi.adam(a, lr=1e-2), torch.optim.Adam(b, lr=1e-2, foreach=False)
+    fused_available = tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 4)
+    assert ours.defaults["fused"] is (True if fused_available else None)
+    for _ in range(20):
+        grads = [torch.randn_like(t) for t in a]
+        for p, q, g in zip(a, b, grads):
+            p.grad, q.grad = g.clone(), g.clone()
+        ours.step()
+        plain.step()
+    for p, q in zip(a, b):
+        assert torch.allclose(p, q, rtol=0, atol=1e-6)
+    assert svi.make_optimizer(small_vae(digits), spec()).defaults["fused"] is ours.defaults["fused"]
+
+
 @pytest.mark.parametrize("elbo", OBJECTIVES.names())
 def test_every_objective_trains(digits, elbo):
     result = fit(small_vae(digits), digits, spec(elbo=elbo, epochs=6), progress=False)
