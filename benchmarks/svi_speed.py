@@ -125,5 +125,6 @@ def main() -> None:
         print(f"ratio {estimator} (pyro-vae / hand-written, s/epoch): {ml / mh:.3f}  (target <= 1.15)")
         print(f"overhead ratio {estimator} (pyro-vae / hand-written with fused Adam too): {ml / mf:.3f}")
 
+
 if __name__ == "__main__":
     main()

@@ -69,10 +69,13 @@ import numpy as np
 import pyro
 import torch
 from pyro import poutine
+from pyro.distributions import Distribution
+from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDistribution
 from pyro.distributions.util import scale_and_mask
 from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
 from pyro.infer.util import is_validation_enabled, torch_item
 from pyro.optim.clipped_adam import ClippedAdam
+from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import prune_subsample_sites
 from torch.distributions import Independent, kl_divergence
 from tqdm.auto import tqdm
@@ -95,11 +98,17 @@ VAL_CHUNK = 1000  # validation rows per forward pass
 RESUMABLE_CHANGES = ("epochs", "patience", "validate_every_step")
 
 
+def _lean_path(elbo: ELBO, guide) -> bool:
+    """Whether the shortcuts below apply: one particle, Pyro's validation off, and a guide that is
+    a plain callable (a ``GuideMessenger`` such as ``AutoNormalMessenger`` records its own traces)."""
+    return elbo.num_particles == 1 and not is_validation_enabled() and not isinstance(poutine.unwrap(guide), Messenger)
+
+
 def _lean_traces(model, guide, args, kwargs) -> tuple[poutine.Trace, poutine.Trace]:
     """Guide trace and the model replayed against it, subsample sites pruned, no densities computed.
 
-    What ``pyro.infer.enum.get_importance_trace`` does with validation off, minus its eager
-    ``compute_log_prob``/``compute_score_parts`` at every site.
+    What ``pyro.infer.enum.get_importance_trace`` does for a callable guide with validation off,
+    minus its eager ``compute_log_prob``/``compute_score_parts`` at every site.
     """
     guide_trace = poutine.trace(guide, graph_type="flat").get_trace(*args, **kwargs)
     replayed = poutine.replay(model, trace=guide_trace)
@@ -109,6 +118,18 @@ def _lean_traces(model, guide, args, kwargs) -> tuple[poutine.Trace, poutine.Tra
 
 def _sample_sites(trace: poutine.Trace) -> list[dict]:
     return [site for site in trace.nodes.values() if site["type"] == "sample"]
+
+
+def _reparameterized(fn: Distribution) -> bool:
+    """Whether Pyro's ``score_parts`` gives draws from ``fn`` no score-function term.
+
+    True for a distribution with Pyro's default ``score_parts`` and ``has_rsample``, seen
+    through masking and expansion (which defer to their base); False for one that overrides
+    ``score_parts`` (e.g. a ``Rejector``, partially reparameterized), so it gets Pyro's surrogate.
+    """
+    while isinstance(fn, (MaskedDistribution, ExpandedDistribution)):
+        fn = fn.base_dist
+    return type(fn).score_parts is Distribution.score_parts and bool(fn.has_rsample)
 
 
 def _total_log_prob(sites: list[dict]) -> torch.Tensor | float:
@@ -125,21 +146,22 @@ class ReparamTrace_ELBO(Trace_ELBO):
 
         L^A = sum_{model sites} scale log p(site) - sum_{guide sites} scale log q(site)
 
-    When every guide site is reparameterized, Pyro's surrogate objective equals L^A itself
-    (its score-function terms are zero), so -L^A is returned as the differentiable loss
-    without ``Trace_ELBO``'s surrogate bookkeeping. Same value, gradient and random draws. A
-    guide with a non-reparameterized site gets Pyro's surrogate (score-function terms), and
-    several particles or enabled validation (the first step of a fit, or
-    ``validate_every_step``) take Pyro's own path, with all of its checks.
+    When every guide site is reparameterized (Pyro's ``score_parts`` has no score-function
+    term, see :func:`_reparameterized`), Pyro's surrogate objective equals L^A itself, so -L^A
+    is returned as the differentiable loss without ``Trace_ELBO``'s surrogate bookkeeping.
+    Same value, gradient and random draws. A guide with a non-reparameterized site gets
+    Pyro's surrogate (score-function terms); several particles, a ``GuideMessenger`` guide or
+    enabled validation (the first step of a fit, or ``validate_every_step``) take Pyro's own
+    path, with all of its checks.
     """
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
         """-L^A for one particle (the fit loop checks the loss for NaN); Pyro's loop otherwise."""
-        if self.num_particles > 1 or is_validation_enabled():
+        if not _lean_path(self, guide):
             return super().differentiable_loss(model, guide, *args, **kwargs)
         model_trace, guide_trace = _lean_traces(model, guide, args, kwargs)
         guide_sites = _sample_sites(guide_trace)
-        if not all(site["fn"].has_rsample for site in guide_sites):
+        if not all(_reparameterized(site["fn"]) for site in guide_sites):
             model_trace.compute_log_prob()
             guide_trace.compute_score_parts()
             loss, surrogate = self._differentiable_loss_particle(model_trace, guide_trace)
@@ -171,13 +193,13 @@ class AnalyticKL_ELBO(TraceMeanField_ELBO):
     """
 
     def _get_trace(self, model, guide, args, kwargs):
-        if is_validation_enabled():
+        if is_validation_enabled() or isinstance(poutine.unwrap(guide), Messenger):
             return super()._get_trace(model, guide, args, kwargs)
         return _lean_traces(model, guide, args, kwargs)
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
         """-L^B for one particle (the fit loop checks the loss for NaN); Pyro's loop otherwise."""
-        if self.num_particles > 1 or is_validation_enabled():
+        if not _lean_path(self, guide):
             return super().differentiable_loss(model, guide, *args, **kwargs)
         return -self._elbo_particle(*self._get_trace(model, guide, args, kwargs))
 
@@ -536,6 +558,9 @@ def _dist_name(d: torch.distributions.Distribution) -> str:
     return type(d).__name__
 
 
+_FUSED_ADAM_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
 def adam(params: Iterable[torch.Tensor], lr: float, **options: Any) -> torch.optim.Adam:
     r"""torch.optim.Adam, with the fused kernel wherever this torch has one for the parameters.
 
@@ -547,14 +572,18 @@ def adam(params: Iterable[torch.Tensor], lr: float, **options: Any) -> torch.opt
 
     ``fused=True`` computes it in one kernel over all parameters instead of ~10 tensor
     operations per parameter (on CPU about 4x faster for a VAE's dozen weight tensors; the
-    results agree to float rounding). Falls back to the default implementation where fused
-    Adam is unavailable (torch < 2.4 on CPU, or unsupported dtypes/devices).
+    results agree to float rounding). The default implementation is used for parameters fused
+    Adam does not take (other dtypes or devices than float16/bfloat16/float32/float64 on CPU or
+    CUDA), and where torch refuses ``fused=True`` (torch < 2.4 on CPU, or ``options`` such as
+    ``foreach=True`` that exclude it).
     """
     params = list(params)
-    try:
-        return torch.optim.Adam(params, lr=lr, fused=True, **options)
-    except (RuntimeError, ValueError, TypeError):
-        return torch.optim.Adam(params, lr=lr, **options)
+    if all(p.dtype in _FUSED_ADAM_DTYPES and p.device.type in ("cpu", "cuda") for p in params):
+        try:
+            return torch.optim.Adam(params, lr=lr, fused=True, **options)
+        except (RuntimeError, TypeError):  # this torch has no fused Adam here
+            pass
+    return torch.optim.Adam(params, lr=lr, **options)
 
 
 def make_optimizer(params: "VAE | Iterable[torch.nn.Parameter]", train: TrainSpec) -> torch.optim.Optimizer:

@@ -134,6 +134,45 @@ def test_trace_objective_keeps_score_function_terms_of_a_non_reparameterized_gui
     assert not torch.allclose(plain_grad[1], ours[1][0][1])
 
 
+def _gamma_model(x):
+    z = pyro.sample("z", pyro.distributions.Gamma(2.0, 1.0))
+    with pyro.plate("data", len(x)):
+        pyro.sample("x", pyro.distributions.Normal(z, 1.0), obs=x)
+
+
+@pytest.mark.parametrize("elbo", sorted(PYRO_ELBOS))
+def test_sgvb_objectives_take_pyros_path_for_a_guide_messenger(elbo):
+    """A GuideMessenger guide (AutoNormalMessenger) records its own traces; a plain replay of it
+    would give a wrong loss, so our objectives must return exactly what Pyro's ELBOs return."""
+    pyro.clear_param_store()
+    x = torch.tensor([0.5, 1.5, 2.0])
+    guide = pyro.infer.autoguide.AutoNormalMessenger(_gamma_model)
+    with pyro.validation_enabled(False):
+        guide(x)  # creates its parameters
+    params = list(guide.parameters())
+    ours = loss_and_grads(make_objective(elbo), _gamma_model, guide, params, x)
+    pyros = loss_and_grads(PYRO_ELBOS[elbo](max_plate_nesting=1), _gamma_model, guide, params, x)
+    assert_same_loss_and_grads(ours, pyros)
+
+
+def test_trace_objective_keeps_the_score_function_term_of_a_partially_reparameterized_guide():
+    """A Rejector (here a rejection-sampled Gamma) has rsample but its own score_parts with a
+    score-function term; estimator A must keep Pyro's surrogate for it."""
+    from pyro.distributions.testing.rejection_gamma import RejectionStandardGamma
+
+    alpha = torch.tensor(3.0, requires_grad=True)
+    x = torch.tensor([0.5, 1.5, 2.0])
+
+    def guide(x):
+        pyro.sample("z", RejectionStandardGamma(alpha))
+
+    ours = loss_and_grads(make_objective("trace"), _gamma_model, guide, [alpha], x)
+    pyros = loss_and_grads(pyro.infer.Trace_ELBO(max_plate_nesting=1), _gamma_model, guide, [alpha], x)
+    assert_same_loss_and_grads(ours, pyros)
+    assert not svi._reparameterized(RejectionStandardGamma(alpha))
+    assert svi._reparameterized(pyro.distributions.Normal(0.0, 1.0).expand([3]).mask(False).to_event(1))
+
+
 def test_adam_is_fused_and_follows_the_adam_update(digits):
     """svi.adam uses torch's fused kernel (where this torch has it for CPU) and takes the same steps
     as the per-parameter implementation: Adam's update is elementwise, so they agree to float rounding."""
