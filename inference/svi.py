@@ -586,6 +586,26 @@ def adam(params: Iterable[torch.Tensor], lr: float, **options: Any) -> torch.opt
     return torch.optim.Adam(params, lr=lr, **options)
 
 
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: Mapping[str, Any]) -> None:
+    """``optimizer.load_state_dict(state)``, keeping this optimizer's implementation flags.
+
+    torch copies the saved groups' ``fused``/``foreach`` flags, so a checkpoint written by
+    unfused Adam would turn fusing off for the rest of the run. The update is the same either
+    way (:func:`adam`); only the speed would differ. Fused Adam keeps its step counts as
+    float32 tensors on the parameters' device, so they are converted.
+    """
+    kept = [{k: g[k] for k in ("fused", "foreach") if k in g} for g in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, flags in zip(optimizer.param_groups, kept):
+        group.update(flags)
+        if not flags.get("fused"):
+            continue
+        for p in group["params"]:
+            step = optimizer.state.get(p, {}).get("step")
+            if torch.is_tensor(step):
+                optimizer.state[p]["step"] = step.to(device=p.device, dtype=torch.float32)
+
+
 def make_optimizer(params: "VAE | Iterable[torch.nn.Parameter]", train: TrainSpec) -> torch.optim.Optimizer:
     """:func:`adam` (lr) or pyro's ClippedAdam(lr, clip_norm) over a module's parameters (or the given ones)."""
     params = list(params.parameters() if isinstance(params, torch.nn.Module) else params)
@@ -893,7 +913,7 @@ def _resume(
             f"checkpoint {str(path)!r} was written for a different model ({err}); build the VAE from the "
             "run's original model spec, or start a new run folder"
         ) from err
-    optimizer.load_state_dict(ckpt["optimizer"])
+    load_optimizer_state(optimizer, ckpt["optimizer"])
     pyro.get_param_store().set_state(ckpt.get("param_store") or {"params": {}, "constraints": {}})
     restore_rng(ckpt["rng"])
     generator.set_state(ckpt["batch_generator"])
@@ -939,6 +959,6 @@ def _diverged(
 
 
 __all__ = [
-    "OBJECTIVES", "EpochRecord", "FitResult", "adam", "fit", "make_objective", "make_optimizer", "kl_beta", "learning_rate",
+    "OBJECTIVES", "EpochRecord", "FitResult", "adam", "fit", "load_optimizer_state", "make_objective", "make_optimizer", "kl_beta", "learning_rate",
     "set_learning_rate", "kl_mode", "describe_kl", "mean_elbo", "AnalyticKL_ELBO", "ReparamTrace_ELBO", "IWAE", "ReweightedWakeSleep", "check_objective",
 ]

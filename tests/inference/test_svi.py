@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pyro
@@ -132,6 +133,31 @@ def test_trace_objective_keeps_score_function_terms_of_a_non_reparameterized_gui
         plain = svi._total_log_prob(svi._sample_sites(gt)) - svi._total_log_prob(svi._sample_sites(mt))
     (plain_grad,) = torch.autograd.grad(plain, [w])
     assert not torch.allclose(plain_grad[1], ours[1][0][1])
+
+
+def test_resuming_an_unfused_adam_state_keeps_fused_adam_and_its_steps():
+    """A checkpoint written by unfused Adam (before svi.adam, or elsewhere) resumes into fused
+    Adam: torch's load_state_dict alone would copy fused=None, and the steps must continue as
+    the unfused optimizer's own would (Adam is elementwise: equal to float rounding)."""
+    torch.manual_seed(0)
+    a = [torch.randn(30, 20, requires_grad=True), torch.randn(20, requires_grad=True)]
+    plain = torch.optim.Adam(a, lr=1e-2, foreach=False)
+    for _ in range(5):
+        for p in a:
+            p.grad = torch.randn_like(p)
+        plain.step()
+    b = [t.detach().clone().requires_grad_() for t in a]
+    resumed = svi.adam(b, lr=1e-2)
+    svi.load_optimizer_state(resumed, copy.deepcopy(plain.state_dict()))  # as read back from a checkpoint
+    assert resumed.param_groups[0]["fused"] is resumed.defaults["fused"]
+    for _ in range(5):
+        grads = [torch.randn_like(p) for p in a]
+        for p, q, g in zip(a, b, grads):
+            p.grad, q.grad = g.clone(), g.clone()
+        plain.step()
+        resumed.step()
+    for p, q in zip(a, b):
+        assert torch.allclose(p, q, rtol=0, atol=1e-6)
 
 
 def _gamma_model(x):
