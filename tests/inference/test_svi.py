@@ -135,6 +135,19 @@ def test_trace_objective_keeps_score_function_terms_of_a_non_reparameterized_gui
     assert not torch.allclose(plain_grad[1], ours[1][0][1])
 
 
+def assert_same_adam_steps(opt_a, a, opt_b, b, steps):
+    """Feed two optimizers over equal tensors the same random gradients; the tensors must stay equal
+    to float rounding (Adam's update is elementwise, whichever kernel computes it)."""
+    for _ in range(steps):
+        for p, q in zip(a, b):
+            p.grad = torch.randn_like(p)
+            q.grad = p.grad.clone()
+        opt_a.step()
+        opt_b.step()
+    for p, q in zip(a, b):
+        assert torch.allclose(p, q, rtol=0, atol=1e-6)
+
+
 def test_resuming_an_unfused_adam_state_keeps_fused_adam_and_its_steps():
     """A checkpoint written by unfused Adam (before svi.adam, or elsewhere) resumes into fused
     Adam: torch's load_state_dict alone would copy fused=None, and the steps must continue as
@@ -150,14 +163,7 @@ def test_resuming_an_unfused_adam_state_keeps_fused_adam_and_its_steps():
     resumed = svi.adam(b, lr=1e-2)
     svi.load_optimizer_state(resumed, copy.deepcopy(plain.state_dict()))  # as read back from a checkpoint
     assert resumed.param_groups[0]["fused"] is resumed.defaults["fused"]
-    for _ in range(5):
-        grads = [torch.randn_like(p) for p in a]
-        for p, q, g in zip(a, b, grads):
-            p.grad, q.grad = g.clone(), g.clone()
-        plain.step()
-        resumed.step()
-    for p, q in zip(a, b):
-        assert torch.allclose(p, q, rtol=0, atol=1e-6)
+    assert_same_adam_steps(plain, a, resumed, b, steps=5)
 
 
 def _gamma_model(x):
@@ -208,14 +214,7 @@ def test_adam_is_fused_and_follows_the_adam_update(digits):
     ours, plain = svi.adam(a, lr=1e-2), torch.optim.Adam(b, lr=1e-2, foreach=False)
     fused_available = tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 4)
     assert ours.defaults["fused"] is (True if fused_available else None)
-    for _ in range(20):
-        grads = [torch.randn_like(t) for t in a]
-        for p, q, g in zip(a, b, grads):
-            p.grad, q.grad = g.clone(), g.clone()
-        ours.step()
-        plain.step()
-    for p, q in zip(a, b):
-        assert torch.allclose(p, q, rtol=0, atol=1e-6)
+    assert_same_adam_steps(ours, a, plain, b, steps=20)
     assert svi.make_optimizer(small_vae(digits), spec()).defaults["fused"] is ours.defaults["fused"]
 
 
