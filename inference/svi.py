@@ -98,10 +98,15 @@ VAL_CHUNK = 1000  # validation rows per forward pass
 RESUMABLE_CHANGES = ("epochs", "patience", "validate_every_step")
 
 
+def _lean_traces_apply(guide) -> bool:
+    """Whether :func:`_lean_traces` may replace Pyro's traces: Pyro's validation is off and the guide
+    is a plain callable (a ``GuideMessenger`` such as ``AutoNormalMessenger`` records its own traces)."""
+    return not is_validation_enabled() and not isinstance(poutine.unwrap(guide), Messenger)
+
+
 def _lean_path(elbo: ELBO, guide) -> bool:
-    """Whether the shortcuts below apply: one particle, Pyro's validation off, and a guide that is
-    a plain callable (a ``GuideMessenger`` such as ``AutoNormalMessenger`` records its own traces)."""
-    return elbo.num_particles == 1 and not is_validation_enabled() and not isinstance(poutine.unwrap(guide), Messenger)
+    """Whether the one-particle shortcuts below apply (:func:`_lean_traces_apply`, one particle)."""
+    return elbo.num_particles == 1 and _lean_traces_apply(guide)
 
 
 def _lean_traces(model, guide, args, kwargs) -> tuple[poutine.Trace, poutine.Trace]:
@@ -193,7 +198,7 @@ class AnalyticKL_ELBO(TraceMeanField_ELBO):
     """
 
     def _get_trace(self, model, guide, args, kwargs):
-        if is_validation_enabled() or isinstance(poutine.unwrap(guide), Messenger):
+        if not _lean_traces_apply(guide):
             return super()._get_trace(model, guide, args, kwargs)
         return _lean_traces(model, guide, args, kwargs)
 
