@@ -12,8 +12,8 @@ with K = 5000 samples from q(z|x), and says whether the run met the target.
 
 The defaults are the configuration that met it here (benchmarks/README.md): 2 x 400 ReLU
 layers, estimator B (``meanfield``, analytic KL), batch 200, Adam 2e-3 cosine-decayed to
-1e-5 over 260 epochs, 10 epochs of KL warm-up (about 47 min at one thread). Burda et al.'s
-architecture is ``--hidden 200 200 --activation tanh``.
+1e-5 over 260 epochs, 10 epochs of KL warm-up (28-47 min of training at one thread in the
+runs recorded there). Burda et al.'s architecture is ``--hidden 200 200 --activation tanh``.
 
 The schedule depends on the total number of epochs, so a budget is spent by choosing
 ``--epochs`` from a measured s/epoch, not by stopping early. An interrupted run continues
