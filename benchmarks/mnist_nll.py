@@ -36,7 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import default_data_dir  # noqa: E402
 
 from inference import evaluate, run, svi  # noqa: E402
-from pyro_vae.spec import LR_SCHEDULES, load_spec  # noqa: E402
+from inference.svi import LR_SCHEDULES  # noqa: E402
+from pyro_vae.spec import load_spec  # noqa: E402
 
 BURDA_VAE_K1 = -86.76
 

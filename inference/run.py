@@ -104,6 +104,7 @@ def train(
             raise ConfigError(f"cannot resume: {saved} does not exist; start the run without --resume")
         spec = load_spec(saved) if spec is None else load_spec(spec)
     spec = load_spec(spec)
+    svi.check_train_spec(spec.train)  # every name resolved before anything is written
     run_dir.mkdir(parents=True, exist_ok=True)
     save_spec(spec, run_dir / "config.yaml")
     data = load_data(spec)

@@ -84,12 +84,14 @@ from inference.checkpoint import FORMAT, capture_rng, load_checkpoint, restore_r
 from pyro_vae.data import DataSplits, batches
 from pyro_vae.errors import ConfigError, DataError, TrainingError, UnsupportedModelError
 from pyro_vae.registry import Registry
-from pyro_vae.spec import LR_SCHEDULES, TrainSpec, spec_to_dict
+from pyro_vae.spec import TrainSpec, spec_to_dict
 from pyro_vae.vae import VAE
 
 logger = logging.getLogger(__name__)
 
 OBJECTIVES: Registry[ELBO] = Registry("objective")
+OPTIMIZERS = ("adam", "clipped_adam")
+LR_SCHEDULES = ("constant", "exponential", "cosine")
 
 _NON_FINITE = re.compile(r"\b(nan|inf)\b", re.IGNORECASE)
 VAL_CHUNK = 1000  # validation rows per forward pass
@@ -504,6 +506,21 @@ class FitResult:
     stopped: str
 
 
+def check_train_spec(train: TrainSpec) -> TrainSpec:
+    """Resolve the names in ``train`` (objective, optimizer, learning-rate schedule) or raise ConfigError listing the valid ones."""
+    if train.elbo not in OBJECTIVES:
+        raise ConfigError(f"train.elbo={train.elbo!r} is not valid; choose one of: {', '.join(OBJECTIVES.names())}")
+    for key, choices in (("optimizer", OPTIMIZERS), ("lr_schedule", LR_SCHEDULES)):
+        if getattr(train, key) not in choices:
+            raise ConfigError(f"train.{key}={getattr(train, key)!r} is not valid; choose one of: {', '.join(choices)}")
+    if train.lr_final is not None and train.lr_schedule == "constant":
+        raise ConfigError(
+            f"train.lr_final={train.lr_final!r} has no effect with lr_schedule='constant'; "
+            f"set lr_schedule to one of: {', '.join(s for s in LR_SCHEDULES if s != 'constant')}, or drop lr_final"
+        )
+    return train
+
+
 def make_objective(name: str, num_particles: int = 1) -> ELBO:
     """The Pyro ELBO registered as ``name`` (ConfigError listing the valid names otherwise)."""
     return OBJECTIVES.build(name, num_particles)
@@ -717,7 +734,7 @@ def fit(
     good epoch and the last good checkpoint is kept), ConfigError for bad settings or a
     missing/incompatible checkpoint, DataError for data outside the likelihood's support.
     """
-    train = train if isinstance(train, TrainSpec) else TrainSpec(**dict(train))
+    train = check_train_spec(train if isinstance(train, TrainSpec) else TrainSpec(**dict(train)))
     t_start = time.perf_counter()
     objective = make_objective(train.elbo, train.num_particles)
     if not 0 <= train.seed < 2**32:

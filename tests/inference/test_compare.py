@@ -13,7 +13,7 @@ from PIL import Image
 import inference.evaluate as evaluate_module
 from inference import compare
 from inference.api import Budget
-from pyro_vae.cli import main
+from inference.cli import main
 from pyro_vae.data import load_dataset
 from pyro_vae.errors import ConfigError, DataError
 

@@ -377,7 +377,7 @@ def test_figures_are_written_without_pyplot_state(ppca, short_nuts, tmp_path):
 @pytest.mark.slow
 def test_cli_diagnose_writes_the_report_and_the_netcdf_files(tmp_path, capsys):
     from inference.run import train
-    from pyro_vae.cli import main
+    from inference.cli import main
 
     run_dir = tmp_path / "digits"
     spec = {"model": {"latent_dim": 2, "encoder": {"name": "mlp", "hidden": [16]}, "decoder": {"name": "mlp", "hidden": [16]}},

@@ -478,6 +478,8 @@ def test_each_epoch_runs_at_its_scheduled_rate_and_resume_keeps_the_schedule(dig
     "kwargs, message",
     [
         (dict(lr_schedule="linear"), "lr_schedule='linear' is not valid; choose one of: constant, exponential, cosine"),
+        (dict(elbo="elbow"), "elbo='elbow' is not valid; choose one of: .*meanfield.*trace"),
+        (dict(optimizer="sgd"), "optimizer='sgd' is not valid; choose one of: adam, clipped_adam"),
         (dict(lr_final=1e-4), "no effect with lr_schedule='constant'"),
         (dict(lr_schedule="cosine", lr_final=1.0), "must not exceed train.lr"),
         (dict(lr_schedule="cosine", lr_final=0.0), "lr_final must be a positive number"),
@@ -485,7 +487,7 @@ def test_each_epoch_runs_at_its_scheduled_rate_and_resume_keeps_the_schedule(dig
 )
 def test_bad_schedules_are_refused(kwargs, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        TrainSpec(lr=1e-3, **kwargs)
+        svi.check_train_spec(TrainSpec(lr=1e-3, **kwargs))
 
 
 # ----------------------------------------------------------------------------- KL mode and data checks

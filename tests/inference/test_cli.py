@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from pyro_vae.cli import main
+from inference.cli import main
 
 TINY = ["--epochs", "3", "--latent-dim", "2", "--eval-samples", "50", "--lr-schedule", "cosine", "-q"]
 
