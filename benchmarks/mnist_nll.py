@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import default_data_dir  # noqa: E402
 
 from inference import evaluate, run, svi  # noqa: E402
-from inference.svi import LR_SCHEDULES  # noqa: E402
+from inference.training import SCHEDULES  # noqa: E402
 from pyro_vae.spec import load_spec  # noqa: E402
 
 BURDA_VAE_K1 = -86.76
@@ -50,7 +50,7 @@ def main() -> None:
     p.add_argument("--hidden", type=int, nargs="+", default=[400, 400])
     p.add_argument("--activation", default="relu")
     p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--lr-schedule", default="cosine", choices=LR_SCHEDULES)
+    p.add_argument("--lr-schedule", default="cosine", choices=SCHEDULES.names())
     p.add_argument("--lr-final", type=float, default=1e-5)
     p.add_argument("--batch-size", type=int, default=200)
     p.add_argument("--kl-warmup", type=int, default=10, help="KL warm-up epochs")

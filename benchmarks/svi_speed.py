@@ -62,7 +62,7 @@ def hand_written(x_train: torch.Tensor, epochs: int, estimator: str, seed: int, 
     times = []
     for _ in range(epochs):
         t0 = time.perf_counter()
-        for x in batches(x_train, BATCH, generator=gen, binarize=True):
+        for x in (b["x"] for b in batches(x_train, BATCH, generator=gen, binarize=True)):
             loc, rho = enc(x).split(LATENT, -1)
             scale = F.softplus(rho) + 1e-4
             z = loc + scale * torch.randn_like(loc)

@@ -29,7 +29,7 @@ mcmc           :func:`inference.mcmc.fit_bayesian`: NUTS over  Gaussian fitted t
 ``iwae`` and ``rws`` use K = ``options["num_particles"]`` if given, else ``train.num_particles``
 when it is above 1, else :data:`IW_PARTICLES` (IWAE with K = 1 is estimator A; RWS's wake-phi
 needs K >= 2; ``rws`` with ``num_particles=1`` is classic wake-sleep, see
-:class:`inference.svi.ReweightedWakeSleep`).
+:class:`inference.objectives.ReweightedWakeSleep`).
 ``map`` and ``local-vi`` ignore ``train.elbo`` where it does not apply and run without early
 stopping (they have no validation score). ``mcmc`` means fully Bayesian NUTS: it runs only
 for the pPCA model (prior ``normal``, ``linear`` decoder, ``gaussian`` likelihood with fixed
@@ -41,7 +41,7 @@ W W^T (W itself is identified only up to rotation).
 **Budgets** (:class:`Budget`): epochs, seconds of training wall time, or training samples
 evaluated (each method's own count: rows x particles for SVI, gradient rows for MCEM, ...);
 with several, training stops at the first reached. SVI methods run epoch by epoch through
-``svi.fit``'s resume (a temporary run folder), so a budgeted run is exactly an uninterrupted
+``svi.fit``'s in-memory state (``state=``), so a budgeted run is exactly an uninterrupted
 run of the same number of epochs; a seconds budget ends at the epoch boundary nearest to the
 budget (the remaining time is covered in calls of at most half of it, each re-measuring the
 pace). ``map`` and ``local-vi`` learn their epochs-per-second and samples-per-epoch from a
@@ -64,7 +64,6 @@ import dataclasses
 import logging
 import math
 import re
-import tempfile
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -358,7 +357,7 @@ def _with_final(points: list[MethodResult]) -> MethodResult:
     return dataclasses.replace(final, checkpoints=tuple(points[:-1]) + (dataclasses.replace(final, checkpoints=()),))
 
 
-# -- SVI methods: one run, extended epoch by epoch through svi.fit's resume ---------------------------
+# -- SVI methods: one run, extended epoch by epoch by continuing its state in memory ---------------------------
 def _svi_runner(objective: str, method: str) -> MethodRunner:
     def run(spec: RunSpec, data: DataSplits, budget: Budget, *, fractions: tuple[float, ...],
             options: dict[str, Any], progress: bool) -> MethodResult:
@@ -386,36 +385,36 @@ def _svi_runner(objective: str, method: str) -> MethodRunner:
         fit = None
         done = 0
         pace = math.nan  # seconds per epoch of the last svi.fit call (budgets in seconds)
-        with tempfile.TemporaryDirectory(prefix=f"pyro-vae-{method}-") as run_dir:
-            stop = False
-            for f in fractions:
-                cap = max(1, round(f * max_epochs)) if max_epochs is not None else None
-                while not stop:
-                    if budget.seconds is None:
-                        target = cap
-                    elif fit is None:
-                        target = 1
-                    else:
-                        # epochs left to the nearest epoch boundary, at the last call's pace; run at most
-                        # half of them (rounded up) per call, so the pace is re-measured as the end nears
-                        remaining = f * budget.seconds - fit.wall_time
-                        left = max(0, math.floor(remaining / pace + 0.5))
-                        target = done + (left if left <= 2 else math.ceil(left / 2))
-                        if cap is not None:
-                            target = min(target, cap)
-                    if target <= done:
-                        break
-                    before = (done, fit.wall_time if fit is not None else 0.0)
-                    fit = svi.fit(vae, data, dataclasses.replace(train, epochs=target), run_dir=run_dir,
-                                  resume=done > 0, progress=progress)
-                    done = fit.history[-1].epoch if fit.history else target
-                    pace = (fit.wall_time - before[1]) / max(1, done - before[0])
-                    stop = fit.stopped == "early_stopping"
-                    if budget.seconds is None:
-                        break
-                if fit is not None:
-                    points.append(_snapshot(method, vae, proposal, fit, epochs=done, elbo_defined=True,
-                                            fraction=f, notes=notes))
+        stop = False
+        for f in fractions:
+            cap = max(1, round(f * max_epochs)) if max_epochs is not None else None
+            while not stop:
+                if budget.seconds is None:
+                    target = cap
+                elif fit is None:
+                    target = 1
+                else:
+                    # epochs left to the nearest epoch boundary, at the last call's pace; run at most
+                    # half of them (rounded up) per call, so the pace is re-measured as the end nears
+                    remaining = f * budget.seconds - fit.wall_time
+                    left = max(0, math.floor(remaining / pace + 0.5))
+                    target = done + (left if left <= 2 else math.ceil(left / 2))
+                    if cap is not None:
+                        target = min(target, cap)
+                if target <= done:
+                    break
+                before = (done, fit.wall_time if fit is not None else 0.0)
+                # the fit continues its own state in memory: a budgeted run is one uninterrupted run
+                fit = svi.fit(vae, data, dataclasses.replace(train, epochs=target),
+                              state=fit.state if fit is not None else None, progress=progress)
+                done = fit.history[-1].epoch if fit.history else target
+                pace = (fit.wall_time - before[1]) / max(1, done - before[0])
+                stop = fit.stopped == "early_stopping"
+                if budget.seconds is None:
+                    break
+            if fit is not None:
+                points.append(_snapshot(method, vae, proposal, fit, epochs=done, elbo_defined=True,
+                                        fraction=f, notes=notes))
         return _with_final(points)
 
     run.__doc__ = f"SVI with objective {objective!r} (inference.svi.fit); proposal: the encoder"

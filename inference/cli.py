@@ -103,7 +103,7 @@ def _diagnose(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from inference.svi import OBJECTIVES
+    from inference.objectives import OBJECTIVES
     from pyro_vae import REGISTRIES
 
     titles = {f"{kind}s (--{kind})": reg for kind, reg in REGISTRIES.items() if kind != "network"}

@@ -35,13 +35,12 @@ from typing import Any, Callable, Iterator
 
 import pyro
 import torch
-from pyro import plate, poutine
 from pyro.distributions.util import scale_and_mask
-from pyro.poutine.util import site_is_subsample
 from torch.distributions import kl_divergence
 from tqdm.auto import tqdm
 
-from pyro_vae.errors import ConfigError, UnsupportedModelError
+from inference.log_weights import latent_sites, log_weights, per_datapoint, sample_sites, site_log_prob, traces
+from pyro_vae.errors import ConfigError
 from pyro_vae.vae import VAE
 
 logger = logging.getLogger(__name__)
@@ -95,7 +94,7 @@ class Evaluation:
         return out
 
 
-# -- traces and per-datapoint log-densities ----------------------------------------------------
+# -- per-datapoint log-densities (inference.log_weights) -------------------------------------------
 def _call_kwargs(fn: Callable[..., Any], kwargs: dict[str, Any]) -> dict[str, Any]:
     """kwargs plus num_data=None, beta=1.0 where ``fn`` accepts them and the caller did not set them."""
     try:
@@ -109,84 +108,22 @@ def _call_kwargs(fn: Callable[..., Any], kwargs: dict[str, Any]) -> dict[str, An
     return out
 
 
-def _traces(
-    model: Callable, guide: Callable, x: torch.Tensor, num_particles: int, kwargs: dict[str, Any]
-) -> tuple[poutine.Trace, poutine.Trace]:
-    """Guide trace and replayed model trace, with K particles on dim -2 and the data on dim -1."""
-    with plate("particles", num_particles, dim=-2):
-        guide_trace = poutine.trace(guide).get_trace(x, **_call_kwargs(guide, kwargs))
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
-            x, **_call_kwargs(model, kwargs)
-        )
-    _check_sites(model_trace, guide_trace)
-    return model_trace, guide_trace
-
-
-def _sample_sites(trace) -> dict[str, dict]:
-    return {
-        name: site
-        for name, site in trace.nodes.items()
-        if site["type"] == "sample"
-        and not site_is_subsample(site)
-        and not site["infer"].get("is_auxiliary", False)
-    }
-
-
-def _check_sites(model_trace, guide_trace) -> None:
-    model_latent = {n for n, s in _sample_sites(model_trace).items() if not s["is_observed"]}
-    guide_latent = {n for n, s in _sample_sites(guide_trace).items() if not s["is_observed"]}
-    if model_latent - guide_latent:
-        raise UnsupportedModelError(
-            f"the guide does not sample the model's latent site(s) {sorted(model_latent - guide_latent)}; "
-            "importance sampling needs a proposal for every latent variable"
-        )
-    if guide_latent - model_latent:
-        raise UnsupportedModelError(
-            f"the guide samples site(s) {sorted(guide_latent - model_latent)} that the model does not have; "
-            "rename them to match the model, or mark them infer={'is_auxiliary': True}"
-        )
-
-
-def _site_log_prob(site: dict, shape: tuple[int, int], what: str = "log-density") -> torch.Tensor:
-    """Unscaled, masked log fn(value) of one site, as a (K, B) tensor."""
-    lp = site["fn"].log_prob(site["value"], *site["args"], **site["kwargs"])
-    lp = scale_and_mask(lp, 1.0, site["mask"])
-    return _per_datapoint(torch.as_tensor(lp), shape, site["name"], what)
-
-
-def _per_datapoint(lp: torch.Tensor, shape: tuple[int, int], name: str, what: str) -> torch.Tensor:
-    K, B = shape
-    if lp.dim() > 2:
-        raise UnsupportedModelError(
-            f"site {name!r}: its {what} has shape {tuple(lp.shape)}, more batch dimensions than "
-            "(particles, data); declare extra dimensions as events (.to_event) rather than plates"
-        )
-    if B > 1 and (lp.dim() == 0 or lp.shape[-1] != B):
-        raise UnsupportedModelError(
-            f"site {name!r} is not inside the data plate ({what} of shape {tuple(lp.shape)}, expected (..., {B})); "
-            "per-datapoint estimates need every latent variable local to a datapoint"
-        )
-    return lp.expand(K, B)
+def _unscaled(fn: Callable[..., Any], kwargs: dict[str, Any]) -> Callable[..., Any]:
+    """``fn`` called with ``num_data=None, beta=1`` (no minibatch or KL scaling) where it accepts them."""
+    extra = _call_kwargs(fn, kwargs)
+    return lambda *args, **kw: fn(*args, **{**extra, **kw})
 
 
 def log_importance_weights(
     model: Callable, guide: Callable, x: torch.Tensor, num_particles: int, **kwargs: Any
 ) -> torch.Tensor:
-    """log w_ik = sum_sites log p(x_i, z_ik) - sum_sites log q(z_ik | x_i), z_ik ~ q(z | x_i); shape (K, B).
+    """log w_ik = log p(x_i, z_ik) - log q(z_ik | x_i), z_ik ~ q(z | x_i); shape (K, B).
 
-    The K particles are drawn in one vectorized pass (``pyro.plate("particles", K, dim=-2)``
-    around the guide's trace and the replayed model); each site contributes its unscaled,
-    masked ``log_prob`` of shape (K, B).
+    :func:`inference.log_weights.log_weights` with model and guide called unscaled
+    (``num_data=None, beta=1`` where they take those keywords): the K particles are drawn in
+    one vectorized pass, and each site contributes its unscaled, masked ``log_prob``.
     """
-    shape = (int(num_particles), x.shape[0])
-    model_trace, guide_trace = _traces(model, guide, x, shape[0], kwargs)
-    log_w = x.new_zeros(shape)
-    for site in _sample_sites(model_trace).values():
-        log_w = log_w + _site_log_prob(site, shape)
-    for site in _sample_sites(guide_trace).values():
-        if not site["is_observed"]:
-            log_w = log_w - _site_log_prob(site, shape)
-    return log_w
+    return log_weights(_unscaled(model, kwargs), _unscaled(guide, kwargs), int(num_particles), x, site_scales=False).log_w
 
 
 def _kl_sites(model_trace, guide_trace) -> set[str]:
@@ -195,8 +132,8 @@ def _kl_sites(model_trace, guide_trace) -> set[str]:
     own draw, and E_q[log q(z_j | .) - log p(z_j | .)] given the earlier draws is the KL. (A
     guide that samples in another order than the model, e.g. z2 then z1 | z2 for a model
     z1 -> z2, needs the Monte Carlo term for z2.)"""
-    model_order = [n for n, s in _sample_sites(model_trace).items() if not s["is_observed"]]
-    guide_order = [n for n, s in _sample_sites(guide_trace).items() if not s["is_observed"]]
+    model_order = list(latent_sites(model_trace))
+    guide_order = list(latent_sites(guide_trace))
     return {
         name
         for i, name in enumerate(model_order)
@@ -220,13 +157,13 @@ def elbo_samples(
     if estimator == "A":
         return log_importance_weights(model, guide, x, num_particles, **kwargs)
     shape = (int(num_particles), x.shape[0])
-    model_trace, guide_trace = _traces(model, guide, x, shape[0], kwargs)
-    guide_sites = _sample_sites(guide_trace)
+    model_trace, guide_trace = traces(_unscaled(model, kwargs), _unscaled(guide, kwargs), shape[0], x)
+    guide_sites = sample_sites(guide_trace)
     analytic_ok = _kl_sites(model_trace, guide_trace)
     out = x.new_zeros(shape)
-    for name, site in _sample_sites(model_trace).items():
+    for name, site in sample_sites(model_trace).items():
         if site["is_observed"]:
-            out = out + _site_log_prob(site, shape)
+            out = out + site_log_prob(site, shape)
             continue
         q_site = guide_sites[name]
         try:
@@ -234,10 +171,10 @@ def elbo_samples(
                 raise NotImplementedError
             kl = kl_divergence(q_site["fn"], site["fn"])
         except NotImplementedError:
-            out = out + _site_log_prob(site, shape) - _site_log_prob(q_site, shape)
+            out = out + site_log_prob(site, shape) - site_log_prob(q_site, shape)
             continue
         kl = scale_and_mask(kl, 1.0, q_site["mask"])
-        out = out - _per_datapoint(torch.as_tensor(kl), shape, name, "KL")
+        out = out - per_datapoint(kl, shape, name, "KL")
     return out
 
 

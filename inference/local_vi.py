@@ -60,7 +60,7 @@ from torch.nn.functional import embedding, softplus
 from tqdm.auto import tqdm
 
 from inference.evaluate import Estimate, elbo_samples
-from inference.svi import EpochRecord, adam, kl_beta, make_optimizer, set_learning_rate
+from inference.training import EpochRecord, adam, kl_beta, make_optimizer, set_learning_rate
 from pyro_vae.data import DataSplits
 from pyro_vae.errors import ConfigError, DataError, TrainingError, UnsupportedModelError
 from pyro_vae.spec import ModelSpec, TrainSpec, spec_to_dict

@@ -51,7 +51,7 @@ from inference.local_vi import (
     LocalGaussianGuide, RowTable, _chunks, _train_spec, check_continuous_latents, data_plate, fit_local, frozen,
     prepare_training, rows_per_chunk, theta_optimizer, theta_parameters, theta_penalty,
 )
-from inference.svi import adam, set_learning_rate
+from inference.training import adam, set_learning_rate
 from pyro_vae.data import DataSplits
 from pyro_vae.errors import ConfigError, TrainingError
 from pyro_vae.spec import ModelSpec, TrainSpec

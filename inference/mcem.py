@@ -99,7 +99,7 @@ from inference.local_vi import (
     theta_penalty,
 )
 from inference.mcmc import GaussianProposal, LatentPosterior, adapt_step_size, vectorized_hmc_step
-from inference.svi import adam
+from inference.training import adam
 from pyro_vae.data import DataSplits
 from pyro_vae.errors import ConfigError, TrainingError
 from pyro_vae.linear_gaussian import em_step, log_marginal

@@ -26,7 +26,9 @@ from typing import Any
 import pyro
 import torch
 
-from inference import checkpoint, evaluate, svi
+from inference import evaluate, svi
+from inference.objectives import kl_mode
+from inference.training import FitResult, check_train_spec, load_checkpoint, vae_state
 from pyro_vae.data import DataSplits, load_dataset
 from pyro_vae.errors import ConfigError
 from pyro_vae.spec import RunSpec, load_spec, save_spec, spec_to_dict
@@ -40,7 +42,7 @@ class RunResult:
     """What a training run produced: where it lives, the fit, and the test metrics."""
 
     run_dir: Path
-    fit: svi.FitResult
+    fit: FitResult
     metrics: dict[str, Any]
 
 
@@ -104,7 +106,7 @@ def train(
             raise ConfigError(f"cannot resume: {saved} does not exist; start the run without --resume")
         spec = load_spec(saved) if spec is None else load_spec(spec)
     spec = load_spec(spec)
-    svi.check_train_spec(spec.train)  # every name resolved before anything is written
+    check_train_spec(spec.train)  # every name resolved before anything is written
     run_dir.mkdir(parents=True, exist_ok=True)
     save_spec(spec, run_dir / "config.yaml")
     data = load_data(spec)
@@ -115,7 +117,7 @@ def train(
         "dataset": data.name,
         "num_train": len(data.train),
         "num_test": len(data.test),
-        "kl_mode": svi.kl_mode(vae),
+        "kl_mode": kl_mode(vae),
         "wall_time_s": fit.wall_time,
         "samples_evaluated": fit.samples_evaluated,
         "best_epoch": fit.best_epoch,
@@ -145,8 +147,8 @@ def load_run(run_dir: str | Path, *, which: str = "best") -> tuple[RunSpec, Data
     path = ckpt_dir / f"{which}.pt"
     if not path.is_file():
         path = ckpt_dir / "last.pt"
-    state = checkpoint.load_checkpoint(path)
-    vae.load_state_dict(checkpoint.vae_state(state, which=which))
+    state = load_checkpoint(path)
+    vae.load_state_dict(vae_state(state, which=which))
     vae.eval()
     return spec, data, vae
 

@@ -432,27 +432,28 @@ def load_dataset(source: str | os.PathLike, *, data_dir: str | os.PathLike | Non
 # ----------------------------------------------------------------------------- batching
 def batches(x: torch.Tensor, batch_size: int, *, shuffle: bool = True,
             generator: torch.Generator | None = None, binarize: bool = False,
-            drop_last: bool = False) -> Iterator[torch.Tensor]:
-    """Yield minibatches of the rows of ``x`` (one epoch).
+            drop_last: bool = False) -> Iterator[dict[str, torch.Tensor]]:
+    """Yield one epoch of minibatches of the rows of ``x`` as named tensors ``{"x": rows, "idx": row indices}``.
 
     One ``randperm`` per epoch plus ``index_select`` per batch (no DataLoader). With
-    ``binarize=True`` each batch is a fresh Bernoulli(x) draw (dynamic binarization).
+    ``binarize=True`` each batch is a fresh Bernoulli(x) draw (dynamic binarization). ``idx``
+    lets per-datapoint methods find the parameters of the rows.
     """
-    if not isinstance(batch_size, int) or batch_size < 1:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise DataError(f"batch_size={batch_size!r} must be a positive integer")
     n = x.shape[0]
-    order = torch.randperm(n, generator=generator) if shuffle else None
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     stop = n - n % batch_size if drop_last else n
     for start in range(0, stop, batch_size):
-        end = min(start + batch_size, n)
-        batch = x.index_select(0, order[start:end]) if order is not None else x[start:end]
+        idx = order[start:start + batch_size]
+        batch = x.index_select(0, idx) if shuffle else x[start:start + batch_size]
         if binarize:
             try:
                 batch = torch.bernoulli(batch, generator=generator)
             except RuntimeError as exc:
                 raise DataError("batches(binarize=True) needs values in [0, 1] (probabilities); "
                                 "rescale the data or turn binarization off") from exc
-        yield batch
+        yield {"x": batch, "idx": idx}
 
 
 # ----------------------------------------------------------------------------- download

@@ -227,7 +227,7 @@ def plot_elbo_curves(history: Sequence[Any], path: str | os.PathLike, *, title: 
     """Train and validation ELBO per epoch, L = E_q[log p(x|z)] - KL(q(z|x) || p(z)), nats per datapoint.
 
     ``history`` holds one record per epoch with ``epoch``, ``train_elbo``, ``val_elbo`` (or
-    None) and ``beta`` (an ``inference.svi.EpochRecord`` or a dict with those keys). The
+    None) and ``beta`` (an ``inference.training.EpochRecord`` or a dict with those keys). The
     epoch with the highest validation ELBO is marked; KL warm-up is shaded (records with
     beta < 1, plus the epoch in which beta reached 1, since ``beta`` is its value at the last
     step of an epoch); there the train curve is the annealed bound that was optimized. When the first epochs lie far below the rest, the y axis is cut so the later

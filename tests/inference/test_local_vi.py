@@ -262,7 +262,7 @@ def test_fit_local_vi_builds_a_vae_from_a_spec(digits):
 
 def test_theta_follows_the_learning_rate_schedule(digits, monkeypatch):
     """train.lr_schedule applies to theta's optimizer as in svi.fit (the q_i keep local_lr)."""
-    from inference.svi import learning_rate
+    from inference.training import learning_rate
     from pyro_vae.spec import TrainSpec
 
     seen, step = [], torch.optim.Adam.step

@@ -196,7 +196,7 @@ def test_bad_settings_are_refused():
 
 def test_theta_follows_the_learning_rate_schedule(monkeypatch):
     """train.lr_schedule applies to theta's optimizer as in svi.fit."""
-    from inference.svi import learning_rate
+    from inference.training import learning_rate
     from pyro_vae.spec import TrainSpec
 
     seen, step = [], torch.optim.Adam.step

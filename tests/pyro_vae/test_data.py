@@ -319,8 +319,8 @@ def test_dynamic_binarization():
     assert torch.equal(d1.val, d2.val) and torch.equal(d1.test, d2.test)  # evaluation is fixed
     assert not torch.equal(d1.test, (grey.test > 0.5).float())  # sampled, not thresholded
     gen = torch.Generator().manual_seed(0)
-    e1 = torch.cat(list(batches(d1.train, 64, shuffle=False, generator=gen, binarize=True)))
-    e2 = torch.cat(list(batches(d1.train, 64, shuffle=False, generator=gen, binarize=True)))
+    e1 = torch.cat([b["x"] for b in batches(d1.train, 64, shuffle=False, generator=gen, binarize=True)])
+    e2 = torch.cat([b["x"] for b in batches(d1.train, 64, shuffle=False, generator=gen, binarize=True)])
     assert set(e1.unique().tolist()) == {0.0, 1.0} and not torch.equal(e1, e2)
     assert torch.allclose(e1.mean(), d1.train.mean(), atol=0.01)
 
@@ -364,19 +364,19 @@ def test_binarized_mnist_formats(tmp_path, fmt):
 def test_batches_cover_each_row_once():
     x = torch.arange(23, dtype=torch.float32).unsqueeze(1)
     gen = torch.Generator().manual_seed(0)
-    got = list(batches(x, 5, generator=gen))
+    got = [b["x"] for b in batches(x, 5, generator=gen)]
     assert [b.shape[0] for b in got] == [5, 5, 5, 5, 3]
     flat = torch.cat(got).squeeze(1)
     assert sorted(flat.tolist()) == list(range(23)) and not torch.equal(flat, x.squeeze(1))
-    again = torch.cat(list(batches(x, 5, generator=torch.Generator().manual_seed(0)))).squeeze(1)
+    again = torch.cat([b["x"] for b in batches(x, 5, generator=torch.Generator().manual_seed(0))]).squeeze(1)
     assert torch.equal(flat, again)  # same generator seed -> same order
-    assert torch.equal(torch.cat(list(batches(x, 5, shuffle=False))), x)
+    assert torch.equal(torch.cat([b["x"] for b in batches(x, 5, shuffle=False)]), x)
 
 
 def test_batches_drop_last_and_bad_size():
     x = torch.zeros(23, 2)
-    assert [b.shape[0] for b in batches(x, 5, drop_last=True)] == [5, 5, 5, 5]
-    assert [b.shape[0] for b in batches(x, 23, drop_last=True)] == [23]
+    assert [b["x"].shape[0] for b in batches(x, 5, drop_last=True)] == [5, 5, 5, 5]
+    assert [b["x"].shape[0] for b in batches(x, 23, drop_last=True)] == [23]
     assert list(batches(x, 30, drop_last=True)) == []
     for bad in (0, -1):
         with pytest.raises(DataError, match="batch_size"):

@@ -54,7 +54,7 @@ def splits(digits, image_shape=(8, 8)):
 
 
 @dataclass(frozen=True)
-class Record:  # the attributes of inference.svi.EpochRecord that the plot reads
+class Record:  # the attributes of inference.training.EpochRecord that the plot reads
     epoch: int
     train_elbo: float
     val_elbo: float | None

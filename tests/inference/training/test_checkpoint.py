@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from inference.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint, vae_state
+from inference.training.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint, vae_state
 from pyro_vae.errors import ConfigError, TrainingError
 
 

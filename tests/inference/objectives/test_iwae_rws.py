@@ -1,4 +1,4 @@
-"""The importance-weighted SVI objectives: IWAE and reweighted wake-sleep (inference.svi).
+"""The importance-weighted objectives: IWAE and reweighted wake-sleep (inference.objectives).
 
 Math checked here, per datapoint i of a minibatch of B rows out of N (s = N / B):
 
@@ -20,8 +20,9 @@ import pytest
 import torch
 from torch import nn
 
-from inference import evaluate, svi
-from inference.svi import IWAE, OBJECTIVES, ReweightedWakeSleep, fit, make_objective
+from inference import evaluate
+from inference.objectives import IWAE, OBJECTIVES, ReweightedWakeSleep, make_objective
+from inference.svi import fit
 from pyro_vae import build_vae
 from pyro_vae.data import load_dataset
 from pyro_vae.errors import ConfigError, UnsupportedModelError

@@ -1,0 +1,379 @@
+r"""The one training loop: minibatch epochs over a :class:`~inference.training.state.TrainState`.
+
+Every fitting method (SVI with any objective, MAP, local VI, Monte Carlo EM) hands the loop a
+:class:`Task`: its modules, how to build their optimizers, one minibatch ``step`` and, where it
+has one, a validation score. The loop owns everything else, once:
+
+* shuffling and dynamic binarization (:func:`pyro_vae.data.batches`, one generator per fit
+  whose seed is derived from ``train.seed``), batches of named tensors ``{"x", "idx"}``;
+* Pyro's argument validation on the first step of every session (the data were checked once
+  against the likelihood before; ``train.validate_every_step`` keeps it on);
+* the learning-rate schedule (per epoch, on the task's scheduled optimizers) and the KL weight
+  beta_t (per step, :mod:`inference.training.schedules`);
+* a non-finite loss or validation score: the modules go back to the end of the last good
+  epoch, the last good checkpoint is kept, and TrainingError says what to change;
+* the validation score, best-state tracking and early stopping (``train.patience``);
+* checkpoints every epoch (``run_dir/checkpoints/last.pt``, ``best.pt``), resume from them,
+  or continuation of a state held in memory (``state=``);
+* progress bars and the record of every epoch.
+
+Reported numbers, in nats per datapoint: the train objective of an epoch is the mean over its
+steps of -loss / N (the annealed bound actually optimized, at that step's beta); the
+validation score is whatever the task's ``validate`` returns (the validation ELBO for SVI).
+
+Reproducibility: a fresh fit calls ``pyro.set_rng_seed(seed)`` (torch, random, numpy) and seeds
+its batch generator; a fit stopped after epoch k and resumed, from a checkpoint or from its
+state in memory, reaches exactly the parameters and history of an uninterrupted fit.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
+
+import numpy as np
+import pyro
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from inference.training.checkpoint import load_checkpoint, restore_state, save_checkpoint, state_to_checkpoint
+from inference.training.schedules import kl_beta, set_learning_rate
+from inference.training.settings import RESUMABLE_CHANGES, check_train_spec
+from inference.training.state import Best, EpochRecord, FitResult, TrainState, clone_modules, load_modules
+from pyro_vae.data import DataSplits, batches
+from pyro_vae.errors import ConfigError, TrainingError
+from pyro_vae.spec import TrainSpec, spec_to_dict
+
+logger = logging.getLogger(__name__)
+
+Batch = Mapping[str, torch.Tensor]
+_NON_FINITE = re.compile(r"\b(nan|inf)\b", re.IGNORECASE)
+
+
+class StepResult(NamedTuple):
+    """One minibatch update: its loss (scaled to the data set), the datapoint evaluations it spent, extra numbers."""
+
+    loss: float
+    samples: int
+    stats: Mapping[str, float] = {}
+
+
+StepFn = Callable[[Mapping[str, torch.optim.Optimizer], Batch, float], StepResult]
+
+
+def mean_stats(steps: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """The mean of every stat over an epoch's steps (the default summary of :class:`Task`)."""
+    keys = {k for s in steps for k in s}
+    return {k: statistics.fmean(s[k] for s in steps if k in s) for k in sorted(keys)}
+
+
+@dataclass(frozen=True)
+class Task:
+    """What a fitting method gives the loop.
+
+    ``modules``: every module fitted and checkpointed, the program under ``"program"``;
+    ``make_optimizers(train)``: fresh optimizers by name; ``step(optimizers, batch, beta)``:
+    one minibatch update (``batch`` holds ``"x"`` and ``"idx"``, ``beta`` is the KL weight);
+    ``validate()``: the validation score (higher is better, nats per datapoint) or None for
+    none; ``scheduled``: the optimizers whose learning rate follows ``train.lr_schedule``;
+    ``summarize``: an epoch's step stats -> the record's ``stats``; ``label``: progress text.
+    """
+
+    modules: Mapping[str, nn.Module]
+    make_optimizers: Callable[[TrainSpec], dict[str, torch.optim.Optimizer]]
+    step: StepFn
+    validate: Callable[[], float] | None = None
+    scheduled: tuple[str, ...] = ("theta",)
+    summarize: Callable[[Sequence[Mapping[str, float]]], Mapping[str, float]] = mean_stats
+    label: str = "fit"
+
+
+def generator_seed(seed: int, stream: int = 0x5EED_BA7C) -> int:
+    """A 64-bit seed derived from ``seed`` for a named stream (decorrelated from torch's global stream)."""
+    return int(np.random.SeedSequence([seed, stream]).generate_state(1, dtype=np.uint64)[0])
+
+
+def init_state(task: Task, train: TrainSpec) -> TrainState:
+    """A fresh state: the task's optimizers, Pyro's RNGs seeded by ``train.seed``, the batch generator seeded from it."""
+    pyro.clear_param_store()
+    pyro.set_rng_seed(train.seed)
+    generator = torch.Generator().manual_seed(generator_seed(train.seed))
+    return TrainState(dict(task.modules), task.make_optimizers(train), generator)
+
+
+def data_info(data: DataSplits) -> dict[str, Any]:
+    """What a checkpoint records of the data it was trained on (a resume on other data is refused)."""
+    return {"name": data.name, "n_train": int(data.train.shape[0]), "n_val": int(data.val.shape[0]),
+            "feature_dim": data.feature_dim, "binarize": data.binarize}
+
+
+@dataclass
+class _Session:
+    """What one call of :func:`fit` tracks besides the state: clock, last good state, checkpoint on disk."""
+
+    train: TrainSpec
+    task: Task
+    n_train: int
+    ckpt_dir: Path | None
+    data: dict[str, Any]
+    t_start: float = field(default_factory=time.perf_counter)
+    wall_before: float = 0.0
+    good: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+    good_epoch: int = 0
+    ckpt_epoch: int | None = None
+    validate_next: bool = True
+
+    def wall(self) -> float:
+        return self.wall_before + time.perf_counter() - self.t_start
+
+
+def fit(
+    task: Task,
+    data: DataSplits,
+    train: TrainSpec,
+    *,
+    state: TrainState | None = None,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
+    max_seconds: float | None = None,
+    progress: bool = True,
+) -> FitResult:
+    """Run ``task`` for ``train.epochs`` epochs in total over ``data.train`` (module docstring).
+
+    ``state``: continue this in-memory state (from an earlier :func:`fit`'s result) instead of
+    starting afresh; ``resume``: continue from ``run_dir/checkpoints/last.pt``; ``max_seconds``:
+    stop after the first step that ends past this much fitting time (cumulative over the
+    state's sessions; ``stopped="budget"``). At the end the modules hold the best-validation
+    parameters (or the last ones without a validation score).
+
+    Raises TrainingError on a non-finite loss (modules restored to the last good epoch, last
+    good checkpoint kept), ConfigError for bad settings or an incompatible checkpoint.
+    """
+    train = check_train_spec(train)
+    n_val = int(data.val.shape[0])
+    if train.patience is not None and (n_val == 0 or task.validate is None):
+        raise ConfigError(
+            "train.patience (early stopping) needs a validation split and a method with a validation score; "
+            "set data.val_fraction > 0, or patience=None"
+        )
+    if int(data.train.shape[0]) == 0:
+        raise ConfigError("the training split is empty; load more data or lower val/test fractions")
+    session = _Session(train, task, int(data.train.shape[0]), Path(run_dir) / "checkpoints" if run_dir else None,
+                       data_info(data))
+    state = _start(task, train, session, state, resume)
+    if state.epoch >= train.epochs or _patience_exhausted(state, train):
+        logger.info("%s: at epoch %d of %d, nothing left to train", task.label, state.epoch, train.epochs)
+        return FitResult(_finish(state, session), "resumed_complete")
+    session.good, session.good_epoch = clone_modules(state.modules), state.epoch
+    stopped = "completed"
+    training = {name: m.training for name, m in state.modules.items()}
+    bar = tqdm(range(state.epoch + 1, train.epochs + 1), initial=state.epoch, total=train.epochs,
+               desc=task.label, unit="epoch", disable=not progress, leave=False)
+    try:
+        for epoch in bar:
+            state, record, out_of_time = _epoch(state, session, data, epoch, max_seconds)
+            state = _end_epoch(state, session, record)
+            bar.set_postfix(train=f"{record.train_elbo:.3f}", val="-" if record.val_elbo is None else f"{record.val_elbo:.3f}")
+            if out_of_time:
+                stopped = "budget"
+                break
+            if _patience_exhausted(state, train):
+                stopped = "early_stopping"
+                logger.info("early stopping after epoch %d: no validation improvement for %d epochs (best: epoch %d)",
+                            epoch, train.patience, state.best.epoch)
+                break
+    finally:
+        bar.close()
+        for name, was in training.items():
+            state.modules[name].train(was)
+    return FitResult(_finish(state, session), stopped)
+
+
+def _start(task: Task, train: TrainSpec, session: _Session, state: TrainState | None, resume: bool) -> TrainState:
+    """The state to continue: given in memory, loaded from ``last.pt``, or fresh."""
+    if state is not None:
+        if resume:
+            raise ConfigError("pass either state= (continue in memory) or resume=True (continue from disk), not both")
+        session.wall_before = state.wall_time
+        return state
+    fresh = init_state(task, train)
+    if not resume:
+        return fresh
+    if session.ckpt_dir is None:
+        raise ConfigError("resume=True needs run_dir, the folder of the run to continue")
+    path = session.ckpt_dir / "last.pt"
+    ckpt = load_checkpoint(path)
+    _check_resumable(ckpt, train, session.data, path)
+    state = restore_state(fresh, ckpt, path)
+    session.wall_before, session.ckpt_epoch = state.wall_time, state.epoch
+    logger.info("resuming %s after epoch %d of %d", path, state.epoch, train.epochs)
+    return state
+
+
+def _check_resumable(ckpt: Mapping[str, Any], train: TrainSpec, data: Mapping[str, Any], path: Path) -> None:
+    """Refuse a checkpoint trained with other settings (but those in RESUMABLE_CHANGES) or on other data."""
+    saved, now = ckpt.get("spec") or {}, spec_to_dict(train)
+    changed = sorted(k for k in set(saved) | set(now) if k not in RESUMABLE_CHANGES and saved.get(k) != now.get(k))
+    if changed:
+        diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed)
+        raise ConfigError(
+            f"cannot resume {str(path)!r} with different training settings ({diffs}); only "
+            f"{', '.join(RESUMABLE_CHANGES)} may change. Resume with the original settings or start a new run folder"
+        )
+    if train.lr_schedule != "constant" and saved.get("epochs") != now.get("epochs"):
+        logger.warning(
+            "resuming with epochs %s -> %s under lr_schedule=%r: the remaining epochs follow the schedule of the "
+            "new total, so the learning rate is not continuous with the first session's",
+            saved.get("epochs"), now.get("epochs"), train.lr_schedule,
+        )
+    saved_data = ckpt.get("data") or data
+    if saved_data != data:
+        raise ConfigError(
+            f"cannot resume {str(path)!r} on different data: the checkpoint was trained on {saved_data}, "
+            f"this call passes {dict(data)}. Load the same dataset and splits, or start a new run folder"
+        )
+
+
+def _epoch(state: TrainState, session: _Session, data: DataSplits, epoch: int,
+           max_seconds: float | None) -> tuple[TrainState, EpochRecord, bool]:
+    """One epoch of steps; returns the state, the epoch's record and whether the time budget ran out."""
+    train, task, n = session.train, session.task, session.n_train
+    t_epoch = time.perf_counter()
+    for module in state.modules.values():
+        module.train()
+    lr = set_learning_rate([state.optimizers[k] for k in task.scheduled if k in state.optimizers], train, epoch)
+    steps_per_epoch = math.ceil(n / train.batch_size)
+    warmup = train.kl_warmup_epochs * steps_per_epoch
+    total, beta, step, samples, stats, out_of_time = 0.0, 1.0, 0, state.samples, [], False
+    for step, batch in enumerate(batches(data.train, train.batch_size, shuffle=True, generator=state.generator,
+                                         binarize=data.binarize == "dynamic"), start=1):
+        beta = kl_beta((epoch - 1) * steps_per_epoch + step, warmup)
+        result = _guarded_step(state, session, batch, beta, epoch, step, steps_per_epoch)
+        total += result.loss
+        samples += result.samples
+        stats.append(result.stats)
+        if max_seconds is not None and session.wall() > max_seconds:
+            out_of_time = step < steps_per_epoch
+            break
+    if not all(bool(torch.isfinite(p).all()) for m in state.modules.values() for p in m.parameters()):
+        _diverged(state, session, epoch, step, steps_per_epoch, float("nan"))  # a NaN gradient in the last step
+    summary = dict(task.summarize(stats)) if any(stats) else {}
+    if out_of_time:
+        summary["batches"] = float(step)
+    val = _validate(state, session, epoch, step, steps_per_epoch)
+    record = EpochRecord(epoch, -total / step / n, val, beta, time.perf_counter() - t_epoch, lr, summary)
+    return state.replace(samples=samples), record, out_of_time
+
+
+def _guarded_step(state: TrainState, session: _Session, batch: Batch, beta: float,
+                  epoch: int, step: int, steps_per_epoch: int) -> StepResult:
+    """The task's step under Pyro's validation (first step of a session), with the non-finite checks."""
+    train = session.train
+    try:
+        with pyro.validation_enabled(session.validate_next or train.validate_every_step):
+            result = session.task.step(state.optimizers, batch, beta)
+    except ValueError as err:  # validation rejecting a distribution's NaN/inf arguments
+        finite = all(bool(torch.isfinite(p).all()) for m in state.modules.values() for p in m.parameters())
+        if session.validate_next or (finite and not _NON_FINITE.search(str(err))):
+            raise  # first step of the session: a model/shape problem, Pyro's message says it best
+        _diverged(state, session, epoch, step, steps_per_epoch, float("nan"), cause=err)
+    session.validate_next = False
+    if not math.isfinite(result.loss):
+        _diverged(state, session, epoch, step, steps_per_epoch, result.loss)
+    return result
+
+
+def _validate(state: TrainState, session: _Session, epoch: int, step: int, steps_per_epoch: int) -> float | None:
+    """The task's validation score in eval mode without gradients (None without one)."""
+    if session.task.validate is None:
+        return None
+    for module in state.modules.values():
+        module.eval()
+    with torch.no_grad(), pyro.validation_enabled(session.train.validate_every_step):
+        value = session.task.validate()
+    if value is not None and not math.isfinite(value):
+        _diverged(state, session, epoch, step, steps_per_epoch, value, where="validation")
+    return value
+
+
+def _end_epoch(state: TrainState, session: _Session, record: EpochRecord) -> TrainState:
+    """Record the epoch, track the best state, write the checkpoints, remember the good state."""
+    improved = record.val_elbo is not None and (state.best is None or record.val_elbo > state.best.val_elbo)
+    best = Best(record.epoch, record.val_elbo, clone_modules(state.modules)) if improved else state.best
+    state = state.replace(epoch=record.epoch, history=state.history + (record,), best=best, wall_time=session.wall())
+    if session.ckpt_dir is not None:
+        ckpt = state_to_checkpoint(state, spec=spec_to_dict(session.train), data=session.data)
+        save_checkpoint(session.ckpt_dir / "last.pt", ckpt)
+        if improved:
+            save_checkpoint(session.ckpt_dir / "best.pt", ckpt)
+        session.ckpt_epoch = record.epoch
+    session.good, session.good_epoch = clone_modules(state.modules), record.epoch
+    logger.debug("epoch %d: train %.4f, validation %s, beta %.3g", record.epoch, record.train_elbo, record.val_elbo,
+                 record.beta)
+    return state
+
+
+def _patience_exhausted(state: TrainState, train: TrainSpec) -> bool:
+    return train.patience is not None and state.best is not None and state.epoch - state.best.epoch >= train.patience
+
+
+def _finish(state: TrainState, session: _Session) -> TrainState:
+    """Load the best-validation modules (if any) and stamp the cumulative wall time."""
+    if state.best is not None:
+        load_modules(state.modules, state.best.modules)
+        logger.info("restored the parameters of epoch %d (best validation score %.4f)", state.best.epoch,
+                    state.best.val_elbo)
+    return state.replace(wall_time=session.wall())
+
+
+def _diverged(state: TrainState, session: _Session, epoch: int, step: int, steps_per_epoch: int, value: float,
+              *, cause: BaseException | None = None, where: str = "loss") -> None:
+    """Restore the last good modules and raise TrainingError explaining what to change."""
+    load_modules(state.modules, session.good)
+    train, good_epoch = session.train, session.good_epoch
+    restored = f"the end of epoch {good_epoch}" if good_epoch > 0 else "their initial values"
+    if session.ckpt_dir is not None and session.ckpt_epoch is not None:
+        kept = f"the last good checkpoint {str(session.ckpt_dir / 'last.pt')!r} (epoch {session.ckpt_epoch}) was kept"
+    else:
+        kept = "no checkpoint of this run had been written yet"
+    what = "validation score" if where == "validation" else "loss"
+    at = f"after epoch {epoch}" if where == "validation" else f"at epoch {epoch}, step {step}/{steps_per_epoch}"
+    raise TrainingError(
+        f"training diverged: non-finite {what} ({value}) {at} ({session.task.label}, lr {train.lr}, "
+        f"optimizer {train.optimizer!r}); {kept}, and the parameters were restored to {restored}. "
+        "Try a lower learning rate (train.lr), optimizer='clipped_adam' (clips gradients), KL warm-up "
+        "(train.kl_warmup_epochs > 0), and check the data's scaling matches the likelihood "
+        "(e.g. values in [0, 1] for bernoulli, standardized features for gaussian)"
+    ) from cause
+
+
+def gradient_step(loss: Callable[[Batch, float], torch.Tensor], samples_per_row: int = 1) -> StepFn:
+    """A :data:`StepFn` for gradient methods: ``loss(batch, beta)``, then one step of every optimizer.
+
+    The optimizers step only when the loss is finite (the loop then restores the last good state).
+    """
+
+    def step(optimizers: Mapping[str, torch.optim.Optimizer], batch: Batch, beta: float) -> StepResult:
+        value_t = loss(batch, beta)
+        value = value_t.item()
+        if not math.isfinite(value):
+            return StepResult(value, 0)
+        for optimizer in optimizers.values():
+            optimizer.zero_grad(set_to_none=True)
+        value_t.backward()
+        for optimizer in optimizers.values():
+            optimizer.step()
+        return StepResult(value, int(batch["x"].shape[0]) * samples_per_row)
+
+    return step
+
+
+__all__ = ["Task", "StepResult", "StepFn", "fit", "init_state", "gradient_step", "mean_stats", "generator_seed",
+           "data_info", "Batch"]
