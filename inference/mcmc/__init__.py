@@ -17,7 +17,7 @@ from inference.mcmc.bayesian import (
     fit_bayesian,
     pointwise_log_likelihood,
 )
-from inference.mcmc.hmc import HMCStep, adapt_step_size, vectorized_hmc_step
+from inference.mcmc.hmc import HMCInfo, HMCState, HMCStep, adapt_step_size, vectorized_hmc_step
 from inference.mcmc.latents import INITS, LatentPosterior, sample_latents
 from inference.mcmc.proposal import PROPOSAL_SCALE, GaussianProposal
 from inference.mcmc.runner import KERNELS, STAT_KEYS, check_continuous
@@ -25,5 +25,5 @@ from inference.mcmc.runner import KERNELS, STAT_KEYS, check_continuous
 __all__ = [
     "LatentPosterior", "BayesianPosterior", "GaussianProposal", "HMCStep", "STAT_KEYS", "KERNELS",
     "check_continuous", "sample_latents", "bayesian_linear_gaussian_model", "pointwise_log_likelihood",
-    "fit_bayesian", "vectorized_hmc_step", "adapt_step_size", "INITS", "PROPOSAL_SCALE",
+    "fit_bayesian", "vectorized_hmc_step", "adapt_step_size", "INITS", "PROPOSAL_SCALE", "HMCState", "HMCInfo",
 ]
