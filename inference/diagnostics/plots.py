@@ -106,9 +106,12 @@ def plot_kl_per_dimension(
 
 # -- posterior predictive checks --------------------------------------------------------------------------
 def plot_ppc_moments(ppc: PPCResult, path: str | os.PathLike) -> Path:
-    """Per-feature mean and sd: observed (x axis) vs replicated (y axis, mean over replicates with 2.5-97.5% bars).
+    """Per-feature mean and sd: observed T_j(x) (x axis) vs replicated T_j(x^rep) (y axis).
 
-    Features with an extreme p-value are red.
+    Each feature j is a point at the mean over replicates (1/S) sum_s T_j(x^rep(s)) and a
+    vertical line over the 2.5-97.5% quantiles of T_j(x^rep(s)). The line is the interval itself,
+    not a spread around the mean: a skewed replicate distribution (a pixel that is on in 2 of 100
+    replicates) has its mean outside it. Features with an extreme p-value are red.
     """
     fig = new_figure(9.0, 4.2)
     axes = fig.subplots(1, 2)
@@ -119,10 +122,10 @@ def plot_ppc_moments(ppc: PPCResult, path: str | os.PathLike) -> Path:
         centre = rep.mean(0)
         lo, hi = np.quantile(rep, [0.025, 0.975], axis=0)
         extreme = (p < ppc.alpha / 2) | (p > 1 - ppc.alpha / 2)
-        ax.errorbar(obs, centre, yerr=[centre - lo, hi - centre], fmt="none", ecolor="0.7", lw=0.8)
+        ax.vlines(obs, lo, hi, colors="0.7", lw=0.8)
         ax.scatter(obs[~extreme], centre[~extreme], s=12, color="tab:blue", label="consistent")
         ax.scatter(obs[extreme], centre[extreme], s=14, color="tab:red", label=f"extreme (p<{ppc.alpha / 2:g} or >{1 - ppc.alpha / 2:g})")
-        both = np.concatenate([obs, lo, hi])
+        both = np.concatenate([obs, centre, lo, hi])
         span = [float(both.min()), float(both.max())]
         ax.plot(span, span, color="k", lw=0.8, ls="--")
         ax.set_xlabel(f"observed per-feature {name}")

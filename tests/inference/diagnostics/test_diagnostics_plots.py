@@ -5,9 +5,12 @@ from __future__ import annotations
 import matplotlib
 import numpy as np
 import pytest
+import torch
 
 from inference import diagnostics as dg
-from inference.diagnostics import plot_khat_histogram, plot_kl_per_dimension, plot_posterior_overlay
+from inference.diagnostics import (
+    PPCResult, plot_khat_histogram, plot_kl_per_dimension, plot_posterior_overlay, plot_ppc_moments,
+)
 from pyro_vae.errors import ConfigError
 
 from ppca_reference import N, is_png
@@ -34,3 +37,23 @@ def test_figures_are_written_without_pyplot_state(ppca, short_nuts, tmp_path):
     assert matplotlib.get_backend()  # untouched, whatever it is
     with pytest.raises(ConfigError, match="not in the InferenceData"):
         dg.plot_trace(mcmc, tmp_path / "t.png", datapoints=[999])
+
+
+def test_ppc_moments_plot_draws_intervals_that_do_not_contain_the_mean(tmp_path):
+    """A skewed replicate distribution: the per-feature mean of a rarely-on pixel is 0 in 98 of 100 replicates
+    and 1 in 2, so its mean over replicates (0.02) lies above its 97.5% quantile (0). The figure must still
+    draw the 2.5-97.5% interval (error bars measured from the mean would be negative)."""
+    rng = np.random.default_rng(0)
+    S, n, D = 100, 30, 4
+    rep_mean = rng.uniform(0.2, 0.8, size=(S, D))
+    rep_mean[:, 0] = 0.0
+    rep_mean[:2, 0] = 1.0
+    rep_sd = rep_mean * (1 - rep_mean)
+    assert rep_mean[:, 0].mean() > np.quantile(rep_mean[:, 0], 0.975)
+    ll = rng.normal(size=(S, n))
+    ppc = PPCResult(
+        observed_mean=rep_mean.mean(0), observed_sd=rep_sd.mean(0), replicated_mean=rep_mean, replicated_sd=rep_sd,
+        p_mean=np.full(D, 0.5), p_sd=np.full(D, 0.5), loglik_observed=ll, loglik_replicated=ll, p_loglik=np.full(n, 0.5),
+        replicated=torch.zeros(S, n, D),
+    )
+    assert is_png(plot_ppc_moments(ppc, tmp_path / "ppc_moments.png"))
