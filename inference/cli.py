@@ -89,7 +89,7 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _diagnose(args: argparse.Namespace) -> int:
-    from inference.diagnose import diagnose_run
+    from inference.diagnostics import diagnose_run
 
     result = diagnose_run(
         args.run_dir, mcmc_points=args.mcmc_points, samples=args.samples, warmup=args.warmup, chains=args.chains,

@@ -1,18 +1,23 @@
-r"""PNG figures of the inference diagnostics that need no ArviZ (those live in :mod:`inference.diagnostics`).
+r"""Every PNG figure of the inference diagnostics.
 
 Like :mod:`pyro_vae.plots`, every function builds a ``matplotlib.figure.Figure`` on a
-``FigureCanvasAgg`` (never pyplot's global state, nothing shown), writes one PNG, releases
-the figure and returns the ``Path``; the title is stored in the PNG's ``Title`` chunk.
+``FigureCanvasAgg`` (never pyplot's global state, nothing shown), writes one PNG with
+:func:`pyro_vae.plots.save_figure`, releases the figure and returns the ``Path``; the title is
+stored in the PNG's ``Title`` chunk.
 
 - PSIS k-hat histogram, with the thresholds of Yao et al. (2018): k < 0.5 good, 0.5-0.7 usable,
   k > 0.7 unreliable importance weights (the proposal misses part of the posterior).
 - KL(q(z_d | x) || p(z_d)) per latent dimension d (averaged over datapoints), active units
   (Burda et al. 2015: Var_x E_q[z_d | x] > threshold) marked.
-- Posterior predictive checks: per-feature mean and sd of the data against their replicates,
-  and the per-datapoint log-likelihood of the data against that of replicates.
+- Posterior predictive checks: per-feature mean T_j and sd U_j of the data against those of the
+  replicates (each replicated value with its 2.5-97.5% interval over replicates), the
+  per-datapoint log-likelihood of the data against that of replicates, and ArviZ's
+  ``plot_ppc`` of the values x_ij and of the per-datapoint totals sum_j x_ij.
 - Approximate vs MCMC posteriors of a few datapoints: marginal histograms, or a scatter for
   two-dimensional codes.
 - Inference gaps (Cremer et al. 2018) with their standard errors.
+- ArviZ's trace plot (per-chain densities and traces) and rank plots (histogram of each chain's
+  ranks among all draws: flat when the chains mix) of the MCMC draws of a few datapoints.
 """
 
 from __future__ import annotations
@@ -23,18 +28,25 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import xarray as xr
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from inference.diagnostics.convert import (
+    DATAPOINT, FEATURE, LATENT, LATENT_VAR, OBSERVED_VAR, InferenceData, arviz_plot_ppc, arviz_plot_rank,
+    arviz_plot_trace,
+)
+from inference.diagnostics.gaps import Gaps
+from inference.diagnostics.ppc import PPCResult
+from inference.diagnostics.psis import KHAT_BAD, KHAT_GOOD
 from pyro_vae.errors import ConfigError
 from pyro_vae.plots import DPI, save_figure  # one way to write a PNG for every figure
 
 logger = logging.getLogger(__name__)
 
-KHAT_GOOD, KHAT_BAD = 0.5, 0.7  # PSIS k-hat thresholds of Yao et al. 2018 (inference.diagnostics uses these)
 
-
-# -- helpers (also used by inference.diagnostics for the ArviZ plots) -------------------------------
+# -- helpers ----------------------------------------------------------------------------------------
 def new_figure(width: float, height: float) -> Figure:
     """A Figure with its own Agg canvas and constrained layout, outside pyplot."""
     fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
@@ -93,10 +105,13 @@ def plot_kl_per_dimension(
 
 
 # -- posterior predictive checks --------------------------------------------------------------------------
-def plot_ppc_moments(ppc: Any, path: str | os.PathLike) -> Path:
-    """Per-feature mean and sd: observed (x axis) vs replicated (y axis, mean over replicates with 2.5-97.5% bars).
+def plot_ppc_moments(ppc: PPCResult, path: str | os.PathLike) -> Path:
+    """Per-feature mean and sd: observed T_j(x) (x axis) vs replicated T_j(x^rep) (y axis).
 
-    ``ppc`` is an :class:`inference.ppc.PPCResult`; features with an extreme p-value are red.
+    Each feature j is a point at the mean over replicates (1/S) sum_s T_j(x^rep(s)) and a
+    vertical line over the 2.5-97.5% quantiles of T_j(x^rep(s)). The line is the interval itself,
+    not a spread around the mean: a skewed replicate distribution (a pixel that is on in 2 of 100
+    replicates) has its mean outside it. Features with an extreme p-value are red.
     """
     fig = new_figure(9.0, 4.2)
     axes = fig.subplots(1, 2)
@@ -107,10 +122,10 @@ def plot_ppc_moments(ppc: Any, path: str | os.PathLike) -> Path:
         centre = rep.mean(0)
         lo, hi = np.quantile(rep, [0.025, 0.975], axis=0)
         extreme = (p < ppc.alpha / 2) | (p > 1 - ppc.alpha / 2)
-        ax.errorbar(obs, centre, yerr=[centre - lo, hi - centre], fmt="none", ecolor="0.7", lw=0.8)
+        ax.vlines(obs, lo, hi, colors="0.7", lw=0.8)
         ax.scatter(obs[~extreme], centre[~extreme], s=12, color="tab:blue", label="consistent")
         ax.scatter(obs[extreme], centre[extreme], s=14, color="tab:red", label=f"extreme (p<{ppc.alpha / 2:g} or >{1 - ppc.alpha / 2:g})")
-        both = np.concatenate([obs, lo, hi])
+        both = np.concatenate([obs, centre, lo, hi])
         span = [float(both.min()), float(both.max())]
         ax.plot(span, span, color="k", lw=0.8, ls="--")
         ax.set_xlabel(f"observed per-feature {name}")
@@ -120,7 +135,7 @@ def plot_ppc_moments(ppc: Any, path: str | os.PathLike) -> Path:
     return save_figure(fig, path, "posterior predictive check: per-feature mean and sd")
 
 
-def plot_ppc_loglik(ppc: Any, path: str | os.PathLike) -> Path:
+def plot_ppc_loglik(ppc: PPCResult, path: str | os.PathLike) -> Path:
     """Distribution of per-datapoint log p(x_i | z) (mean over draws): observed data vs their replicates."""
     obs = ppc.loglik_observed.mean(0)
     rep = ppc.loglik_replicated.mean(0)
@@ -186,11 +201,8 @@ def plot_posterior_overlay(
 
 
 # -- inference gaps -----------------------------------------------------------------------------------------
-def plot_gaps(gaps: Any, path: str | os.PathLike) -> Path:
-    """log p(x), L[q*] and L[q] (left, points) and the approximation and amortization gaps (right, bars), +- 2 s.e.
-
-    ``gaps`` is an :class:`inference.vi_quality.Gaps`.
-    """
+def plot_gaps(gaps: Gaps, path: str | os.PathLike) -> Path:
+    """log p(x), L[q*] and L[q] (left, points) and the approximation and amortization gaps (right, bars), +- 2 s.e."""
     fig = new_figure(9.0, 3.8)
     left, right = fig.subplots(1, 2)
     bounds = [("log p(x) (IS)", gaps.log_px), ("L[q*] optimized", gaps.elbo_optimized), ("L[q] amortized", gaps.elbo_amortized)]
@@ -212,7 +224,100 @@ def plot_gaps(gaps: Any, path: str | os.PathLike) -> Path:
     return save_figure(fig, path, "inference gaps")
 
 
+# -- ArviZ plots of MCMC draws and replicates -----------------------------------------------------------
+def _pick(values: np.ndarray, chosen: Sequence[Any] | None, default_count: int) -> list[Any]:
+    if chosen is None:
+        return list(values[:default_count])
+    missing = [v for v in chosen if v not in set(values.tolist())]
+    if missing:
+        raise ConfigError(f"datapoints {missing} are not in the InferenceData (it has {values.tolist()[:10]}...)")
+    return list(chosen)
+
+
+def _per_datapoint(idata: InferenceData, var: str, points: Sequence[Any]) -> xr.Dataset:
+    """One variable per datapoint ("z[i]", dims chain, draw, latent), for one plot row per datapoint."""
+    da = idata.posterior[var]
+    return xr.Dataset({f"{var}[{p}]": da.sel({DATAPOINT: p}, drop=True) for p in points})
+
+
+def plot_trace(
+    idata: InferenceData, path: str | os.PathLike, *, datapoints: Sequence[Any] | None = None,
+    var: str = LATENT_VAR, max_points: int = 3,
+) -> Path:
+    """ArviZ trace plot (per-chain densities and traces) of the codes of a few datapoints, one row each."""
+    points = _pick(np.asarray(idata.posterior[DATAPOINT].values), datapoints, max_points)
+    ds = _per_datapoint(idata, var, points)
+    fig = new_figure(11.0, 2.3 * len(points))
+    axes = fig.subplots(len(points), 2, squeeze=False)
+    arviz_plot_trace(ds, axes)
+    return save_figure(fig, path, f"trace plot of {var} for datapoints {points}")
+
+
+def plot_rank(
+    idata: InferenceData, path: str | os.PathLike, *, datapoints: Sequence[Any] | None = None,
+    latents: Sequence[str] | None = None, var: str = LATENT_VAR, max_points: int = 3, max_latents: int = 3,
+) -> Path:
+    """ArviZ rank plots (histogram of each chain's ranks among all draws: flat when chains mix)."""
+    points = _pick(np.asarray(idata.posterior[DATAPOINT].values), datapoints, max_points)
+    names = _pick(np.asarray(idata.posterior[LATENT].values), latents, max_latents)
+    ds = _per_datapoint(idata, var, points).sel({LATENT: names})
+    fig = new_figure(3.2 * len(names), 2.4 * len(points))
+    axes = fig.subplots(len(points), len(names), squeeze=False)
+    arviz_plot_rank(ds, axes)
+    for ax in axes.ravel():
+        ax.title.set_fontsize(9)
+        ax.xaxis.label.set_fontsize(8)
+        ax.yaxis.label.set_fontsize(8)
+    return save_figure(fig, path, f"rank plot of {var} for datapoints {points}")
+
+
+def _integer_valued(*arrays: np.ndarray) -> bool:
+    return all(np.all(np.mod(a, 1) == 0) for a in arrays)
+
+
+def _ppc_view(ax: Axes, label: str, observed: xr.DataArray, replicated: xr.DataArray, num: int, seed: int) -> None:
+    """One panel of :func:`plot_ppc`: ArviZ's plot_ppc of one statistic, histograms for integer values."""
+    if _integer_valued(observed.values, replicated.values):
+        observed, replicated = observed.astype(np.int64), replicated.astype(np.int64)
+    arviz_plot_ppc(observed, replicated, ax, label=label, num_pp_samples=num, seed=seed)
+    ax.set_title(f"{label}: observed vs {num} replicated data sets", fontsize=9)
+    ax.tick_params(labelsize=8)
+    ax.xaxis.label.set_fontsize(9)
+    leg = ax.get_legend()
+    if leg is not None:
+        for text in leg.get_texts():
+            text.set_fontsize(7)
+
+
+def plot_ppc(
+    idata: InferenceData, path: str | os.PathLike, *, num_pp_samples: int = 50, seed: int = 0
+) -> Path:
+    """ArviZ ``plot_ppc`` of observed x against replicated data sets, in two views.
+
+    Left: the distribution of all values x_ij; right: that of the per-datapoint totals
+    sum_j x_ij (for binary pixels: the ink of each image, a statistic the pixel histogram
+    cannot show). Integer-valued data are compared as histograms (ArviZ does so for integer
+    arrays), continuous data as kernel densities.
+    """
+    for group in ("posterior_predictive", "observed_data"):
+        if group not in idata.groups():
+            raise ConfigError(f"plot_ppc needs a {group} group (guide_to_inference_data(..., posterior_predictive=True))")
+    obs = idata.observed_data[OBSERVED_VAR]
+    pp = idata.posterior_predictive[OBSERVED_VAR]
+    num = min(int(num_pp_samples), int(pp.sizes["chain"] * pp.sizes["draw"]))
+    fig = new_figure(11.0, 4.0)
+    axes = fig.subplots(1, 2)
+    views = [("values x_ij", obs, pp)]
+    if FEATURE in obs.dims:
+        views.append(("per-datapoint total sum_j x_ij", obs.sum(FEATURE), pp.sum(FEATURE)))
+    for ax, (label, o, r) in zip(axes, views):
+        _ppc_view(ax, label, o, r, num, seed)
+    for ax in axes[len(views):]:
+        ax.set_visible(False)
+    return save_figure(fig, path, "ArviZ posterior predictive check")
+
+
 __all__ = [
     "new_figure", "save_figure", "plot_khat_histogram", "plot_kl_per_dimension", "plot_ppc_moments",
-    "plot_ppc_loglik", "plot_posterior_overlay", "plot_gaps", "KHAT_GOOD", "KHAT_BAD",
+    "plot_ppc_loglik", "plot_posterior_overlay", "plot_gaps", "plot_trace", "plot_rank", "plot_ppc",
 ]

@@ -20,7 +20,7 @@ datapoint i is much less likely under the model than the model's own replicates 
 well-specified model p-values are roughly uniform or concentrated near 1/2, so a fraction of
 extreme p-values (below alpha/2 or above 1 - alpha/2) well above alpha flags misfit.
 
-Nothing here calls ArviZ: :mod:`inference.diagnostics` turns these tensors into InferenceData.
+Nothing here calls ArviZ: :mod:`inference.diagnostics.convert` turns these tensors into InferenceData.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ import torch
 from pyro import poutine
 
 from pyro_vae.errors import ConfigError, UnsupportedModelError
+from pyro_vae.vae import VAE
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ CHUNK_FLOATS = 2e7  # rows x features decoded at once when computing log-likelih
 ALPHA = 0.05
 
 
-def _check_count(name: str, value: Any) -> int:
+def _check_count(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"{name} must be a positive integer, got {value!r}")
     return value
@@ -90,7 +91,7 @@ def _flat_chunks(z: Tensor, data_dim: int) -> Iterator[tuple[int, Tensor]]:
 
 
 @torch.no_grad()
-def log_likelihood_draws(vae: Any, x: Tensor, z: Tensor) -> Tensor:
+def log_likelihood_draws(vae: VAE, x: Tensor, z: Tensor) -> Tensor:
     """l_i^(s) = log p_theta(x_i | z_i^(s)) for draws z of shape (..., N, d); returns shape (..., N).
 
     The decoder sees (rows, d) blocks (any network works), in chunks of at most
@@ -108,7 +109,7 @@ def log_likelihood_draws(vae: Any, x: Tensor, z: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def replicate(vae: Any, z: Tensor, *, seed: int = 0) -> Tensor:
+def replicate(vae: VAE, z: Tensor, *, seed: int = 0) -> Tensor:
     """x_i^rep(s) ~ p_theta(x | z_i^(s)) for draws z of shape (..., N, d); returns (..., N, D).
 
     ``seed`` fixes the draws; the global RNG is left untouched.
@@ -184,7 +185,7 @@ class PPCResult:
 
 @torch.no_grad()
 def posterior_predictive_check(
-    vae: Any,
+    vae: VAE,
     x: Tensor,
     z: Tensor | None = None,
     *,
@@ -233,7 +234,7 @@ def posterior_predictive_check(
     return result
 
 
-def _self_log_likelihood(vae: Any, x_rep: Tensor, z: Tensor) -> Tensor:
+def _self_log_likelihood(vae: VAE, x_rep: Tensor, z: Tensor) -> Tensor:
     """log p_theta(x_i^rep(s) | z_i^(s)): each replicate under the code that generated it; (S, N)."""
     s, n, d = z.shape
     out = []

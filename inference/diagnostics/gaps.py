@@ -29,16 +29,17 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 from scipy import stats
 
+from inference.diagnostics.convert import LATENT_VAR, InferenceData, latent_names, posterior_draws
 from inference.evaluate import Estimate, elbo, log_likelihood
 from inference.local_vi import LocalGaussianGuide, fit_local
 from pyro_vae.errors import ConfigError
 from pyro_vae.guides import DiagonalNormal
+from pyro_vae.vae import VAE
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ def _difference(a: Estimate, b: Estimate) -> Estimate:
 
 
 def amortization_gaps(
-    vae: Any,
+    vae: VAE,
     x: Tensor,
     *,
     is_samples: int = 1000,
@@ -200,19 +201,17 @@ def compare_draws(
             energy[i, j] = stats.energy_distance(approx[:, i, j], mcmc[:, i, j])
     return PosteriorComparison(
         np.arange(n) if datapoints is None else np.asarray(datapoints),
-        tuple(latents) if latents is not None else tuple(f"z{j}" for j in range(d)),
+        tuple(latents) if latents is not None else tuple(latent_names(d)),
         mean_diff, sd_ratio, ks, energy,
     )
 
 
-def compare_to_mcmc(vi_idata: Any, mcmc_idata: Any, *, var: str = "z") -> PosteriorComparison:
+def compare_to_mcmc(vi_idata: InferenceData, mcmc_idata: InferenceData, *, var: str = LATENT_VAR) -> PosteriorComparison:
     """Compare the posterior draws of ``var`` in two InferenceData (VI and MCMC) on their shared datapoints.
 
-    Both must have ``var`` with dims (chain, draw, datapoint, latent) (:mod:`inference.diagnostics`
-    layout); chains are pooled, datapoints matched by label.
+    Both must have ``var`` with dims (chain, draw, datapoint, latent) (the layout of
+    :mod:`inference.diagnostics.convert`); chains are pooled, datapoints matched by label.
     """
-    from inference.diagnostics import posterior_draws  # the ArviZ side of the project
-
     a, b = posterior_draws(vi_idata, var), posterior_draws(mcmc_idata, var)
     if a.dims != b.dims or len(a.dims) != 4:
         raise ConfigError(f"both posteriors need {var!r} with the same 4 dims (chain, draw, datapoint, latent); got {a.dims} and {b.dims}")
