@@ -2,7 +2,7 @@
 
 The paper's setting, at a reduced budget: MNIST (dynamically binarized, Bernoulli likelihood),
 3 latent dimensions, one hidden layer of 100 tanh units in encoder and decoder, minibatches
-of 100, training sets of N_train = 1000 and 50000 rows. Methods (``inference.api``):
+of 100, training sets of N_train = 1000 and 50000 rows. Methods (``inference.methods``):
 
 * ``svi-trace``  AEVB: SGVB estimator A, one particle;
 * ``rws``        wake-sleep: with ``--rws-particles 1`` (default) Hinton et al.'s wake-sleep as
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.verbose:
-        for name in ("inference.compare", "inference.api"):
+        for name in ("inference.compare", "inference.methods"):
             logging.getLogger(name).setLevel(logging.INFO)
 
     data_dir = default_data_dir()

@@ -2,8 +2,8 @@ r"""Run several inference methods on one spec and one data set; write a table an
 
 For every training size N_train (the first N_train rows of a seed-fixed permutation of
 ``data.train``, so smaller subsets are nested in larger ones) and every method, a fresh model
-is trained with :func:`inference.api.fit` under the same :class:`~inference.api.Budget`, then
-scored by the one yardstick (:func:`inference.api.score`, i.e.
+is trained with :func:`inference.methods.fit` under the same :class:`~inference.methods.Budget`, then
+scored by the one yardstick (:func:`inference.methods.score`, i.e.
 :func:`inference.evaluate.log_likelihood` with the method's proposal)::
 
     log p(x_i) ~= logsumexp_k [log p_theta(x_i, z_ik) - log q(z_ik | x_i)] - log K
@@ -38,9 +38,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
-from inference import api
-from inference.api import Budget, MethodResult
+from inference import methods as method_api
+from inference.methods import Budget, MethodResult
 from inference.evaluate import Estimate
+from pyro_vae.checks import positive_int
 from pyro_vae.data import DataSplits
 from pyro_vae.errors import ConfigError, DataError, UnsupportedModelError
 from pyro_vae.spec import RunSpec, load_spec
@@ -136,7 +137,7 @@ class Comparison:
 def parse_methods(text: str | Sequence[str]) -> list[str]:
     """"a,b,c" or a list -> validated method names (ConfigError listing the valid ones)."""
     names = text.split(",") if isinstance(text, str) else list(text)
-    return api.check_methods(names)
+    return method_api.check_methods(names)
 
 
 def parse_sizes(text: str | Sequence[int]) -> list[int]:
@@ -214,7 +215,7 @@ def run_compare(
     ``train_rows`` of the subset's rows, default ``eval_rows``); ``checkpoints``: fractions of
     the budget drawn in the figure, scored with ``curve_samples`` (default K) on ``curve_rows``
     test rows (default ``eval_rows``);
-    ``options``: per-method keyword options for :func:`inference.api.fit`. A method that
+    ``options``: per-method keyword options for :func:`inference.methods.fit`. A method that
     cannot handle the model (UnsupportedModelError) gets an empty row saying why. With ``out``,
     writes ``results.csv``, ``results.md`` and ``figure3.png`` there.
     """
@@ -226,8 +227,8 @@ def run_compare(
     for name, v in (("num_samples", num_samples), ("eval_rows", eval_rows), ("train_rows", train_rows),
                     ("curve_samples", curve_samples),
                     ("curve_rows", curve_rows)):
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-            raise ConfigError(f"{name} must be a positive integer, got {v!r}")
+        if v is not None:
+            positive_int(name, v)
     options = dict(options or {})
     unknown = sorted(set(options) - set(methods))
     if unknown:
@@ -251,7 +252,7 @@ def run_compare(
         x_train = scoring_rows(sub.train, sub, train_rows or eval_rows, seed + 1)
         logger.info("compare: %s on %d training rows, budget %s", method, n, budget)
         try:
-            result = api.fit(spec, sub, method=method, budget=budget, checkpoints=fractions,
+            result = method_api.fit(spec, sub, method=method, budget=budget, checkpoints=fractions,
                              options=options.get(method), progress=progress)
             row, points = _score(result, n, x_test, x_train, x_curve, num_samples, curve_samples, seed)
         except UnsupportedModelError as err:
@@ -284,10 +285,10 @@ def _score(
     seed: int,
 ) -> tuple[Row, list[CurvePoint]]:
     """Table row (held-out, training, test ELBO) and curve points of one trained method."""
-    q_test = api.proposal_for(result, x_test)
-    heldout = api.score(result, x_test, num_samples, proposal=q_test, seed=seed)
-    train = api.score(result, x_train, num_samples, seed=seed)
-    elbo = api.test_elbo(result, x_test, proposal=q_test, seed=seed)
+    q_test = method_api.proposal_for(result, x_test)
+    heldout = method_api.score(result, x_test, num_samples, proposal=q_test, seed=seed)
+    train = method_api.score(result, x_train, num_samples, seed=seed)
+    elbo = method_api.test_elbo(result, x_test, proposal=q_test, seed=seed)
     row = Row(result.method, n, Score.of(heldout), Score.of(train), Score.of(elbo), result.wall_time,
               result.samples_evaluated, result.epochs, result.notes)
     points = []
@@ -296,7 +297,7 @@ def _score(
         if same and cp.fraction == 1.0:
             est = heldout
         else:
-            est = api.score(cp, x_curve, curve_samples, seed=seed)
+            est = method_api.score(cp, x_curve, curve_samples, seed=seed)
         points.append(CurvePoint(result.method, n, cp.fraction, cp.epochs, cp.samples_evaluated, cp.wall_time,
                                  Score.of(est)))
     return row, points

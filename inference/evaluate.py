@@ -40,6 +40,7 @@ from torch.distributions import kl_divergence
 from tqdm.auto import tqdm
 
 from inference.log_weights import latent_sites, log_weights, per_datapoint, sample_sites, site_log_prob, traces
+from pyro_vae.checks import positive_int
 from pyro_vae.errors import ConfigError
 from pyro_vae.vae import VAE
 
@@ -187,8 +188,8 @@ def plan_particle_batch(num_samples: int, batch_size: int, data_dim: int, max_fl
 
 def _check_counts(**counts: int | None) -> None:
     for name, value in counts.items():
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if value is not None:
+            positive_int(name, value)
 
 
 def _chunks(n: int, size: int) -> Iterator[tuple[int, int]]:

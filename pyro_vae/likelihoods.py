@@ -19,7 +19,6 @@ Registered likelihoods (``LIKELIHOODS.names()``), with eta = decoder output:
 
 from __future__ import annotations
 
-import math
 
 import pyro.distributions as dist
 import torch
@@ -28,6 +27,7 @@ from torch.distributions import constraints
 from torch.nn.functional import softplus
 
 from pyro_vae.errors import ConfigError, DataError
+from pyro_vae.numerics import inverse_softplus
 from pyro_vae.registry import BuildContext, Registry
 
 LIKELIHOODS: Registry[nn.Module] = Registry("likelihood")
@@ -35,8 +35,6 @@ LIKELIHOODS: Registry[nn.Module] = Registry("likelihood")
 _MIN_SCALE = 1e-3
 
 
-def _inverse_softplus(y: float) -> float:
-    return y + math.log(-math.expm1(-y))
 
 
 def _first_bad(x: torch.Tensor, bad: torch.Tensor) -> str:
@@ -108,7 +106,7 @@ class Gaussian(Likelihood):
             self.register_buffer("fixed_sigma", torch.tensor(float(sigma)))
         else:  # sigma = softplus(rho) + min_scale, initialized at exactly `sigma`
             shape = (1,) if learn == "shared" else (data_dim,)
-            self.rho = nn.Parameter(torch.full(shape, _inverse_softplus(sigma - _MIN_SCALE)))
+            self.rho = nn.Parameter(torch.full(shape, inverse_softplus(sigma - _MIN_SCALE)))
 
     @property
     def sigma(self) -> torch.Tensor:
@@ -126,7 +124,7 @@ class Laplace(Likelihood):
         super().__init__()
         self.learned = scale is None
         if self.learned:  # b = softplus(rho) + min_scale, initialized at exactly init_scale
-            self.rho = nn.Parameter(torch.full((data_dim,), _inverse_softplus(init_scale - _MIN_SCALE)))
+            self.rho = nn.Parameter(torch.full((data_dim,), inverse_softplus(init_scale - _MIN_SCALE)))
         else:
             self.register_buffer("fixed_scale", torch.tensor(float(scale)))
 

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from pyro_vae.errors import ConfigError
+from pyro_vae.numerics import inverse_softplus
 from pyro_vae.guides import DiagonalNormal, FullNormal
 from pyro_vae.likelihoods import Gaussian
 from pyro_vae.networks import NETWORKS
@@ -212,8 +213,6 @@ def em_step(X: Tensor, W: Tensor, mu: Tensor, sigma: Tensor | float) -> tuple[Te
 
 
 # -- pPCA as a VAE ---------------------------------------------------------------------------
-def _inverse_softplus(y: Tensor) -> Tensor:
-    return y + torch.log(-torch.expm1(-y))
 
 
 def linear_gaussian_vae(
@@ -254,7 +253,7 @@ def _set_decoder(vae: VAE, W: Tensor, mu: Tensor, sigma: float) -> None:
         offset = (lik.sigma - torch.nn.functional.softplus(lik.rho)).detach().double().reshape(-1)[0]
         if sigma <= offset:
             raise ConfigError(f"sigma = {sigma} is below the likelihood's floor {float(offset):.3g}")
-        lik.rho.copy_(_inverse_softplus(torch.tensor(sigma, dtype=torch.float64) - offset).expand_as(lik.rho))
+        lik.rho.copy_(inverse_softplus(torch.tensor(sigma, dtype=torch.float64) - offset).expand_as(lik.rho))
 
 
 def pca_parameters(vae: VAE) -> tuple[Tensor, Tensor, Tensor]:
@@ -289,13 +288,13 @@ def set_gaussian_posterior(vae: VAE, A: Tensor, b: Tensor, cov: Tensor) -> None:
     if isinstance(family, FullNormal):
         L = torch.linalg.cholesky(0.5 * (cov + cov.T))
         raw = L.clone()
-        raw.diagonal().copy_(_inverse_softplus(L.diagonal() - floor))
+        raw.diagonal().copy_(inverse_softplus(L.diagonal() - floor))
         scale_bias = raw[family.rows, family.cols]
     elif isinstance(family, DiagonalNormal):
         off = cov - torch.diag_embed(cov.diagonal())
         if off.abs().max() > 1e-12 * cov.diagonal().abs().max():
             raise ConfigError("the diag_normal guide can only hold a diagonal covariance; use guide='full_normal'")
-        scale_bias = _inverse_softplus(cov.diagonal().sqrt() - floor)
+        scale_bias = inverse_softplus(cov.diagonal().sqrt() - floor)
     else:
         raise ConfigError(
             f"set_gaussian_posterior supports the 'full_normal' and 'diag_normal' guides, not {type(family).__name__}"

@@ -19,7 +19,6 @@ Registered priors (``PRIORS.names()``):
 
 from __future__ import annotations
 
-import math
 
 import pyro.distributions as dist
 import torch
@@ -27,13 +26,12 @@ from torch import nn
 from torch.nn.functional import softplus
 
 from pyro_vae.errors import ConfigError
+from pyro_vae.numerics import inverse_softplus
 from pyro_vae.registry import BuildContext, Registry
 
 PRIORS: Registry[nn.Module] = Registry("prior")
 
 
-def _inverse_softplus(y: float) -> float:
-    return y + math.log(-math.expm1(-y))
 
 
 class StandardNormalPrior(nn.Module):
@@ -57,7 +55,7 @@ class LearnableNormalPrior(nn.Module):
     def __init__(self, latent_dim: int, init_scale: float = 1.0) -> None:
         super().__init__()
         self.loc = nn.Parameter(torch.zeros(latent_dim))
-        self.rho = nn.Parameter(torch.full((latent_dim,), _inverse_softplus(init_scale)))
+        self.rho = nn.Parameter(torch.full((latent_dim,), inverse_softplus(init_scale)))
 
     def forward(self) -> dist.Distribution:
         return self.marginals().to_event(1)
@@ -88,7 +86,7 @@ class MixtureOfGaussiansPrior(nn.Module):
         generator = torch.Generator().manual_seed(0)  # means spread deterministically
         self.logits = nn.Parameter(torch.zeros(components))
         self.loc = nn.Parameter(init_spread * torch.randn(components, latent_dim, generator=generator))
-        self.rho = nn.Parameter(torch.full((components, latent_dim), _inverse_softplus(1.0)))
+        self.rho = nn.Parameter(torch.full((components, latent_dim), inverse_softplus(1.0)))
 
     def forward(self) -> dist.Distribution:
         scale = softplus(self.rho) + 1e-5

@@ -27,6 +27,7 @@ from typing import Any, Mapping
 import tomli_w
 import yaml
 
+from pyro_vae.checks import positive_int
 from pyro_vae.errors import ConfigError
 from pyro_vae.guides import GUIDES
 from pyro_vae.likelihoods import LIKELIHOODS
@@ -99,8 +100,7 @@ class ModelSpec:
     guide: Component | str | Mapping[str, Any] = "diag_normal"
 
     def __post_init__(self) -> None:
-        if isinstance(self.latent_dim, bool) or not isinstance(self.latent_dim, int) or self.latent_dim < 1:
-            raise ConfigError(f"model.latent_dim must be a positive integer, got {self.latent_dim!r}")
+        positive_int("model.latent_dim", self.latent_dim)
         for name, reg in (("prior", PRIORS), ("likelihood", LIKELIHOODS), ("encoder", NETWORKS), ("decoder", NETWORKS), ("guide", GUIDES)):
             object.__setattr__(self, name, Component.parse(getattr(self, name), reg))
 
@@ -160,9 +160,7 @@ class TrainSpec:
         if self.lr_final is not None and self.lr_final > self.lr:
             raise ConfigError(f"train.lr_final={self.lr_final!r} must not exceed train.lr={self.lr!r} (the schedules decay)")
         for key in ("num_particles", "batch_size", "epochs"):
-            v = getattr(self, key)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ConfigError(f"train.{key} must be a positive integer, got {v!r}")
+            positive_int(f"train.{key}", getattr(self, key))
         if isinstance(self.kl_warmup_epochs, bool) or not isinstance(self.kl_warmup_epochs, int) or self.kl_warmup_epochs < 0:
             raise ConfigError(f"train.kl_warmup_epochs must be an integer >= 0, got {self.kl_warmup_epochs!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:

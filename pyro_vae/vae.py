@@ -42,6 +42,7 @@ from pyro_vae.guides import GUIDES
 from pyro_vae.likelihoods import LIKELIHOODS
 from pyro_vae.networks import NETWORKS
 from pyro_vae.priors import PRIORS
+from pyro_vae.plates import data_plate
 from pyro_vae.registry import BuildContext
 from pyro_vae.spec import ModelSpec
 
@@ -52,7 +53,14 @@ def _kl_weight(beta: float):
 
 
 class VAE(nn.Module):
-    """p(z) p_theta(x | z) with amortized q_phi(z | x); see the module docstring for the math."""
+    """p(z) p_theta(x | z) with amortized q_phi(z | x); see the module docstring for the math.
+
+    As a program it takes batches with the named tensor ``x`` (:attr:`inputs`) and has one
+    per-datapoint latent site ``z`` (:attr:`latents`) in its data plate.
+    """
+
+    inputs = ("x",)  # the named tensors model and guide take from a batch
+    latents = ("z",)  # per-datapoint latent sites (inside the data plate)
 
     def __init__(
         self,
@@ -80,18 +88,15 @@ class VAE(nn.Module):
         """p_theta(x | z), batch_shape z.shape[:-1], event_shape (data_dim,)."""
         return self.likelihood(self.decoder(z))
 
+    def log_joint(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """log p(z) + log p_theta(x | z) per row: z (..., d) and x broadcastable to (..., D); shape z.shape[:-1]."""
+        return self.prior().log_prob(z) + self.decode(z).log_prob(x)
+
     def prior_distribution(self) -> dist.Distribution:
         """p(z), batch_shape (), event_shape (latent_dim,)."""
         return self.prior()
 
     # -- the Pyro program ---------------------------------------------------------------
-    def _data_plate(self, batch: int, num_data: int | None) -> pyro.plate:
-        if num_data is None or num_data == batch:
-            return pyro.plate("data", batch, dim=-1)
-        # A minibatch of `batch` rows out of `num_data`: log-densities are scaled by num_data / batch.
-        # The rows are passed in, so the subsample indices only fix the minibatch size.
-        return pyro.plate("data", num_data, subsample=torch.arange(batch), dim=-1)
-
     def model(
         self,
         x: torch.Tensor | None = None,
@@ -104,7 +109,7 @@ class VAE(nn.Module):
         batch = x.shape[0] if x is not None else num_samples
         if batch is None:
             raise ValueError("model(x=None) needs num_samples, the number of datapoints to generate")
-        with self._data_plate(batch, num_data):
+        with data_plate(batch, num_data):
             with _kl_weight(beta):
                 z = pyro.sample("z", self.prior())  # the plate broadcasts p(z) over the batch
             return pyro.sample("x", self.decode(z), obs=x)
@@ -118,7 +123,7 @@ class VAE(nn.Module):
         num_samples: int | None = None,
     ) -> torch.Tensor:
         """z ~ q_phi(z | x), the amortized posterior of each row of x."""
-        with self._data_plate(x.shape[0], num_data):
+        with data_plate(x.shape[0], num_data):
             with _kl_weight(beta):
                 return pyro.sample("z", self.posterior(x))
 

@@ -37,7 +37,7 @@ from matplotlib import MatplotlibDeprecationWarning
 from matplotlib.axes import Axes
 
 from inference.diagnostics.ppc import guide_draws, log_likelihood_draws, replicate
-from inference.local_vi import LocalGaussianGuide
+from inference.baselines import LocalGaussianGuide
 from inference.mcmc import BayesianPosterior, LatentPosterior
 from pyro_vae.errors import ConfigError
 from pyro_vae.vae import VAE
@@ -180,7 +180,7 @@ def guide_to_inference_data(
     """InferenceData of S draws z_i ~ q(z | x_i) of any guide, as one chain (chain=1, draw=S).
 
     ``vae_or_guide``: a VAE (its amortized ``guide``), an object with a ``guide`` method (a
-    :class:`inference.local_vi.LocalGaussianGuide`), or a guide callable (e.g. a
+    :class:`inference.baselines.LocalGaussianGuide`), or a guide callable (e.g. a
     :class:`inference.mcmc.GaussianProposal`). The log-likelihood log p(x_i | z_i^(s)) and the
     replicates x^rep ~ p(x | z) need the model: the VAE itself, or ``vae=``. ``seed`` fixes
     the draws (the global RNG is left untouched).

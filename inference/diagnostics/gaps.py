@@ -12,7 +12,7 @@ member of the family::
 L[q] = E_q[log p(x, z) - log q(z)] is estimated with :func:`inference.evaluate.elbo` (estimator
 B by default: analytic KL), log p(x) by importance sampling with many samples
 (:func:`inference.evaluate.log_likelihood`, a stochastic lower bound that tightens as K grows),
-and q* by :func:`inference.local_vi.fit_local` started from the encoder, so that
+and q* by :func:`inference.baselines.fit_local` started from the encoder, so that
 L[q*] >= L[q] by construction up to Monte Carlo noise. Each gap is the mean over N datapoints of
 the per-datapoint differences, with the standard error of that mean.
 
@@ -36,7 +36,7 @@ from scipy import stats
 
 from inference.diagnostics.convert import LATENT_VAR, InferenceData, latent_names, posterior_draws
 from inference.evaluate import Estimate, elbo, log_likelihood
-from inference.local_vi import LocalGaussianGuide, fit_local
+from inference.baselines import LocalGaussianGuide, fit_local
 from pyro_vae.errors import ConfigError
 from pyro_vae.guides import DiagonalNormal
 from pyro_vae.vae import VAE
@@ -100,7 +100,7 @@ def amortization_gaps(
 ) -> Gaps:
     """Approximation and amortization gaps of ``vae``'s guide on the rows of x (module docstring).
 
-    q*: :func:`inference.local_vi.fit_local` from the encoder (``init="encoder"``) for
+    q*: :func:`inference.baselines.fit_local` from the encoder (``init="encoder"``) for
     ``local_steps`` Adam steps at ``local_lr`` (default: fit_local's schedule) with ``local_particles`` particles; a diagonal
     Gaussian q_i when the VAE's guide is ``diag_normal``, a full-covariance one otherwise (or as
     ``full_cov`` says). Both ELBOs use the same ``estimator`` and ``elbo_particles``; log p(x)

@@ -29,7 +29,7 @@ from pyro import poutine
 from pyro.distributions.util import scale_and_mask
 from pyro.infer.mcmc.util import initialize_model
 
-from inference.mcmc.runner import check_continuous, check_settings, run_chains
+from inference.mcmc.runner import ChainCounts, check_continuous, check_settings, run_chains
 from pyro_vae.errors import UnsupportedModelError
 
 logger = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ Tensor = torch.Tensor
 
 
 @dataclass(frozen=True)
-class BayesianPosterior:
+class BayesianPosterior(ChainCounts):
     """Draws of every latent site of a small Bayesian model, from :func:`fit_bayesian`.
 
     ``samples[name]`` has shape (chains, draws, *site shape) (constrained space);
@@ -56,17 +56,8 @@ class BayesianPosterior:
     x: Tensor
     warmup: int
 
-    @property
-    def num_chains(self) -> int:
-        return int(self.log_likelihood.shape[0])
-
-    @property
-    def num_draws(self) -> int:
-        return int(self.log_likelihood.shape[1])
-
-    @property
-    def num_divergences(self) -> int:
-        return int(self.sample_stats["diverging"].sum())
+    def _draw_shape(self) -> tuple[int, int]:
+        return tuple(self.log_likelihood.shape[:2])
 
 
 def bayesian_linear_gaussian_model(x: Tensor, latent_dim: int, sigma: float, w_scale: float = 1.0) -> None:

@@ -31,6 +31,7 @@ from typing import Callable, NamedTuple, Protocol
 
 import torch
 
+from pyro_vae.checks import positive_int
 from pyro_vae.errors import ConfigError
 
 Tensor = torch.Tensor
@@ -100,8 +101,7 @@ def _energy_and_grad(potential_fn: PotentialFn, z: Tensor) -> tuple[Tensor, Tens
 
 
 def _check_num_steps(num_steps: int) -> None:
-    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
-        raise ConfigError(f"num_steps must be a positive integer, got {num_steps!r}")
+    positive_int("num_steps", num_steps)
 
 
 def _step_sizes(step_size: float | Tensor, z: Tensor) -> Tensor:

@@ -35,7 +35,7 @@ import torch
 from torch.distributions import biject_to
 
 from inference.mcmc.proposal import PROPOSAL_SCALE, GaussianProposal
-from inference.mcmc.runner import check_continuous, check_settings, latent_sites, run_chains
+from inference.mcmc.runner import ChainCounts, check_continuous, check_settings, latent_sites, run_chains
 from pyro_vae.errors import ConfigError, UnsupportedModelError
 
 logger = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ INITS = ("prior", "encoder")
 
 
 @dataclass(frozen=True)
-class LatentPosterior:
+class LatentPosterior(ChainCounts):
     """Draws of z_i ~ p(z | x_i, theta) for every row of ``x``, from :func:`sample_latents`.
 
     ``z`` has shape (chains, draws, N, d) (constrained space: the values the model sees).
@@ -65,17 +65,8 @@ class LatentPosterior:
     x: Tensor
     warmup: int
 
-    @property
-    def num_chains(self) -> int:
-        return int(self.z.shape[0])
-
-    @property
-    def num_draws(self) -> int:
-        return int(self.z.shape[1])
-
-    @property
-    def num_divergences(self) -> int:
-        return int(self.sample_stats["diverging"].sum())
+    def _draw_shape(self) -> tuple[int, int]:
+        return tuple(self.z.shape[:2])
 
     def draws(self) -> Tensor:
         """All chains pooled: shape (chains * draws, N, d)."""

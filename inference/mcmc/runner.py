@@ -33,6 +33,31 @@ STAT_KEYS = ("diverging", "accept_prob", "step_size", "num_steps", "lp")
 
 
 # -- model checks --------------------------------------------------------------------------------
+class ChainCounts:
+    """``num_chains``, ``num_draws`` and ``num_divergences`` of a sampler's result.
+
+    A result with draws laid out (chains, draws, ...) says which tensor holds them
+    (:meth:`_draw_shape`) and keeps its per-draw ``sample_stats`` (with ``"diverging"``).
+    """
+
+    sample_stats: dict[str, np.ndarray]
+
+    def _draw_shape(self) -> tuple[int, int]:
+        raise NotImplementedError
+
+    @property
+    def num_chains(self) -> int:
+        return int(self._draw_shape()[0])
+
+    @property
+    def num_draws(self) -> int:
+        return int(self._draw_shape()[1])
+
+    @property
+    def num_divergences(self) -> int:
+        return int(self.sample_stats["diverging"].sum())
+
+
 def latent_sites(trace) -> dict[str, dict]:
     """The latent sample sites of a Pyro trace: not observed, not a subsample site; name -> site."""
     return {

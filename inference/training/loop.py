@@ -33,7 +33,7 @@ import math
 import re
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
@@ -65,7 +65,7 @@ class StepResult(NamedTuple):
     stats: Mapping[str, float] = {}
 
 
-StepFn = Callable[[Mapping[str, torch.optim.Optimizer], Batch, float], StepResult]
+StepFn = Callable[[TrainState, Batch, float], StepResult]  # (state: optimizers, generator; batch; beta)
 
 
 def mean_stats(steps: Sequence[Mapping[str, float]]) -> dict[str, float]:
@@ -79,8 +79,9 @@ class Task:
     """What a fitting method gives the loop.
 
     ``modules``: every module fitted and checkpointed, the program under ``"program"``;
-    ``make_optimizers(train)``: fresh optimizers by name; ``step(optimizers, batch, beta)``:
-    one minibatch update (``batch`` holds ``"x"`` and ``"idx"``, ``beta`` is the KL weight);
+    ``make_optimizers(train)``: fresh optimizers by name; ``step(state, batch, beta)``: one
+    minibatch update with the state's optimizers (and its generator, for methods that draw
+    random numbers of their own); ``batch`` holds ``"x"`` and ``"idx"``, ``beta`` is the KL weight;
     ``validate()``: the validation score (higher is better, nats per datapoint) or None for
     none; ``scheduled``: the optimizers whose learning rate follows ``train.lr_schedule``;
     ``summarize``: an epoch's step stats -> the record's ``stats``; ``label``: progress text.
@@ -202,7 +203,9 @@ def _start(task: Task, train: TrainSpec, session: _Session, state: TrainState | 
         if resume:
             raise ConfigError("pass either state= (continue in memory) or resume=True (continue from disk), not both")
         session.wall_before = state.wall_time
-        return state
+        if state.last is not None:  # the fit ended on its best epoch: continue from its last one
+            load_modules(state.modules, state.last)
+        return state.replace(last=None)
     fresh = init_state(task, train)
     if not resume:
         return fresh
@@ -278,7 +281,7 @@ def _guarded_step(state: TrainState, session: _Session, batch: Batch, beta: floa
     train = session.train
     try:
         with pyro.validation_enabled(session.validate_next or train.validate_every_step):
-            result = session.task.step(state.optimizers, batch, beta)
+            result = session.task.step(state, batch, beta)
     except ValueError as err:  # validation rejecting a distribution's NaN/inf arguments
         finite = all(bool(torch.isfinite(p).all()) for m in state.modules.values() for p in m.parameters())
         if session.validate_next or (finite and not _NON_FINITE.search(str(err))):
@@ -327,6 +330,7 @@ def _patience_exhausted(state: TrainState, train: TrainSpec) -> bool:
 def _finish(state: TrainState, session: _Session) -> TrainState:
     """Load the best-validation modules (if any) and stamp the cumulative wall time."""
     if state.best is not None:
+        state = state.replace(last=clone_modules(state.modules))
         load_modules(state.modules, state.best.modules)
         logger.info("restored the parameters of epoch %d (best validation score %.4f)", state.best.epoch,
                     state.best.val_elbo)
@@ -360,15 +364,15 @@ def gradient_step(loss: Callable[[Batch, float], torch.Tensor], samples_per_row:
     The optimizers step only when the loss is finite (the loop then restores the last good state).
     """
 
-    def step(optimizers: Mapping[str, torch.optim.Optimizer], batch: Batch, beta: float) -> StepResult:
+    def step(state: TrainState, batch: Batch, beta: float) -> StepResult:
         value_t = loss(batch, beta)
         value = value_t.item()
         if not math.isfinite(value):
             return StepResult(value, 0)
-        for optimizer in optimizers.values():
+        for optimizer in state.optimizers.values():
             optimizer.zero_grad(set_to_none=True)
         value_t.backward()
-        for optimizer in optimizers.values():
+        for optimizer in state.optimizers.values():
             optimizer.step()
         return StepResult(value, int(batch["x"].shape[0]) * samples_per_row)
 

@@ -50,7 +50,11 @@ class Best:
 
 @dataclass(frozen=True)
 class TrainState:
-    """Modules, optimizers, batch generator (mutable) and the progress of a fit (immutable values)."""
+    """Modules, optimizers, batch generator (mutable) and the progress of a fit (immutable values).
+
+    ``last``: the modules' states at the end of the last epoch, kept when a finished fit loaded
+    the best-validation states into the modules; continuing the state starts from them.
+    """
 
     modules: Mapping[str, nn.Module]
     optimizers: Mapping[str, torch.optim.Optimizer]
@@ -60,6 +64,7 @@ class TrainState:
     best: Best | None = None
     samples: int = 0
     wall_time: float = 0.0
+    last: Mapping[str, Mapping[str, torch.Tensor]] | None = None
 
     @property
     def program(self) -> nn.Module:

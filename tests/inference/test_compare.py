@@ -12,7 +12,7 @@ from PIL import Image
 
 import inference.evaluate as evaluate_module
 from inference import compare
-from inference.api import Budget
+from inference.methods import Budget
 from inference.cli import main
 from pyro_vae.data import load_dataset
 from pyro_vae.errors import ConfigError, DataError

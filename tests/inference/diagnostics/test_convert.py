@@ -8,7 +8,7 @@ import torch
 
 from inference import diagnostics as dg
 from inference.diagnostics import log_likelihood_draws
-from inference.local_vi import initial_guide
+from inference.baselines import initial_guide
 from pyro_vae.errors import ConfigError
 
 from ppca_reference import N, d

@@ -1,4 +1,4 @@
-"""One interface to every method (inference.api): budgets, the method registry, scoring, and the
+"""One interface to every method (inference.methods): budgets, the method registry, scoring, and the
 linear-Gaussian ground truth for every method.
 
 Ground truth (probabilistic PCA, D = 5, d = 2, N = 500): the ML log-likelihood is closed form,
@@ -11,8 +11,8 @@ and for ANY learned theta the exact l(theta) is closed form too, so
                                                             at most 4 s.e. + the delta-method bias
                                                             E[relvar_i] / (2K) (twice it) below.
 
-Exact EM (Tipping & Bishop, ``inference.mcem.exact_em``) reaching l_ML to 1e-4 is tested in
-tests/inference/test_mcem.py::test_exact_em_reaches_the_ml_log_likelihood_monotonically
+Exact EM (Tipping & Bishop, ``inference.baselines.exact_em``) reaching l_ML to 1e-4 is tested in
+tests/inference/baselines/test_mcem.py::test_exact_em_reaches_the_ml_log_likelihood_monotonically
 (not repeated here).
 """
 
@@ -26,8 +26,8 @@ import pytest
 import torch
 
 import inference.evaluate as evaluate_module
-from inference import api, svi
-from inference.api import Budget, METHODS, fit, score
+from inference import methods, svi
+from inference.methods import Budget, METHODS, fit, score
 from inference.run import new_vae
 from pyro_vae.data import DataSplits, load_dataset
 from pyro_vae.errors import ConfigError, UnsupportedModelError
@@ -131,10 +131,10 @@ def test_svi_epoch_budget_equals_one_uninterrupted_run_and_checkpoints_are_its_p
 
 def test_iwae_sample_budget_rounds_up_to_whole_epochs_with_default_particles(digits):
     result = fit(SMALL_SPEC, digits, method="iwae", budget="20000samples")
-    per_epoch = len(digits.train) * api.IW_PARTICLES  # train.num_particles = 1 -> K = IW_PARTICLES
+    per_epoch = len(digits.train) * methods.IW_PARTICLES  # train.num_particles = 1 -> K = IW_PARTICLES
     assert result.epochs == math.ceil(20000 / per_epoch)
     assert 20000 <= result.samples_evaluated < 20000 + per_epoch
-    assert result.notes == f"K={api.IW_PARTICLES}"
+    assert result.notes == f"K={methods.IW_PARTICLES}"
 
 
 def test_seconds_budget_stops_near_the_budget(digits):
@@ -181,7 +181,7 @@ def test_score_is_evaluate_log_likelihood_with_the_method_proposal(digits, monke
 def test_mcmc_refuses_a_vae_and_a_large_ppca(digits):
     with pytest.raises(UnsupportedModelError, match="mcem"):
         fit(SMALL_SPEC, digits, method="mcmc", budget="10epochs")
-    big = ppca_splits(n=api.MCMC_MAX_LATENTS // d + 1, n_val=10, n_test=10)
+    big = ppca_splits(n=methods.MCMC_MAX_LATENTS // d + 1, n_val=10, n_test=10)
     with pytest.raises(UnsupportedModelError, match="latent coordinates"):
         fit(ppca_spec({"name": "gaussian", "sigma": SIGMA}), big, method="mcmc", budget="10epochs")
 
@@ -190,7 +190,7 @@ def test_mcmc_refuses_a_vae_and_a_large_ppca(digits):
 def test_mcmc_on_small_ppca_is_scored_exactly_by_the_yardstick():
     data = ppca_splits(n=60, n_val=10, n_test=60, seed=1)
     result = fit(ppca_spec({"name": "gaussian", "sigma": SIGMA}), data, method="mcmc", budget="100epochs")
-    assert result.epochs == 100 and not result.elbo_defined and api.test_elbo(result, data.test) is None
+    assert result.epochs == 100 and not result.elbo_defined and methods.test_elbo(result, data.test) is None
     check_is_matches_exact(result, data.test)
 
 
@@ -203,7 +203,7 @@ def ml_gap(result, x):
 
 def check_is_matches_exact(result, x, K=1000):
     """IS log p(x_i) (K samples, the method's proposal) against the closed form at the learned theta."""
-    q = api.proposal_for(result, x)
+    q = methods.proposal_for(result, x)
     est = score(result, x, K, proposal=q, seed=0)
     Wl, mul, sl = pca_parameters(result.vae)
     diff = est.values.double() - log_marginal(x, Wl, mul, sl)

@@ -22,9 +22,8 @@ import torch
 from torch import nn
 
 from inference.evaluate import log_likelihood
-from inference.local_vi import LocalGaussianGuide
-from inference.mcem import (
-    EMResult, MCEMResult, chain_proposal, e_step, exact_em, fit_mcem, initial_chains, mcem_proposal,
+from inference.baselines import (
+    Chains, EMResult, LocalGaussianGuide, chain_proposal, e_step, exact_em, fit_mcem, initial_chains, mcem_proposal,
     search_step_size,
 )
 from inference.mcmc import GaussianProposal
@@ -114,12 +113,12 @@ def test_mcem_reaches_the_ml_solution_of_ppca(ppca):
     assert ml - start > 3.0
     assert ml - end < LRT_GAP, (ml - start, ml - end)
     assert result.stopped == "completed" and len(result.history) == 60
-    assert result.z.shape == (N, 1, d) and isinstance(result.step_size, float)
+    assert result.modules["chains"].z.shape == (N, 1, d) and isinstance(result.modules["chains"].step_size, float)
     # the history: log p(x, z) per datapoint rises; the acceptance rate is held near 0.9
     first, last = result.history[0], result.history[-1]
-    assert last.objective > first.objective + 3.0
-    assert abs(last.accept_rate - 0.9) < 0.05
-    assert all(r.batches == N // 100 for r in result.history)
+    assert last.train_elbo > first.train_elbo + 3.0
+    assert abs(last.stats["accept_rate"] - 0.9) < 0.05
+    assert all(r.stats["batches"] == N // 100 for r in result.history)
     # samples_evaluated: per minibatch row, (L + 1) gradients of the E-step + 1 of the M-step, plus
     # (L + 1) per row of one minibatch for each transition of the initial step-size search
     search = result.samples_evaluated - 60 * N * (11 + 1)
@@ -154,12 +153,12 @@ def test_e_steps_leave_the_exact_posterior_invariant(exact_chains):
     result = fit_mcem(vae, x, epochs=8, m_steps=0, step_size=0.15, adapt_rate=0.0, num_samples_per_point=4,
                       init=z0, seed=1, progress=False)
     assert all(torch.equal(v, before[k]) for k, v in vae.state_dict().items())  # theta fixed
-    assert result.step_size == 0.15
-    rate = sum(r.accept_rate for r in result.history) / len(result.history)
+    assert result.modules["chains"].step_size == 0.15
+    rate = sum(r.stats["accept_rate"] for r in result.history) / len(result.history)
     assert 0.5 < rate < 0.999, rate  # the chains moved, with rejections
-    moved = (result.z - z0).norm(dim=-1) > 0
+    moved = (result.modules["chains"].z - z0).norm(dim=-1) > 0
     assert float(moved.to(F64).mean()) > 0.99
-    r = whitened(result.z, m, L)
+    r = whitened(result.modules["chains"].z, m, L)
     n = r.shape[0]
     assert (r.mean(0).abs() < 4 / math.sqrt(n)).all(), r.mean(0)
     second = r.T @ r / n
@@ -202,15 +201,15 @@ def test_step_size_adaptation_moves_acceptance_to_the_target(exact_chains):
     for start, first_check in ((1e-3, lambda a: a > 0.99), (3.0, lambda a: a < 0.5)):
         result = fit_mcem(vae, x, epochs=20, batch_size=25, m_steps=0, step_size=start, adapt_rate=0.2,
                           step_size_search=False, init=z0[:, 0], seed=2, progress=False)
-        assert first_check(result.history[0].accept_rate), result.history[0]
-        assert abs(result.history[-1].accept_rate - 0.9) < 0.05, result.history[-1]
-        finals.append(result.step_size)
+        assert first_check(result.history[0].stats["accept_rate"]), result.history[0]
+        assert abs(result.history[-1].stats["accept_rate"] - 0.9) < 0.05, result.history[-1]
+        finals.append(result.modules["chains"].step_size)
     assert 0.5 < finals[0] / finals[1] < 2.0, finals  # near the same eps (it keeps fluctuating: rate 0.2)
     # per-datapoint step sizes: one per row, moving the same way
     result = fit_mcem(vae, x, epochs=30, batch_size=N, m_steps=0, step_size=0.02, step_size_mode="per_datapoint",
                       adapt_rate=0.2, step_size_search=False, init=z0[:, 0], seed=2, progress=False)
-    assert result.step_size.shape == (N,) and bool((result.step_size > 0.02).all())
-    assert result.history[0].accept_rate > 0.99 and result.history[-1].accept_rate < result.history[0].accept_rate
+    assert result.modules["chains"].step_size.shape == (N,) and bool((result.modules["chains"].step_size > 0.02).all())
+    assert result.history[0].stats["accept_rate"] > 0.99 and result.history[-1].stats["accept_rate"] < result.history[0].stats["accept_rate"]
     # the initial search puts eps within a factor 2 of the crossing point, from either side
     for start in (1e-3, 3.0):
         found = search_step_size(vae, x[:100], z0[:100, :1], start, generator=torch.Generator().manual_seed(3))
@@ -233,20 +232,20 @@ def test_same_seed_same_result_and_different_seed_differs(ppca):
     def run(seed):
         res = fit_mcem(learned_sigma_vae(seed=0), x[:200], epochs=3, lr=0.05, num_samples_per_point=2,
                        init="encoder", seed=seed, progress=False)
-        return res, [(r.objective, r.accept_rate, r.step_size) for r in res.history]
+        return res, [(r.train_elbo, r.stats["accept_rate"], r.stats["step_size"]) for r in res.history]
 
     (a, ha), (b, hb), (c, hc) = run(5), run(5), run(6)
-    assert ha == hb and torch.equal(a.z, b.z)
+    assert ha == hb and torch.equal(a.modules["chains"].z, b.modules["chains"].z)
     assert all(torch.equal(v, b.vae.state_dict()[k]) for k, v in a.vae.state_dict().items())
-    assert ha != hc and not torch.equal(a.z, c.z)
+    assert ha != hc and not torch.equal(a.modules["chains"].z, c.modules["chains"].z)
 
 
 def test_budget_stops_early(ppca):
     x, _, _ = ppca
     result = fit_mcem(learned_sigma_vae(seed=0), x, epochs=1000, batch_size=50, budget_seconds=0.05, progress=False)
     assert result.stopped == "budget" and len(result.history) < 1000
-    assert result.history[-1].batches >= 1
-    search = result.samples_evaluated - sum(r.batches for r in result.history) * 50 * 12
+    assert result.history[-1].stats["batches"] >= 1
+    search = result.samples_evaluated - sum(r.stats["batches"] for r in result.history) * 50 * 12
     assert search > 0 and search % (50 * 11) == 0
 
 
@@ -286,8 +285,8 @@ def test_proposals_score_the_exact_log_likelihood(exact_chains):
     vae, x, m, L, z0 = exact_chains
     rows = x[:100]
     exact = log_marginal(rows, *pca_parameters(vae))
-    chains = MCEMResult(vae, z0[:100], 0.15, (), 0.0, 0, "completed", 0.0, rows, 10)
-    q_chain = chain_proposal(chains, draws=50)
+    chains = Chains(z0[:100], 0.15, rows, hmc_steps=10, jitter=0.0, dynamic=False)
+    q_chain = chain_proposal(vae, chains, draws=50)
     q_local = mcem_proposal(vae, rows, full_cov=True, steps=300, seed=0)
     assert isinstance(q_chain, GaussianProposal) and isinstance(q_local, LocalGaussianGuide)
     for guide in (q_chain, q_local.guide):
@@ -307,8 +306,8 @@ def test_dynamically_binarized_digits_run_and_chain_proposal_refuses():
     vae = build_vae(data_dim=data.feature_dim, latent_dim=2, prior="normal", likelihood="bernoulli", seed=0)
     encoder = {k: v.clone() for k, v in vae.encoder.state_dict().items()}
     result = fit_mcem(vae, data, epochs=3, batch_size=50, lr=0.01, init="encoder", seed=0, progress=False)
-    assert result.dynamic_binarization and result.z.shape == (200, 1, 2)
-    assert result.history[-1].objective > result.history[0].objective
+    assert result.modules["chains"].dynamic and result.modules["chains"].z.shape == (200, 1, 2)
+    assert result.history[-1].train_elbo > result.history[0].train_elbo
     assert all(torch.equal(v, encoder[k]) for k, v in result.vae.encoder.state_dict().items())
     with pytest.raises(ConfigError, match="binariz"):
-        chain_proposal(result)
+        chain_proposal(result.vae, result.modules["chains"])

@@ -18,7 +18,7 @@ from pyro import poutine
 from pyro.infer import TraceMeanField_ELBO
 
 from inference.evaluate import elbo_samples, log_likelihood
-from inference.local_vi import (
+from inference.baselines import (
     LocalGaussianGuide, final_elbo, fit_local, fit_local_vi, initial_guide,
 )
 from pyro_vae import build_vae
@@ -239,13 +239,13 @@ def test_fit_local_vi_training_raises_the_elbo(digits):
     result = fit_local_vi(vae, digits, epochs=15, lr=1e-2, batch_size=50, seed=0, progress=False)
     assert len(result.history) == 15 and result.history[-1].val_elbo is None
     assert result.samples_evaluated == 15 * x.shape[0]
-    assert result.vae is vae and result.guide.num_rows == x.shape[0]
+    assert result.vae is vae and result.modules["local"].num_rows == x.shape[0]
     # Per-datapoint ELBO at the start (initial theta, q_i = p(z)) and at the end, same rows:
     # the paired differences are independent across datapoints, so their mean has standard
     # error sd / sqrt(n); demand an improvement far beyond it.
     torch.manual_seed(0)
     start = final_elbo(before, initial_guide(before, x, "prior"), x, num_particles=50)
-    end = final_elbo(result.vae, result.guide, x, num_particles=50)
+    end = final_elbo(result.vae, result.modules["local"], x, num_particles=50)
     diff = end.values - start.values
     se = float(diff.std()) / math.sqrt(len(diff))
     assert float(diff.mean()) > 10 * se and float(diff.mean()) > 1.0, (start, end, se)
@@ -256,7 +256,7 @@ def test_fit_local_vi_builds_a_vae_from_a_spec(digits):
     spec = {"latent_dim": 2, "likelihood": "bernoulli", "decoder": {"name": "mlp", "hidden": [8]},
             "encoder": {"name": "mlp", "hidden": [8]}}
     result = fit_local_vi(spec, digits, {"epochs": 1, "batch_size": 100, "seed": 3}, full_cov=True, progress=False)
-    assert result.vae.latent_dim == 2 and result.guide.full_cov
+    assert result.vae.latent_dim == 2 and result.modules["local"].full_cov
     assert math.isfinite(result.history[0].train_elbo)
 
 

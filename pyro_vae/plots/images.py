@@ -1,0 +1,89 @@
+"""Reconstructions E[x | z = E_q[z | x]] beside x, and samples E[x | z] for z ~ p(z)."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from pyro_vae.plots.canvas import as_rows, evaluating, image_grid, new_figure, save_figure, show_grid, value_range
+
+def plot_reconstructions(
+    vae: Any, x: torch.Tensor, image_shape: Sequence[int] | None, path: str | os.PathLike, n: int = 8
+) -> Path:
+    """The first ``n`` rows of x next to their reconstructions E[x | z = E_q[z | x]].
+
+    Images: a row of originals above a row of reconstructions, on one grey scale. Other data
+    (``image_shape`` None): one panel per datapoint (at most 4) with x_d and its
+    reconstruction against the feature index d.
+    """
+    x = as_rows(x, vae.data_dim, "x")[:n]
+    with evaluating(vae):
+        recon = vae.reconstruct(x)
+    orig, rec = x.numpy().astype(np.float64), recon.detach().cpu().numpy().astype(np.float64)
+    if image_shape is None:
+        orig, rec = orig[:4], rec[:4]
+    title = f"Reconstructions E[x | z = E_q[z|x]] of {len(orig)} datapoints"
+    if image_shape is not None:
+        vmin, vmax = value_range(orig, rec)
+        fig = new_figure(max(3.0, 0.9 * len(orig) + 1.2), 2.6)
+        axes = fig.subplots(2, 1)
+        for ax, arr, label in ((axes[0], orig, "original"), (axes[1], rec, "reconstruction")):
+            show_grid(ax, image_grid(arr, image_shape, nrow=len(arr)), vmin, vmax)
+            ax.set_ylabel(label, fontsize=9)
+        fig.suptitle(title, fontsize=10)
+    else:
+        k = len(orig)
+        fig = new_figure(6.4, 1.6 * k + 0.8)
+        axes = np.atleast_1d(fig.subplots(k, 1, sharex=True, squeeze=False)[:, 0])
+        d = np.arange(orig.shape[1])
+        for i, ax in enumerate(axes):
+            ax.plot(d, orig[i], "o", markersize=3, color="tab:blue", label="original x")
+            ax.plot(d, rec[i], "-", linewidth=1.2, color="tab:red", label="reconstruction")
+            ax.set_ylabel(f"row {i}", fontsize=9)
+            ax.grid(True, alpha=0.3)
+        axes[0].legend(fontsize=8, loc="upper right")
+        axes[-1].set_xlabel("feature index d")
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path, title)
+
+
+# ----------------------------------------------------------------------------- prior samples
+def plot_prior_samples(
+    vae: Any, image_shape: Sequence[int], path: str | os.PathLike, n: int = 64, seed: int = 0
+) -> Path:
+    """A grid of n decoder means E[x | z], z ~ p(z), drawn with ``seed``.
+
+    The draw runs inside ``torch.random.fork_rng``: the global torch RNG state is the same
+    after the call as before it.
+    """
+    if n < 1:
+        raise ValueError(f"plot_prior_samples: n must be >= 1, got {n}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        with evaluating(vae):
+            samples = vae.sample(n, mean=True)
+    arr = samples.detach().cpu().numpy().astype(np.float64)
+    nrow = math.ceil(math.sqrt(n))
+    grid = image_grid(arr, image_shape, nrow=nrow)
+    vmin, vmax = value_range(arr)
+    longest = max(grid.shape[:2])
+    side = 5.0 * min(1.0, longest / 60 + 0.5)  # inches for the longer side: small grids stay small
+    fig = new_figure(side * grid.shape[1] / longest + 0.4, side * grid.shape[0] / longest + 0.6)
+    ax = fig.add_subplot()
+    show_grid(ax, grid, vmin, vmax)
+    title = f"Prior samples: E[x | z], z ~ p(z) (n={n}, seed={seed})"
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path, title)
+
+
+# ----------------------------------------------------------------------------- latent space
+
+
+__all__ = ['plot_reconstructions', 'plot_prior_samples']
