@@ -23,12 +23,12 @@ import sys
 import time
 from pathlib import Path
 
-import arviz as az
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from inference.diagnostics.convert import arviz_ess, draws_to_inference_data  # noqa: E402
 from inference.mcmc import sample_latents  # noqa: E402
 from inference.svi import fit  # noqa: E402
 from pyro_vae import build_vae  # noqa: E402
@@ -37,7 +37,7 @@ from pyro_vae.data import load_dataset  # noqa: E402
 
 def bulk_ess(z: torch.Tensor) -> np.ndarray:
     """ArviZ bulk ESS of each (datapoint, dim) coordinate of draws z (chains, draws, P, d)."""
-    return az.ess(az.convert_to_dataset(z.numpy()), method="bulk")["x"].values
+    return arviz_ess(draws_to_inference_data(z).posterior, "bulk")["z"].values
 
 
 def main(argv: list[str] | None = None) -> float:

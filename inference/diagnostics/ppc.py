@@ -20,6 +20,14 @@ datapoint i is much less likely under the model than the model's own replicates 
 well-specified model p-values are roughly uniform or concentrated near 1/2, so a fraction of
 extreme p-values (below alpha/2 or above 1 - alpha/2) well above alpha flags misfit.
 
+The replicates are made, scored and summarized block by block (:func:`posterior_predictive_check`):
+at most ``max_floats`` decoded values at once, whole draws of all N rows when they fit, otherwise
+one draw in blocks of rows. T_j and U_j of a replicate split over row blocks combine exactly
+(Chan et al. 1979): for blocks a and b with n_a, n_b rows, means m_a, m_b and sums of squared
+deviations M_a, M_b, with delta = m_b - m_a and n = n_a + n_b::
+
+    m = m_a + delta n_b / n,    M = M_a + M_b + delta^2 n_a n_b / n,    U_j = sqrt(M / (n - 1))
+
 Nothing here calls ArviZ: :mod:`inference.diagnostics.convert` turns these tensors into InferenceData.
 """
 
@@ -27,12 +35,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, NamedTuple
 
 import numpy as np
 import pyro
 import torch
 from pyro import poutine
+from torch.distributions import Distribution
 
 from pyro_vae.errors import ConfigError, UnsupportedModelError
 from pyro_vae.vae import VAE
@@ -40,7 +49,8 @@ from pyro_vae.vae import VAE
 logger = logging.getLogger(__name__)
 
 Tensor = torch.Tensor
-CHUNK_FLOATS = 2e7  # rows x features decoded at once when computing log-likelihoods / replicates
+CHUNK_FLOATS = 2e7  # draws x rows x features decoded at once when computing log-likelihoods / replicates
+KEEP_FLOATS = 1e7  # replicates x rows x features that posterior_predictive_check keeps for figures
 ALPHA = 0.05
 
 
@@ -48,10 +58,6 @@ def _check_count(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"{name} must be a positive integer, got {value!r}")
     return value
-
-
-def _rows_per_chunk(data_dim: int, budget: float = CHUNK_FLOATS) -> int:
-    return max(1, int(budget // max(1, data_dim)))
 
 
 # -- draws of z from a guide -----------------------------------------------------------------------
@@ -81,46 +87,83 @@ def guide_draws(
 
 
 # -- log-likelihoods and replicates ----------------------------------------------------------------
-def _flat_chunks(z: Tensor, data_dim: int) -> Iterator[tuple[int, Tensor]]:
-    """(start, block) over the draws of z (..., N, d) flattened to (S', N, d), chunks of <= CHUNK_FLOATS values."""
+def _blocks(z: Tensor, data_dim: int, max_floats: float) -> Iterator[tuple[int, int, Tensor]]:
+    """(first draw, first row, block (k, m, d)) over the draws of z (..., N, d) flattened to (S', N, d).
+
+    A block holds at most ``max_floats`` decoded values (k m D): k whole draws of all N rows
+    when one draw fits, otherwise one draw and m rows at a time.
+    """
     n, d = z.shape[-2:]
     flat = z.reshape(-1, n, d)
-    per_chunk = max(1, _rows_per_chunk(data_dim) // max(1, n))
-    for s0 in range(0, flat.shape[0], per_chunk):
-        yield s0, flat[s0:s0 + per_chunk]
+    rows = max(1, int(max_floats // max(1, data_dim)))
+    draws, rows = (max(1, rows // max(1, n)), n) if rows >= n else (1, rows)
+    for s0 in range(0, flat.shape[0], draws):
+        for r0 in range(0, max(n, 1), max(rows, 1)):
+            yield s0, r0, flat[s0:s0 + draws, r0:r0 + rows]
+
+
+def _check_floats(name: str, value: float) -> float:
+    if not value >= 1:
+        raise ConfigError(f"{name} must be >= 1 (a number of values), got {value!r}")
+    return value
 
 
 @torch.no_grad()
-def log_likelihood_draws(vae: VAE, x: Tensor, z: Tensor) -> Tensor:
+def log_likelihood_draws(vae: VAE, x: Tensor, z: Tensor, *, max_floats: float = CHUNK_FLOATS) -> Tensor:
     """l_i^(s) = log p_theta(x_i | z_i^(s)) for draws z of shape (..., N, d); returns shape (..., N).
 
-    The decoder sees (rows, d) blocks (any network works), in chunks of at most
-    ``CHUNK_FLOATS`` decoded values.
+    The decoder sees (rows, d) blocks (any network works) of at most ``max_floats`` decoded values.
     """
     n, d = z.shape[-2:]
     if x.dim() != 2 or x.shape[0] != n:
         raise ConfigError(f"x must hold the {n} datapoints of z, shape ({n}, D); got {tuple(x.shape)}")
     x = x.to(z.dtype)
-    out = [z.new_zeros(0, n)]
-    for _, block in _flat_chunks(z, x.shape[1]):
-        px = vae.decode(block.reshape(-1, d))
-        out.append(px.log_prob(x.repeat(block.shape[0], 1)).reshape(block.shape[0], n))
-    return torch.cat(out).reshape(*z.shape[:-1])
+    num = z.reshape(-1, n, d).shape[0]
+    out = None
+    for s0, r0, block in _blocks(z, x.shape[1], _check_floats("max_floats", max_floats)):
+        k, m = block.shape[:2]
+        lp = vae.decode(block.reshape(-1, d)).log_prob(x[r0:r0 + m].repeat(k, 1)).reshape(k, m)
+        if out is None:
+            out = lp.new_empty(num, n, dtype=torch.promote_types(z.dtype, lp.dtype))
+        out[s0:s0 + k, r0:r0 + m] = lp
+    if out is None:  # no draws
+        out = z.new_zeros(num, n)
+    return out.reshape(*z.shape[:-1])
+
+
+def _replicate_blocks(
+    vae: VAE, z: Tensor, seed: int, max_floats: float
+) -> Iterator[tuple[int, int, Distribution, Tensor]]:
+    """(first draw, first row, p_theta(x | z) of the block, replicates (k, m, D)) over :func:`_blocks` of z.
+
+    One random stream for all blocks, seeded with ``seed``; the global RNG is restored when the
+    generator finishes, so the consumer must draw no random numbers between blocks.
+    """
+    d = z.shape[-1]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for s0, r0, block in _blocks(z, vae.data_dim, _check_floats("max_floats", max_floats)):
+            px = vae.decode(block.reshape(-1, d))
+            yield s0, r0, px, px.sample().reshape(*block.shape[:2], -1)
 
 
 @torch.no_grad()
-def replicate(vae: VAE, z: Tensor, *, seed: int = 0) -> Tensor:
+def replicate(vae: VAE, z: Tensor, *, seed: int = 0, max_floats: float = CHUNK_FLOATS) -> Tensor:
     """x_i^rep(s) ~ p_theta(x | z_i^(s)) for draws z of shape (..., N, d); returns (..., N, D).
 
-    ``seed`` fixes the draws; the global RNG is left untouched.
+    ``seed`` fixes the draws (the global RNG is left untouched). The decoder samples blocks of
+    at most ``max_floats`` values from one random stream, so the replicates of a seed also
+    depend on how ``max_floats`` cuts that stream.
     """
-    n, d = z.shape[-2:]
-    out = []
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for _, block in _flat_chunks(z, vae.data_dim):
-            out.append(vae.decode(block.reshape(-1, d)).sample().reshape(block.shape[0], n, -1))
-    return torch.cat(out).reshape(*z.shape[:-1], -1)
+    n = z.shape[-2]
+    out = None
+    for s0, r0, _, x_rep in _replicate_blocks(vae, z, seed, max_floats):
+        if out is None:
+            out = x_rep.new_empty(z.reshape(-1, n, z.shape[-1]).shape[0], n, x_rep.shape[-1])
+        out[s0:s0 + x_rep.shape[0], r0:r0 + x_rep.shape[1]] = x_rep
+    if out is None:  # no draws
+        out = z.new_empty(0, n, vae.data_dim)
+    return out.reshape(*z.shape[:-1], -1)
 
 
 # -- the checks ---------------------------------------------------------------------------------------
@@ -140,7 +183,9 @@ class PPCResult:
     Arrays (numpy): ``observed_mean``/``observed_sd`` (D,) = T(x), U(x); ``replicated_mean``/
     ``replicated_sd`` (S, D) = T(x^rep(s)), U(x^rep(s)); ``p_mean``/``p_sd`` (D,);
     ``loglik_observed``/``loglik_replicated`` (S, N) = l^obs, l^rep; ``p_loglik`` (N,).
-    ``replicated`` keeps the replicates x^rep (S, N, D) for plotting; ``alpha`` sets "extreme".
+    ``replicated`` keeps, for figures, the replicates x^rep (S, K, D) of the first K rows of x:
+    all N rows unless S N D exceeds the ``max_kept`` of :func:`posterior_predictive_check`.
+    ``alpha`` sets "extreme".
     """
 
     observed_mean: np.ndarray
@@ -183,6 +228,63 @@ class PPCResult:
         )
 
 
+class _RowMoments:
+    """Per-draw mean T_j and sd U_j over rows of replicates that arrive in blocks (module docstring)."""
+
+    def __init__(self, num_draws: int, data_dim: int) -> None:
+        self.count = np.zeros(num_draws)
+        self.mean = np.zeros((num_draws, data_dim))
+        self.m2 = np.zeros((num_draws, data_dim))
+
+    def add(self, s0: int, block: np.ndarray) -> None:
+        """Add the rows of ``block`` (k, m, D) to draws s0..s0+k-1."""
+        k, m = block.shape[:2]
+        mean = block.mean(1)
+        m2 = ((block - mean[:, None, :]) ** 2).sum(1)
+        draws = slice(s0, s0 + k)
+        n_a = self.count[draws][:, None]
+        if not n_a.any():  # the first block of these draws: no rounding from a combination
+            self.mean[draws], self.m2[draws] = mean, m2
+        else:
+            n = n_a + m
+            delta = mean - self.mean[draws]
+            self.mean[draws] += delta * m / n
+            self.m2[draws] += m2 + delta**2 * n_a * m / n
+        self.count[draws] += m
+
+    def sd(self) -> np.ndarray:
+        return np.sqrt(self.m2 / (self.count[:, None] - 1))
+
+
+class _Replicated(NamedTuple):
+    """What :func:`posterior_predictive_check` keeps of the replicates: their T_j, U_j, l^rep and a few for figures."""
+
+    mean: np.ndarray
+    sd: np.ndarray
+    loglik: np.ndarray
+    kept: Tensor
+
+
+def _replicate_and_score(vae: VAE, z: Tensor, seed: int, max_floats: float, max_kept: float) -> _Replicated:
+    """Replicate x from z (S, N, d) block by block (:func:`replicate`'s random stream), keeping only
+    T_j(x^rep(s)), U_j(x^rep(s)), l^rep (S, N) and the replicates of the first K rows, K S D <= ``max_kept``."""
+    s, n = z.shape[:2]
+    max_kept = _check_floats("max_kept", max_kept)
+    kept_rows = n if s * n * vae.data_dim <= max_kept else max(1, int(max_kept // (s * vae.data_dim)))
+    moments = _RowMoments(s, vae.data_dim)
+    loglik = kept = None
+    for s0, r0, px, x_rep in _replicate_blocks(vae, z, seed, max_floats):
+        k, m = x_rep.shape[:2]
+        lp = px.log_prob(x_rep.reshape(-1, x_rep.shape[-1])).reshape(k, m)
+        if loglik is None:
+            loglik, kept = lp.new_empty(s, n), x_rep.new_empty(s, kept_rows, x_rep.shape[-1])
+        loglik[s0:s0 + k, r0:r0 + m] = lp
+        moments.add(s0, x_rep.detach().cpu().double().numpy())
+        if r0 < kept_rows:
+            kept[s0:s0 + k, r0:r0 + m] = x_rep[:, : kept_rows - r0]
+    return _Replicated(moments.mean, moments.sd(), loglik.cpu().numpy(), kept)
+
+
 @torch.no_grad()
 def posterior_predictive_check(
     vae: VAE,
@@ -192,11 +294,17 @@ def posterior_predictive_check(
     num_draws: int = 100,
     seed: int = 0,
     alpha: float = ALPHA,
+    max_floats: float = CHUNK_FLOATS,
+    max_kept: float = KEEP_FLOATS,
 ) -> PPCResult:
     """Replicate x from p_theta(x | z), z ~ posterior, and compare (module docstring).
 
     ``z``: posterior draws of shape (S, N, d) or (chains, draws, N, d) (pooled); by default
     S = ``num_draws`` draws of the amortized guide q_phi(z | x) (:func:`guide_draws`).
+    The replicates are those of :func:`replicate` with seed ``seed + 1``, made, scored and
+    summarized in blocks of at most ``max_floats`` decoded values; only the replicates of the first
+    K rows, S K D <= ``max_kept``, are kept (``PPCResult.replicated``). Memory therefore grows
+    with S (N + D) and S N d (the draws of z), not with S N D.
     The VAE is put in eval mode for the duration.
     """
     if not 0 < alpha < 1:
@@ -213,37 +321,24 @@ def posterior_predictive_check(
         z = z.reshape(-1, *z.shape[-2:])
         if z.shape[-2] != x.shape[0]:
             raise ConfigError(f"z holds draws for {z.shape[-2]} datapoints but x has {x.shape[0]} rows")
-        x_rep = replicate(vae, z, seed=seed + 1)
-        ll_obs = log_likelihood_draws(vae, x, z).cpu().numpy()
-        ll_rep = _self_log_likelihood(vae, x_rep, z).cpu().numpy()
+        rep = _replicate_and_score(vae, z, seed + 1, max_floats, max_kept)
+        ll_obs = log_likelihood_draws(vae, x, z, max_floats=max_floats).cpu().numpy()
     finally:
         vae.train(was_training)
     xo = x.detach().cpu().double().numpy()
-    xr = x_rep.detach().cpu().double().numpy()
     obs_mean, obs_sd = xo.mean(0), xo.std(0, ddof=1)
-    rep_mean = xr.mean(1)
-    rep_sd = xr.std(1, ddof=1)
     result = PPCResult(
-        observed_mean=obs_mean, observed_sd=obs_sd, replicated_mean=rep_mean, replicated_sd=rep_sd,
-        p_mean=_mid_p(rep_mean, obs_mean), p_sd=_mid_p(rep_sd, obs_sd),
-        loglik_observed=ll_obs, loglik_replicated=ll_rep,
-        p_loglik=(ll_rep < ll_obs).mean(0) + 0.5 * (ll_rep == ll_obs).mean(0),
-        replicated=x_rep, alpha=float(alpha),
+        observed_mean=obs_mean, observed_sd=obs_sd, replicated_mean=rep.mean, replicated_sd=rep.sd,
+        p_mean=_mid_p(rep.mean, obs_mean), p_sd=_mid_p(rep.sd, obs_sd),
+        loglik_observed=ll_obs, loglik_replicated=rep.loglik,
+        p_loglik=(rep.loglik < ll_obs).mean(0) + 0.5 * (rep.loglik == ll_obs).mean(0),
+        replicated=rep.kept, alpha=float(alpha),
     )
     logger.info("%s", result.summary())
     return result
 
 
-def _self_log_likelihood(vae: VAE, x_rep: Tensor, z: Tensor) -> Tensor:
-    """log p_theta(x_i^rep(s) | z_i^(s)): each replicate under the code that generated it; (S, N)."""
-    s, n, d = z.shape
-    out = []
-    for s0, block in _flat_chunks(z, x_rep.shape[-1]):
-        px = vae.decode(block.reshape(-1, d))
-        out.append(px.log_prob(x_rep[s0:s0 + block.shape[0]].reshape(-1, x_rep.shape[-1])).reshape(block.shape[0], n))
-    return torch.cat(out)
-
-
 __all__ = [
     "PPCResult", "guide_draws", "log_likelihood_draws", "replicate", "posterior_predictive_check", "ALPHA",
+    "CHUNK_FLOATS", "KEEP_FLOATS",
 ]
