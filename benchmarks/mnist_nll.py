@@ -74,7 +74,7 @@ def main() -> None:
     })
     out = Path(args.out)
     data = run.load_data(spec)
-    vae = run.new_vae(spec, data)
+    vae = run.new_program(spec, data)
     fit = svi.fit(vae, data, spec.train, run_dir=out, resume=args.resume, progress=True)
     for rec in fit.history[9::10]:
         print(f"epoch {rec.epoch}: lr {rec.lr:.2e}, train ELBO {rec.train_elbo:.2f}, val ELBO {rec.val_elbo:.2f}")

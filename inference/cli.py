@@ -206,6 +206,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, DataError, TrainingError) as err:
         print(f"pyro-vae: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (e.g. `pyro-vae list | head`): nothing left to say
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ Outputs in ``out``:
 from __future__ import annotations
 
 import csv
+import io
 import dataclasses
 import logging
 import math
@@ -41,10 +42,11 @@ from tqdm.auto import tqdm
 from inference import methods as method_api
 from inference.methods import Budget, MethodResult
 from inference.evaluate import Estimate
+from pyro_vae.files import write_text
 from pyro_vae.checks import positive_int
 from pyro_vae.data import DataSplits
 from pyro_vae.errors import ConfigError, DataError, UnsupportedModelError
-from pyro_vae.spec import RunSpec, load_spec
+from pyro_vae.spec import RunSpec, load_spec, spec_to_dict
 
 logger = logging.getLogger(__name__)
 
@@ -345,11 +347,12 @@ def write_results(comparison: Comparison, out: str | Path, *, spec: RunSpec | No
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     csv_path = out / "results.csv"
-    with csv_path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
-        writer.writeheader()
-        for r in comparison.rows:
-            writer.writerow(_csv_row(r))
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=CSV_FIELDS)
+    writer.writeheader()
+    for r in comparison.rows:
+        writer.writerow(_csv_row(r))
+    write_text(csv_path, table.getvalue())
     fig_path = plot_figure3(comparison.curve, out / "figure3.png", title=f"{comparison.dataset}: held-out log p(x)")
     k = next((r.heldout.num_samples for r in comparison.rows if r.heldout is not None), None)
     n_rows = next((r.heldout.n for r in comparison.rows if r.heldout is not None), None)
@@ -378,11 +381,8 @@ def write_results(comparison: Comparison, out: str | Path, *, spec: RunSpec | No
                          f"{p.wall_time:.1f} | {p.heldout.mean:.2f} +- {p.heldout.stderr:.2f} (K={p.heldout.num_samples}, n={p.heldout.n}) |")
         lines.append("")
     if spec is not None:
-        from pyro_vae.spec import spec_to_dict
-
         lines += ["## Spec", "", "```", _yaml(spec_to_dict(spec)), "```", ""]
-    md_path = out / "results.md"
-    md_path.write_text("\n".join(lines))
+    md_path = write_text(out / "results.md", "\n".join(lines))
     return csv_path, md_path, fig_path
 
 

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,7 +30,9 @@ from inference.training import FitResult, check_train_spec, load_checkpoint, vae
 from pyro_vae.data import DataSplits, load_dataset
 from pyro_vae.errors import ConfigError
 from pyro_vae.spec import RunSpec, load_spec, save_spec, spec_to_dict
-from pyro_vae.vae import VAE, build_vae
+from pyro_vae.files import write_json, write_text
+from pyro_vae.programs import build_program
+from pyro_vae.vae import VAE
 
 logger = logging.getLogger(__name__)
 
@@ -55,27 +55,13 @@ def load_data(spec: RunSpec) -> DataSplits:
     )
 
 
-def new_vae(spec: RunSpec, data: DataSplits) -> VAE:
-    """A fresh VAE for ``data`` (clean param store, weights fixed by the run's seed)."""
+def new_program(spec: RunSpec, data: DataSplits) -> VAE:
+    """A fresh program of the kind ``spec.model.program`` names, for ``data`` (clean param store, weights fixed by the run's seed)."""
     pyro.clear_param_store()
-    return build_vae(
+    return build_program(
         spec.model, data_dim=data.feature_dim, image_shape=data.image_shape,
         data_sample=data.train[:1000], seed=spec.train.seed,
     )
-
-
-def write_json(path: Path, payload: Any) -> Path:
-    """Write JSON atomically (temp file in the same folder, then os.replace)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def test_metrics(vae: VAE, data: DataSplits, *, num_samples: int, progress: bool = True) -> dict[str, Any]:
@@ -110,7 +96,7 @@ def train(
     run_dir.mkdir(parents=True, exist_ok=True)
     save_spec(spec, run_dir / "config.yaml")
     data = load_data(spec)
-    vae = new_vae(spec, data)
+    vae = new_program(spec, data)
     logger.info("training %s on %s (%d train rows)", type(vae).__name__, data.name, len(data.train))
     fit = svi.fit(vae, data, spec.train, run_dir=run_dir, resume=resume, progress=progress)
     metrics = {
@@ -142,7 +128,7 @@ def load_run(run_dir: str | Path, *, which: str = "best") -> tuple[RunSpec, Data
         raise ConfigError(f"{run_dir} is not a run folder (no config.yaml); train one with `pyro-vae train --out {run_dir}`")
     spec = load_spec(config)
     data = load_data(spec)
-    vae = new_vae(spec, data)
+    vae = new_program(spec, data)
     ckpt_dir = run_dir / "checkpoints"
     path = ckpt_dir / f"{which}.pt"
     if not path.is_file():
@@ -213,6 +199,4 @@ def write_report(run_dir: Path, metrics: dict[str, Any]) -> Path:
     figs = sorted((run_dir / "figures").glob("*.png")) if (run_dir / "figures").is_dir() else []
     for fig in figs:
         lines += [f"![{fig.stem}](figures/{fig.name})", ""]
-    path = run_dir / "report.md"
-    path.write_text("\n".join(lines))
-    return path
+    return write_text(run_dir / "report.md", "\n".join(lines))

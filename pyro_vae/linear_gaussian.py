@@ -36,7 +36,9 @@ from pyro_vae.numerics import inverse_softplus
 from pyro_vae.guides import DiagonalNormal, FullNormal
 from pyro_vae.likelihoods import Gaussian
 from pyro_vae.networks import NETWORKS
+from pyro_vae.programs import PROGRAMS
 from pyro_vae.registry import BuildContext
+from pyro_vae.spec import ModelSpec
 from pyro_vae.vae import VAE, build_vae
 
 _LOG_2PI = math.log(2 * math.pi)
@@ -213,6 +215,21 @@ def em_step(X: Tensor, W: Tensor, mu: Tensor, sigma: Tensor | float) -> tuple[Te
 
 
 # -- pPCA as a VAE ---------------------------------------------------------------------------
+
+
+@PROGRAMS.register("ppca")
+def ppca_program(
+    spec: ModelSpec, *, data_dim: int, image_shape: tuple[int, ...] | None = None,
+    data_sample: Tensor | None = None, seed: int | None = None,
+) -> VAE:
+    """Probabilistic PCA: p(z) = N(0, I), x = W z + mu + N(0, sigma^2 I), a linear encoder and the spec's guide family.
+
+    The spec's latent_dim and guide are used (``full_normal`` contains the exact posterior); the
+    likelihood is the spec's when it is ``gaussian`` or ``gaussian_learned``, else ``gaussian``.
+    """
+    likelihood = spec.likelihood if spec.likelihood.name in ("gaussian", "gaussian_learned") else "gaussian"
+    return build_vae(spec, data_dim=data_dim, image_shape=image_shape, data_sample=data_sample, seed=seed,
+                     prior="normal", encoder="linear", decoder="linear", likelihood=likelihood)
 
 
 def linear_gaussian_vae(

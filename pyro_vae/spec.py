@@ -29,10 +29,12 @@ import yaml
 
 from pyro_vae.checks import positive_int
 from pyro_vae.errors import ConfigError
+from pyro_vae.files import write_text
 from pyro_vae.guides import GUIDES
 from pyro_vae.likelihoods import LIKELIHOODS
 from pyro_vae.networks import NETWORKS
 from pyro_vae.priors import PRIORS
+from pyro_vae.programs import PROGRAMS
 from pyro_vae.registry import Registry
 
 BINARIZE = ("none", "threshold", "static", "dynamic")
@@ -90,9 +92,10 @@ def _check_choice(owner: str, key: str, value: Any, choices: tuple[str, ...]) ->
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """p(z) (prior), p_theta(x|z) (likelihood, decoder), q_phi(z|x) (guide, encoder)."""
+    """Which program (``vae``, ``ppca``, ...) and its parts: p(z) (prior), p_theta(x|z) (likelihood, decoder), q_phi(z|x) (guide, encoder)."""
 
     latent_dim: int = 10
+    program: str = "vae"
     prior: Component | str | Mapping[str, Any] = "normal"
     likelihood: Component | str | Mapping[str, Any] = "bernoulli"
     encoder: Component | str | Mapping[str, Any] = "mlp"
@@ -101,6 +104,8 @@ class ModelSpec:
 
     def __post_init__(self) -> None:
         positive_int("model.latent_dim", self.latent_dim)
+        if self.program not in PROGRAMS:
+            raise ConfigError(f"model.program={self.program!r} is not valid; choose one of: {', '.join(PROGRAMS.names())}")
         for name, reg in (("prior", PRIORS), ("likelihood", LIKELIHOODS), ("encoder", NETWORKS), ("decoder", NETWORKS), ("guide", GUIDES)):
             object.__setattr__(self, name, Component.parse(getattr(self, name), reg))
 
@@ -247,7 +252,7 @@ def load_spec(source: str | Path | Mapping[str, Any] | RunSpec | None) -> RunSpe
 
 
 def save_spec(spec: RunSpec, path: str | Path) -> Path:
-    """Write ``spec`` as YAML (.yaml/.yml), TOML (.toml) or JSON (.json)."""
+    """Write ``spec`` as YAML (.yaml/.yml), TOML (.toml) or JSON (.json), atomically."""
     path = Path(path)
     data = spec_to_dict(spec)
     if path.suffix == ".toml":
@@ -256,8 +261,7 @@ def save_spec(spec: RunSpec, path: str | Path) -> Path:
         text = json.dumps(data, indent=2)
     else:
         text = yaml.safe_dump(data, sort_keys=False)
-    path.write_text(text)
-    return path
+    return write_text(path, text)
 
 
 def _drop_none(value: Any) -> Any:

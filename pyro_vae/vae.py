@@ -42,6 +42,7 @@ from pyro_vae.guides import GUIDES
 from pyro_vae.likelihoods import LIKELIHOODS
 from pyro_vae.networks import NETWORKS
 from pyro_vae.priors import PRIORS
+from pyro_vae.programs import PROGRAMS
 from pyro_vae.plates import data_plate
 from pyro_vae.registry import BuildContext
 from pyro_vae.spec import ModelSpec
@@ -159,6 +160,15 @@ class VAE(nn.Module):
             except NotImplementedError:
                 return False
         return True
+
+
+@PROGRAMS.register("vae")
+def vae_program(
+    spec: ModelSpec, *, data_dim: int, image_shape: tuple[int, ...] | None = None,
+    data_sample: torch.Tensor | None = None, seed: int | None = None,
+) -> VAE:
+    """The VAE (Kingma & Welling 2014): z ~ p(z), x ~ p_theta(x | z), amortized q_phi(z | x)."""
+    return build_vae(spec, data_dim=data_dim, image_shape=image_shape, data_sample=data_sample, seed=seed)
 
 
 def build_vae(

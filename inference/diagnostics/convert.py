@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, NamedTuple, Sequence
@@ -39,6 +38,7 @@ from matplotlib.axes import Axes
 from inference.diagnostics.ppc import guide_draws, log_likelihood_draws, replicate
 from inference.baselines import LocalGaussianGuide
 from inference.mcmc import BayesianPosterior, LatentPosterior
+from pyro_vae.files import atomic_path
 from pyro_vae.errors import ConfigError
 from pyro_vae.vae import VAE
 
@@ -273,17 +273,10 @@ def predictive_to_inference_data(
 
 # -- netCDF ------------------------------------------------------------------------------------------
 def save_netcdf(idata: InferenceData, path: str | os.PathLike) -> Path:
-    """Write ``idata`` to a netCDF-4 file (h5netcdf engine), atomically (temp file, then os.replace)."""
+    """Write ``idata`` to a netCDF-4 file (h5netcdf engine), atomically (:func:`pyro_vae.files.atomic_path`)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         idata.to_netcdf(tmp, engine="h5netcdf")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -53,7 +53,8 @@ from inference.diagnostics.ppc import PPCResult, log_likelihood_draws, posterior
 from inference.diagnostics.psis import PSISResult, psis_khat
 from inference.evaluate import Estimate, active_units, kl_per_dimension
 from inference.mcmc import sample_latents
-from inference.run import load_run, write_json
+from inference.run import load_run
+from pyro_vae.files import write_json, write_text
 from pyro_vae.data import DataSplits
 from pyro_vae.errors import ConfigError, UnsupportedModelError
 from pyro_vae.vae import VAE
@@ -416,9 +417,7 @@ def write_report(result: Diagnosis, *, run_name: str = "", split: str = "test") 
     if kept < rows:
         lines += [f"ArviZ's plot_ppc shows the replicates of the first {kept} of the {rows} rows.", ""]
     lines += [f"![ArviZ plot_ppc]({f.get('ppc_arviz')})", ""]
-    path = result.out_dir / FILES["report"]
-    path.write_text("\n".join(lines))
-    return path
+    return write_text(result.out_dir / FILES["report"], "\n".join(lines))
 
 
 __all__ = ["Diagnosis", "diagnose_run", "write_report", "FILES"]

@@ -26,7 +26,7 @@ from inference.baselines import fit_local, fit_local_vi, fit_map, fit_mcem, map_
 from inference.methods.budget import Budget
 from inference.methods.registry import METHODS, check_options
 from inference.methods.result import MethodResult, Proposal, fit_snapshot, with_final
-from inference.run import new_vae
+from inference.run import new_program
 from pyro_vae.data import DataSplits
 from pyro_vae.spec import RunSpec
 from pyro_vae.vae import VAE
@@ -86,7 +86,7 @@ def _run_map(spec: RunSpec, data: DataSplits, budget: Budget, *, fractions: tupl
     train = dataclasses.replace(spec.train, patience=None)
 
     def train_for(epochs: int) -> tuple[VAE, Any]:
-        vae = new_vae(spec, data)
+        vae = new_program(spec, data)
         return vae, fit_map(vae, data, train, epochs=epochs, progress=progress, **options)
 
     epochs, note = _plan_epochs(budget, lambda: train_for(1)[1], int(data.train.shape[0]))
@@ -104,7 +104,7 @@ def _run_local_vi(spec: RunSpec, data: DataSplits, budget: Budget, *, fractions:
     check_options("local-vi", fit_local_vi, options, ("vae", "data", "train", "epochs", "progress"))
 
     def train_for(epochs: int) -> tuple[VAE, Any]:
-        vae = new_vae(spec, data)
+        vae = new_program(spec, data)
         return vae, fit_local_vi(vae, data, train, epochs=epochs, progress=progress, **options)
 
     k = train.num_particles
@@ -123,7 +123,7 @@ def _run_mcem(spec: RunSpec, data: DataSplits, budget: Budget, *, fractions: tup
     settings = {"batch_size": t.batch_size, "lr": t.lr, "seed": t.seed, **options}
 
     def train_for(epochs: int, seconds: float | None = None) -> tuple[VAE, Any]:
-        vae = new_vae(spec, data)
+        vae = new_program(spec, data)
         return vae, fit_mcem(vae, data, epochs=epochs, budget_seconds=seconds, progress=progress, **settings)
 
     def proposal(v: VAE) -> Proposal:

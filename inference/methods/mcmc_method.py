@@ -20,7 +20,7 @@ from inference import mcmc
 from inference.methods.budget import Budget
 from inference.methods.registry import METHODS, check_options
 from inference.methods.result import MethodResult, Proposal, snapshot, with_final
-from inference.run import new_vae
+from inference.run import new_program
 from inference.training import EpochRecord
 from pyro_vae.data import DataSplits
 from pyro_vae.errors import UnsupportedModelError
@@ -66,7 +66,7 @@ def _require_small_ppca(vae: VAE, n: int) -> float:
 def _run_mcmc(spec: RunSpec, data: DataSplits, budget: Budget, *, fractions: tuple[float, ...],
               options: dict[str, Any], progress: bool) -> MethodResult:
     """Fully Bayesian NUTS over (W, mu, z) of a small pPCA model (inference.mcmc.fit_bayesian)"""
-    vae = new_vae(spec, data)
+    vae = new_program(spec, data)
     x = data.train
     n = int(x.shape[0])
     sigma = _require_small_ppca(vae, n)

@@ -71,7 +71,7 @@ def fit(
 ) -> MethodResult:
     """Train a fresh model of ``spec`` on ``data.train`` with ``method`` within ``budget``.
 
-    The model is built by :func:`inference.run.new_vae` (seeded by ``spec.train.seed``), so
+    The model is built by :func:`inference.run.new_program` (seeded by ``spec.train.seed``), so
     every method starts from the same initial weights. ``checkpoints``: fractions in (0, 1] of
     the budget at which to keep the state (1.0 is always added); ``options``: keyword
     arguments for the method's fit function (e.g. ``weight_decay`` for ``map``, ``hmc_steps``

@@ -19,7 +19,7 @@ from inference import svi
 from inference.methods.budget import Budget
 from inference.methods.registry import METHODS, MethodRunner
 from inference.methods.result import MethodResult, Proposal, fit_snapshot, with_final
-from inference.run import new_vae
+from inference.run import new_program
 from pyro_vae.data import DataSplits
 from pyro_vae.errors import ConfigError
 from pyro_vae.spec import RunSpec
@@ -41,7 +41,7 @@ def _svi_runner(objective: str, method: str) -> MethodRunner:
         if objective in ("iwae", "rws") and "num_particles" not in options and k == 1:
             k = IW_PARTICLES
         train = dataclasses.replace(spec.train, elbo=objective, num_particles=k)
-        vae = new_vae(spec, data)
+        vae = new_program(spec, data)
         n = int(data.train.shape[0])
         max_epochs = budget.max_epochs(n * k)
         notes = f"K={k}" if objective in ("iwae", "rws") else ""

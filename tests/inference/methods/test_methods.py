@@ -28,7 +28,7 @@ import torch
 import inference.evaluate as evaluate_module
 from inference import methods, svi
 from inference.methods import Budget, METHODS, fit, score
-from inference.run import new_vae
+from inference.run import new_program
 from pyro_vae.data import DataSplits, load_dataset
 from pyro_vae.errors import ConfigError, UnsupportedModelError
 from pyro_vae.linear_gaussian import log_marginal, ml_solution, pca_parameters
@@ -119,7 +119,7 @@ def test_svi_epoch_budget_equals_one_uninterrupted_run_and_checkpoints_are_its_p
     spec = load_spec(SMALL_SPEC)
     direct = {}
     for epochs in (2, 4):
-        vae = new_vae(spec, digits)
+        vae = new_program(spec, digits)
         direct[epochs] = svi.fit(vae, digits, dataclasses.replace(spec.train, epochs=epochs), progress=False)
     assert [c.epochs for c in result.checkpoints] == [2, 4] and result.checkpoints[-1].fraction == 1.0
     assert_same_state(result.checkpoints[0].vae, direct[2].vae)

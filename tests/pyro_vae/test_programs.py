@@ -1,0 +1,53 @@
+"""Programs by name: every registered program keeps the contract the inference side relies on."""
+
+from __future__ import annotations
+
+import pyro
+import pytest
+import torch
+from pyro import poutine
+from torch import nn
+
+from pyro_vae import ConfigError
+from pyro_vae.linear_gaussian import pca_parameters
+from pyro_vae.programs import PROGRAMS, build_program
+from pyro_vae.spec import ModelSpec, spec_from_dict, spec_to_dict
+
+SMALL = dict(latent_dim=2, encoder={"name": "mlp", "hidden": [8]}, decoder={"name": "mlp", "hidden": [8]})
+
+
+def test_vae_and_ppca_are_registered_and_unknown_names_list_them():
+    assert {"vae", "ppca"} <= set(PROGRAMS.names())
+    with pytest.raises(ConfigError, match=r"model.program='gan' is not valid; choose one of: .*ppca.*vae"):
+        ModelSpec(program="gan")
+    assert spec_to_dict(spec_from_dict({"model": {"program": "ppca"}}))["model"]["program"] == "ppca"
+    assert ModelSpec().program == "vae"  # a config.yaml written before programs existed still loads
+
+
+@pytest.mark.parametrize("name", sorted(PROGRAMS.names()))
+def test_every_program_declares_its_inputs_and_latents_inside_the_data_plate(name):
+    """The names a program declares are the sites its model has: the observed inputs and the latents, all in "data"."""
+    program = build_program(ModelSpec(program=name, **SMALL), data_dim=6, seed=0)
+    x = torch.rand(5, 6).round() if name == "vae" else torch.randn(5, 6)
+    program.check_data(x)
+    with pyro.validation_enabled(True):
+        trace = poutine.trace(program.model).get_trace(**{k: x for k in program.inputs}, num_data=50, beta=0.5)
+        guide_trace = poutine.trace(program.guide).get_trace(**{k: x for k in program.inputs}, num_data=50)
+    sites = {n: s for n, s in trace.nodes.items() if s["type"] == "sample" and n != "data"}
+    assert {n for n, s in sites.items() if s["is_observed"]} == set(program.inputs)
+    assert {n for n, s in sites.items() if not s["is_observed"]} == set(program.latents)
+    assert set(program.latents) <= set(guide_trace.nodes)
+    for site in sites.values():
+        frames = [f for f in site["cond_indep_stack"] if f.name == "data"]
+        assert frames and frames[0].dim == -1 and (frames[0].size, frames[0].full_size) == (5, 50)  # scale N / B
+    assert program.data_dim == 6
+
+
+def test_ppca_is_the_linear_gaussian_model():
+    program = build_program(ModelSpec(program="ppca", latent_dim=2, guide="full_normal",
+                                      likelihood={"name": "gaussian", "sigma": 0.5}), data_dim=5, seed=0)
+    assert isinstance(program.decoder, nn.Linear) and isinstance(program.encoder, nn.Linear)
+    W, mu, sigma = pca_parameters(program)
+    assert W.shape == (5, 2) and mu.shape == (5,) and float(sigma) == pytest.approx(0.5)
+    prior = program.prior()
+    assert torch.equal(prior.mean, torch.zeros(2)) and torch.equal(prior.variance, torch.ones(2))
