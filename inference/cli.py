@@ -1,7 +1,9 @@
 """Command line: ``pyro-vae train | evaluate | sample | compare | diagnose | list``.
 
 Only parses arguments and calls library functions (``inference.run``); every number it
-prints comes from the run folder it writes.
+prints comes from the run folder it writes. Flags list their valid values from the registries.
+Each command imports the modules it runs (comparison, diagnostics with ArviZ) when it runs, so
+that ``--help`` and ``list`` stay quick.
 """
 
 from __future__ import annotations
@@ -12,7 +14,16 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from inference.objectives import OBJECTIVES
+from inference.training import SCHEDULES
+from pyro_vae import GUIDES, LIKELIHOODS, PRIORS, PROGRAMS
 from pyro_vae.errors import ConfigError, DataError, TrainingError
+from pyro_vae.spec import BINARIZE
+
+
+def _names(names) -> str:
+    """Valid values for a flag's help, read from its registry."""
+    return " | ".join(names)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -29,7 +40,8 @@ def _train(args: argparse.Namespace) -> int:
         spec,
         data__dataset=args.dataset, data__data_dir=args.data_dir, data__binarize=args.binarize,
         data__max_train=args.max_train,
-        model__prior=args.prior, model__likelihood=args.likelihood, model__latent_dim=args.latent_dim,
+        model__program=args.program, model__prior=args.prior, model__likelihood=args.likelihood,
+        model__latent_dim=args.latent_dim,
         model__guide=args.guide,
         train__elbo=args.elbo, train__epochs=args.epochs, train__seed=args.seed, train__lr=args.lr,
         train__batch_size=args.batch_size, train__num_particles=args.num_particles,
@@ -103,7 +115,6 @@ def _diagnose(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from inference.objectives import OBJECTIVES
     from pyro_vae import REGISTRIES
 
     titles = {f"{kind}s (--{kind})": reg for kind, reg in REGISTRIES.items() if kind != "network"}
@@ -127,17 +138,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dataset", help="digits | mnist | fashion-mnist | binarized-mnist | PATH (.npy/.npz/.csv)")
     t.add_argument("--data-dir", help="folder with the dataset files (default: $PYRO_VAE_DATA, else the user cache)")
     t.add_argument("--download", action="store_true", help="download MNIST/Fashion-MNIST (checksummed) first")
-    t.add_argument("--binarize", help="none | threshold | static | dynamic")
+    t.add_argument("--binarize", help=_names(BINARIZE))
     t.add_argument("--max-train", type=int, help="use only the first N training rows")
-    t.add_argument("--prior")
-    t.add_argument("--likelihood")
-    t.add_argument("--guide")
+    t.add_argument("--program", help=f"{_names(PROGRAMS.names())} (default vae)")
+    t.add_argument("--prior", help=_names(PRIORS.names()))
+    t.add_argument("--likelihood", help=_names(LIKELIHOODS.names()))
+    t.add_argument("--guide", help=_names(GUIDES.names()))
     t.add_argument("--latent-dim", type=int)
-    t.add_argument("--elbo", help="trace (estimator A) | meanfield (estimator B)")
+    t.add_argument("--elbo", help=f"{_names(OBJECTIVES.names())} (trace: estimator A, meanfield: estimator B)")
     t.add_argument("--num-particles", type=int)
     t.add_argument("--epochs", type=int)
     t.add_argument("--lr", type=float)
-    t.add_argument("--lr-schedule", help="constant | exponential | cosine (per epoch, from --lr to --lr-final)")
+    t.add_argument("--lr-schedule", help=f"{_names(SCHEDULES.names())} (per epoch, from --lr to --lr-final)")
     t.add_argument("--lr-final", type=float, help="learning rate of the last epoch (default lr / 100)")
     t.add_argument("--batch-size", type=int)
     t.add_argument("--kl-warmup", type=int, help="epochs of linear KL warm-up")

@@ -31,6 +31,7 @@ from pyro_vae.data import DataSplits, load_dataset
 from pyro_vae.errors import ConfigError
 from pyro_vae.spec import RunSpec, load_spec, save_spec, spec_to_dict
 from pyro_vae.files import write_json, write_text
+from pyro_vae.plots import plot_prior_samples, save_run_figures
 from pyro_vae.programs import build_program
 from pyro_vae.vae import VAE
 
@@ -113,8 +114,6 @@ def train(
         "spec": spec_to_dict(spec),
     }
     write_json(run_dir / "metrics.json", metrics)
-    from pyro_vae.plots import save_run_figures
-
     save_run_figures(vae, data, fit.history, run_dir / "figures")
     write_report(run_dir, metrics)
     return RunResult(run_dir, fit, metrics)
@@ -159,8 +158,6 @@ def sample_run(run_dir: str | Path, *, n: int = 64, seed: int = 0) -> tuple[torc
 
     Returns the samples and the path of the PNG (images) or of the .pt file (other data).
     """
-    from pyro_vae.plots import plot_prior_samples
-
     run_dir = Path(run_dir)
     _, data, vae = load_run(run_dir)
     with torch.random.fork_rng(devices=[]):

@@ -7,6 +7,7 @@ Declare a model from named parts, train it with SVI, score it with importance sa
     vae = build_vae(data_dim=data.feature_dim, latent_dim=2, prior="normal", likelihood="bernoulli")
 """
 
+from pyro_vae.data import load_dataset
 from pyro_vae.errors import ConfigError, DataError, TrainingError, UnsupportedModelError
 from pyro_vae.guides import GUIDES
 from pyro_vae.likelihoods import LIKELIHOODS
@@ -15,23 +16,16 @@ from pyro_vae.priors import PRIORS
 from pyro_vae.registry import BuildContext, Registry
 from pyro_vae.spec import DataSpec, ModelSpec, RunSpec, TrainSpec, load_spec, save_spec
 from pyro_vae.vae import VAE, build_vae
-import pyro_vae.linear_gaussian  # registers the "linear" network
+import pyro_vae.linear_gaussian  # noqa: E402,F401 - registers the "linear" network and the "ppca" program
+from pyro_vae.programs import PROGRAMS, build_program
 
 __version__ = "0.1.0"
 
-REGISTRIES = {"prior": PRIORS, "likelihood": LIKELIHOODS, "network": NETWORKS, "guide": GUIDES}
+REGISTRIES = {"program": PROGRAMS, "prior": PRIORS, "likelihood": LIKELIHOODS, "network": NETWORKS, "guide": GUIDES}
 
-
-def load_dataset(*args, **kwargs):  # noqa: D103 - thin lazy re-export, see pyro_vae.data
-    from pyro_vae.data import load_dataset as _load
-
-    return _load(*args, **kwargs)
-
-
-load_dataset.__doc__ = "Load a dataset into train/val/test splits (see :func:`pyro_vae.data.load_dataset`)."
 
 __all__ = [
-    "VAE", "build_vae", "load_dataset", "REGISTRIES", "PRIORS", "LIKELIHOODS", "NETWORKS", "GUIDES",
+    "VAE", "build_vae", "build_program", "PROGRAMS", "load_dataset", "REGISTRIES", "PRIORS", "LIKELIHOODS", "NETWORKS", "GUIDES",
     "Registry", "BuildContext", "ModelSpec", "DataSpec", "TrainSpec", "RunSpec", "load_spec", "save_spec",
     "ConfigError", "DataError", "TrainingError", "UnsupportedModelError",
 ]
