@@ -48,13 +48,14 @@ def _train(args: argparse.Namespace) -> int:
         train__kl_warmup_epochs=args.kl_warmup, train__patience=args.patience,
         train__lr_schedule=args.lr_schedule, train__lr_final=args.lr_final,
     )
-    if not args.resume and (out / "checkpoints" / "last.pt").exists():
-        raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    if args.resume and args.overwrite:
+        raise ConfigError("--resume continues the run in --out and --overwrite replaces it: pass one of them")
     if args.download:
         from pyro_vae.data import download_dataset
 
         download_dataset(spec.data.dataset, spec.data.data_dir)
-    result = run.train(spec, out, resume=args.resume, eval_samples=args.eval_samples, progress=not args.quiet)
+    result = run.train(spec, out, resume=args.resume, overwrite=args.overwrite, allow_data_change=args.allow_data_change,
+                       eval_samples=args.eval_samples, progress=not args.quiet)
     t = result.metrics["test"]
     ll = t["log_likelihood"]
     print(f"run folder: {result.run_dir}")
@@ -133,6 +134,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="log details (INFO level)")
     sub = p.add_subparsers(dest="command", required=True)
 
+    _add_train(sub)
+    _add_evaluate(sub)
+    _add_sample(sub)
+    _add_compare(sub)
+    _add_diagnose(sub)
+    _add_list(sub)
+    return p
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    """The ``train`` command's flags."""
     t = sub.add_parser("train", help="train a VAE and write a run folder")
     t.add_argument("--config", help="YAML/TOML/JSON spec; flags below override it")
     t.add_argument("--dataset", help="digits | mnist | fashion-mnist | binarized-mnist | PATH (.npy/.npz/.csv)")
@@ -157,22 +169,34 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int)
     t.add_argument("--out", default="runs/default", help="run folder (default: runs/default)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    t.add_argument("--overwrite", action="store_true", help="replace a run already in --out (its files are removed)")
+    t.add_argument("--allow-data-change", action="store_true",
+                   help="with --resume: continue although the data's values changed (same shape)")
     t.add_argument("--eval-samples", type=int, default=1000, help="K for the test log p(x) (default 1000)")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     t.set_defaults(func=_train)
 
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    """The ``evaluate`` command's flags."""
     e = sub.add_parser("evaluate", help="importance-sampled test log p(x) of a run")
     e.add_argument("run_dir")
     e.add_argument("-K", type=int, default=5000, help="importance samples per datapoint (default 5000)")
     e.add_argument("-q", "--quiet", action="store_true")
     e.set_defaults(func=_evaluate)
 
+
+def _add_sample(sub: argparse._SubParsersAction) -> None:
+    """The ``sample`` command's flags."""
     s = sub.add_parser("sample", help="draw new datapoints from a trained run")
     s.add_argument("run_dir")
     s.add_argument("-n", type=int, default=64)
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=_sample)
 
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    """The ``compare`` command's flags."""
     c = sub.add_parser("compare", help="train several inference methods on one spec; table + figure3.png")
     c.add_argument("--methods", help="comma-separated methods (default: svi-trace,svi-meanfield,iwae,rws,map,local-vi,mcem; "
                    "also mcmc for small pPCA models); an unknown name lists the valid ones")
@@ -190,6 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     c.set_defaults(func=_compare)
 
+
+def _add_diagnose(sub: argparse._SubParsersAction) -> None:
+    """The ``diagnose`` command's flags."""
     g = sub.add_parser("diagnose", help="MCMC, PSIS k-hat, inference gaps, collapse and PPC of a run; writes RUN_DIR/diagnostics/")
     g.add_argument("run_dir")
     g.add_argument("--mcmc-points", type=int, default=20, help="test rows whose codes get NUTS (default 20; 0 skips MCMC)")
@@ -205,9 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     g.set_defaults(func=_diagnose)
 
+
+def _add_list(sub: argparse._SubParsersAction) -> None:
+    """The ``list`` command's flags."""
     ls = sub.add_parser("list", help="list the registered components")
     ls.set_defaults(func=_list)
-    return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -26,9 +26,11 @@ import torch
 
 from inference import evaluate, svi
 from inference.objectives import kl_mode
-from inference.training import FitResult, check_train_spec, load_checkpoint, vae_state
+from inference.run_folder import check_fresh, check_resume_spec, clear_run, locked
+from inference.training import FitResult, check_resumable, check_train_spec, data_info, load_checkpoint, vae_state
+from pyro_vae.checks import positive_int
 from pyro_vae.data import DataSplits, load_dataset
-from pyro_vae.errors import ConfigError
+from pyro_vae.errors import ConfigError, TrainingError
 from pyro_vae.spec import RunSpec, load_spec, save_spec, spec_to_dict
 from pyro_vae.files import write_json, write_text
 from pyro_vae.plots import plot_prior_samples, save_run_figures
@@ -82,25 +84,52 @@ def train(
     run_dir: str | Path,
     *,
     resume: bool = False,
+    overwrite: bool = False,
+    allow_data_change: bool = False,
     eval_samples: int = 1000,
     progress: bool = True,
 ) -> RunResult:
-    """Train ``spec`` into ``run_dir``: data -> VAE -> SVI -> test metrics -> figures -> report."""
+    """Train ``spec`` into ``run_dir``: data -> program -> SVI -> test metrics -> figures -> report.
+
+    Nothing is written before every check passes: the names in the spec, a fresh folder (or
+    ``overwrite``), or for ``resume`` the saved spec (only train.epochs, patience and
+    validate_every_step may change) and the checkpoint's data (``allow_data_change`` accepts
+    other values of the same shape). The folder is locked for the run's life
+    (:mod:`inference.run_folder`).
+    """
     run_dir = Path(run_dir)
-    if resume:
-        saved = run_dir / "config.yaml"
-        if not saved.is_file():
-            raise ConfigError(f"cannot resume: {saved} does not exist; start the run without --resume")
-        spec = load_spec(saved) if spec is None else load_spec(spec)
+    if resume and spec is None:
+        spec = run_dir / "config.yaml"
     spec = load_spec(spec)
-    check_train_spec(spec.train)  # every name resolved before anything is written
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_spec(spec, run_dir / "config.yaml")
+    check_train_spec(spec.train)
+    positive_int("eval_samples", eval_samples)
+    if resume:
+        check_resume_spec(run_dir, spec)
+    else:
+        check_fresh(run_dir, overwrite=overwrite)
     data = load_data(spec)
+    if resume:
+        path = run_dir / "checkpoints" / "last.pt"
+        check_resumable(load_checkpoint(path), spec.train, data_info(data), path, allow_data_change=allow_data_change)
     vae = new_program(spec, data)
-    logger.info("training %s on %s (%d train rows)", type(vae).__name__, data.name, len(data.train))
-    fit = svi.fit(vae, data, spec.train, run_dir=run_dir, resume=resume, progress=progress)
-    metrics = {
+    with locked(run_dir):
+        if overwrite and not resume:
+            clear_run(run_dir)
+        save_spec(spec, run_dir / "config.yaml")
+        logger.info("training %s on %s (%d train rows)", type(vae).__name__, data.name, len(data.train))
+        fit = svi.fit(vae, data, spec.train, run_dir=run_dir, resume=resume, allow_data_change=allow_data_change,
+                      progress=progress)
+        metrics = _run_metrics(spec, data, vae, fit, eval_samples, progress)
+        write_json(run_dir / "metrics.json", metrics)
+        save_run_figures(vae, data, fit.history, run_dir / "figures")
+        write_report(run_dir, metrics)
+    return RunResult(run_dir, fit, metrics)
+
+
+def _run_metrics(spec: RunSpec, data: DataSplits, vae: VAE, fit: FitResult, eval_samples: int,
+                 progress: bool) -> dict[str, Any]:
+    """metrics.json of a finished run: data sizes, the fit's history and counters, the test metrics, the spec."""
+    return {
         "dataset": data.name,
         "num_train": len(data.train),
         "num_test": len(data.test),
@@ -113,10 +142,6 @@ def train(
         "test": test_metrics(vae, data, num_samples=eval_samples, progress=progress),
         "spec": spec_to_dict(spec),
     }
-    write_json(run_dir / "metrics.json", metrics)
-    save_run_figures(vae, data, fit.history, run_dir / "figures")
-    write_report(run_dir, metrics)
-    return RunResult(run_dir, fit, metrics)
 
 
 def load_run(run_dir: str | Path, *, which: str = "best") -> tuple[RunSpec, DataSplits, VAE]:
@@ -128,28 +153,42 @@ def load_run(run_dir: str | Path, *, which: str = "best") -> tuple[RunSpec, Data
     spec = load_spec(config)
     data = load_data(spec)
     vae = new_program(spec, data)
-    ckpt_dir = run_dir / "checkpoints"
-    path = ckpt_dir / f"{which}.pt"
-    if not path.is_file():
-        path = ckpt_dir / "last.pt"
-    state = load_checkpoint(path)
-    vae.load_state_dict(vae_state(state, which=which))
+    vae.load_state_dict(_run_state(run_dir / "checkpoints", which))
     vae.eval()
     return spec, data, vae
+
+
+def _run_state(ckpt_dir: Path, which: str) -> dict[str, Any]:
+    """The program's ``which`` state from ``last.pt`` (which also carries the best one), else from ``best.pt``.
+
+    best.pt is only the fallback for the best state: a crash between the two writes can leave it
+    a step behind, and last.pt is written last. Falling back is logged as a warning.
+    """
+    last, best = ckpt_dir / "last.pt", ckpt_dir / "best.pt"
+    try:
+        return vae_state(load_checkpoint(last), which=which)
+    except (TrainingError, ConfigError) as err:
+        if which != "best" or not best.is_file():
+            raise
+        state = load_checkpoint(best)
+        logger.warning("%s; using %s instead (the best state, epoch %s)", err, best, state.get("epoch"))
+        return vae_state(state, which="best")
 
 
 def evaluate_run(run_dir: str | Path, *, num_samples: int = 5000, progress: bool = True) -> dict[str, Any]:
     """Re-score a run's test split with K = ``num_samples`` and update metrics.json."""
     run_dir = Path(run_dir)
+    positive_int("num_samples", num_samples)
     _, data, vae = load_run(run_dir)
-    t0 = time.perf_counter()
-    test = test_metrics(vae, data, num_samples=num_samples, progress=progress)
-    test["eval_seconds"] = time.perf_counter() - t0
-    path = run_dir / "metrics.json"
-    metrics = json.loads(path.read_text()) if path.is_file() else {}
-    metrics["test"] = test
-    write_json(path, metrics)
-    write_report(run_dir, metrics)
+    with locked(run_dir):
+        t0 = time.perf_counter()
+        test = test_metrics(vae, data, num_samples=num_samples, progress=progress)
+        test["eval_seconds"] = time.perf_counter() - t0
+        path = run_dir / "metrics.json"
+        metrics = json.loads(path.read_text()) if path.is_file() else {}
+        metrics["test"] = test
+        write_json(path, metrics)
+        write_report(run_dir, metrics)
     return test
 
 

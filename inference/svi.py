@@ -82,13 +82,15 @@ def fit(
     resume: bool = False,
     state: TrainState | None = None,
     max_seconds: float | None = None,
+    allow_data_change: bool = False,
     progress: bool = True,
 ) -> FitResult:
     """Fit ``vae`` (any program) to ``data.train`` by SVI with the objective ``train.elbo`` (module docstring).
 
     ``run_dir``: write ``run_dir/checkpoints/last.pt`` (and ``best.pt``) after every epoch;
     ``resume``: continue from ``last.pt`` up to ``train.epochs`` epochs in total; ``state``:
-    continue the in-memory state of an earlier result (``result.state``) instead.
+    continue the in-memory state of an earlier result (``result.state``) instead;
+    ``allow_data_change``: resume although the data's values changed (same shape).
     At the end the program holds the best-validation parameters (or the last ones).
 
     Raises TrainingError on a non-finite loss (last good parameters and checkpoint kept),
@@ -111,7 +113,7 @@ def fit(
             logger.info("estimator B (meanfield) uses %s", describe_kl(vae))
     task = svi_task(vae, data, train)
     return run_loop(task, data, train, state=state, run_dir=run_dir, resume=resume, max_seconds=max_seconds,
-                    progress=progress)
+                    allow_data_change=allow_data_change, progress=progress)
 
 
 __all__ = ["fit", "svi_task", "mean_elbo", "program_inputs", "VAL_CHUNK"]

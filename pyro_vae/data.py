@@ -253,15 +253,37 @@ def _read_amat(path: Path) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- user files
+MISSING_TOKENS = frozenset({"", "na", "n/a", "nan", "null", "none", "?", "-"})
+
+
+def _number(token: str) -> bool:
+    try:
+        float(token)
+    except ValueError:
+        return False
+    return True
+
+
 def _first_row_numeric(path: Path) -> tuple[bool, list[str]]:
+    """(whether the first row is data, its fields). A header is a row of names only.
+
+    A first row of numbers is data; a row with a missing-value token ("NA", "nan", "", ...)
+    and nothing else that is a name is data with missing values, refused with that token
+    named (never dropped as a header); a row mixing numbers and names is ambiguous and
+    refused too.
+    """
     with open(path, encoding="utf-8-sig") as fh:
         first = next((line for line in fh if line.strip()), "")
     fields = [f.strip() for f in first.split(",")]
-    try:
-        [float(f) for f in fields]
-        return True, fields
-    except ValueError:
-        return False, fields
+    missing = [f for f in fields if f.lower() in MISSING_TOKENS]
+    names = [f for f in fields if not _number(f) and f.lower() not in MISSING_TOKENS]
+    if missing and not names:
+        raise DataError(f"{path}: the first row holds missing values ({', '.join(map(repr, missing))}); "
+                        "pyro-vae needs complete numeric data: impute or drop those entries first")
+    if names and len(names) < len(fields):
+        raise DataError(f"{path}: the first row mixes names {names} with numbers or missing values; a header "
+                        "must hold names only and data rows numbers only: fix the first row")
+    return not names, fields
 
 
 def _read_user_file(path: Path) -> tuple[dict[str, object], list[str]]:

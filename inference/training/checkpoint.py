@@ -22,6 +22,7 @@ and ``best.pt`` when the validation ELBO improves; the layout::
       "data": dict,                     # name, n_train, n_val, feature_dim, binarize of the data
       "samples_evaluated": int,         # cumulative count of the method's datapoint evaluations
       "wall_time": float,               # cumulative seconds spent fitting
+      "checksum": str,                  # SHA-256 of all of the above (checksum()), verified on load
     }
 
 Format 1 (one "vae" and one "optimizer") is read as a program and its "theta" optimizer.
@@ -29,6 +30,7 @@ Format 1 (one "vae" and one "optimizer") is read as a program and its "theta" op
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 from dataclasses import asdict
@@ -48,21 +50,50 @@ FORMAT = "pyro_vae.checkpoint/2"
 FORMATS = ("pyro_vae.checkpoint/1", FORMAT)
 
 
+def checksum(state: Mapping[str, Any]) -> str:
+    """SHA-256 over everything in a checkpoint dict but its ``"checksum"``: keys, values, every tensor's dtype, shape and bytes."""
+    digest = hashlib.sha256()
+
+    def feed(value: Any) -> None:
+        if torch.is_tensor(value):
+            t = value.detach().cpu().contiguous()
+            digest.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        elif isinstance(value, Mapping):
+            digest.update(b"{")
+            for key in sorted(value, key=str):
+                if key != "checksum":
+                    digest.update(repr(key).encode())
+                    feed(value[key])
+            digest.update(b"}")
+        elif isinstance(value, (list, tuple)):
+            digest.update(b"[")
+            for item in value:
+                feed(item)
+            digest.update(b"]")
+        else:
+            digest.update(repr(value).encode())
+
+    feed(state)
+    return digest.hexdigest()
+
+
 def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> Path:
-    """Write ``state`` to ``path`` atomically (:func:`pyro_vae.files.atomic_write`); returns the path.
+    """Write ``state`` with its :func:`checksum` to ``path`` atomically (:func:`pyro_vae.files.atomic_write`).
 
     Creates the parent folder if needed. If anything fails while writing, ``path`` is left
-    untouched, no temporary file remains, and the exception propagates.
+    untouched, no temporary file remains, and the exception propagates. Returns the path.
     """
-    return atomic_write(path, lambda fh: torch.save(dict(state), fh), binary=True)
+    state = {**state, "checksum": checksum(state)}
+    return atomic_write(path, lambda fh: torch.save(state, fh), binary=True)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint` (``torch.load``, weights only).
 
     Raises ConfigError if the file does not exist and TrainingError if it cannot be read
-    (truncated, corrupt, or not a checkpoint); both name the file and say to start a fresh
-    run (without ``--resume``) instead.
+    (truncated, not a checkpoint) or its contents do not match the :func:`checksum` written
+    with them; both name the file and say to start a fresh run (without ``--resume``) instead.
     """
     path = Path(path)
     if not path.is_file():
@@ -82,6 +113,11 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise TrainingError(
             f"checkpoint {str(path)!r} holds a {type(state).__name__}, not a checkpoint dict; "
             "start without --resume (resume=False)"
+        )
+    if "checksum" in state and state["checksum"] != checksum(state):
+        raise TrainingError(
+            f"checkpoint {str(path)!r} is corrupt (checksum mismatch: its contents changed after it was written); "
+            "delete it and start without --resume (resume=False)"
         )
     return state
 
@@ -201,5 +237,5 @@ def restore_state(state: TrainState, ckpt: Mapping[str, Any], path: Path) -> Tra
 
 __all__ = [
     "FORMAT", "save_checkpoint", "load_checkpoint", "vae_state", "capture_rng", "restore_rng",
-    "state_to_checkpoint", "restore_state",
+    "state_to_checkpoint", "restore_state", "checksum",
 ]

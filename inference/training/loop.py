@@ -45,7 +45,8 @@ from tqdm.auto import tqdm
 
 from inference.training.checkpoint import load_checkpoint, restore_state, save_checkpoint, state_to_checkpoint
 from inference.training.schedules import kl_beta, set_learning_rate
-from inference.training.settings import RESUMABLE_CHANGES, check_train_spec
+from inference.training.resume import check_resumable, data_info
+from inference.training.settings import check_train_spec
 from inference.training.state import Best, EpochRecord, FitResult, TrainState, clone_modules, load_modules
 from pyro_vae.data import DataSplits, batches
 from pyro_vae.errors import ConfigError, TrainingError
@@ -109,12 +110,6 @@ def init_state(task: Task, train: TrainSpec) -> TrainState:
     return TrainState(dict(task.modules), task.make_optimizers(train), generator)
 
 
-def data_info(data: DataSplits) -> dict[str, Any]:
-    """What a checkpoint records of the data it was trained on (a resume on other data is refused)."""
-    return {"name": data.name, "n_train": int(data.train.shape[0]), "n_val": int(data.val.shape[0]),
-            "feature_dim": data.feature_dim, "binarize": data.binarize}
-
-
 @dataclass
 class _Session:
     """What one call of :func:`fit` tracks besides the state: clock, last good state, checkpoint on disk."""
@@ -130,6 +125,7 @@ class _Session:
     good_epoch: int = 0
     ckpt_epoch: int | None = None
     validate_next: bool = True
+    allow_data_change: bool = False
 
     def wall(self) -> float:
         return self.wall_before + time.perf_counter() - self.t_start
@@ -144,6 +140,7 @@ def fit(
     run_dir: str | Path | None = None,
     resume: bool = False,
     max_seconds: float | None = None,
+    allow_data_change: bool = False,
     progress: bool = True,
 ) -> FitResult:
     """Run ``task`` for ``train.epochs`` epochs in total over ``data.train`` (module docstring).
@@ -151,7 +148,8 @@ def fit(
     ``state``: continue this in-memory state (from an earlier :func:`fit`'s result) instead of
     starting afresh; ``resume``: continue from ``run_dir/checkpoints/last.pt``; ``max_seconds``:
     stop after the first step that ends past this much fitting time (cumulative over the
-    state's sessions; ``stopped="budget"``). At the end the modules hold the best-validation
+    state's sessions; ``stopped="budget"``); ``allow_data_change``: resume although the data's
+    values differ from the checkpoint's (same shape). At the end the modules hold the best-validation
     parameters (or the last ones without a validation score).
 
     Raises TrainingError on a non-finite loss (modules restored to the last good epoch, last
@@ -167,7 +165,7 @@ def fit(
     if int(data.train.shape[0]) == 0:
         raise ConfigError("the training split is empty; load more data or lower val/test fractions")
     session = _Session(train, task, int(data.train.shape[0]), Path(run_dir) / "checkpoints" if run_dir else None,
-                       data_info(data))
+                       data_info(data), allow_data_change=allow_data_change)
     state = _start(task, train, session, state, resume)
     if state.epoch >= train.epochs or _patience_exhausted(state, train):
         logger.info("%s: at epoch %d of %d, nothing left to train", task.label, state.epoch, train.epochs)
@@ -213,35 +211,11 @@ def _start(task: Task, train: TrainSpec, session: _Session, state: TrainState | 
         raise ConfigError("resume=True needs run_dir, the folder of the run to continue")
     path = session.ckpt_dir / "last.pt"
     ckpt = load_checkpoint(path)
-    _check_resumable(ckpt, train, session.data, path)
+    check_resumable(ckpt, train, session.data, path, allow_data_change=session.allow_data_change)
     state = restore_state(fresh, ckpt, path)
     session.wall_before, session.ckpt_epoch = state.wall_time, state.epoch
     logger.info("resuming %s after epoch %d of %d", path, state.epoch, train.epochs)
     return state
-
-
-def _check_resumable(ckpt: Mapping[str, Any], train: TrainSpec, data: Mapping[str, Any], path: Path) -> None:
-    """Refuse a checkpoint trained with other settings (but those in RESUMABLE_CHANGES) or on other data."""
-    saved, now = ckpt.get("spec") or {}, spec_to_dict(train)
-    changed = sorted(k for k in set(saved) | set(now) if k not in RESUMABLE_CHANGES and saved.get(k) != now.get(k))
-    if changed:
-        diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed)
-        raise ConfigError(
-            f"cannot resume {str(path)!r} with different training settings ({diffs}); only "
-            f"{', '.join(RESUMABLE_CHANGES)} may change. Resume with the original settings or start a new run folder"
-        )
-    if train.lr_schedule != "constant" and saved.get("epochs") != now.get("epochs"):
-        logger.warning(
-            "resuming with epochs %s -> %s under lr_schedule=%r: the remaining epochs follow the schedule of the "
-            "new total, so the learning rate is not continuous with the first session's",
-            saved.get("epochs"), now.get("epochs"), train.lr_schedule,
-        )
-    saved_data = ckpt.get("data") or data
-    if saved_data != data:
-        raise ConfigError(
-            f"cannot resume {str(path)!r} on different data: the checkpoint was trained on {saved_data}, "
-            f"this call passes {dict(data)}. Load the same dataset and splits, or start a new run folder"
-        )
 
 
 def _epoch(state: TrainState, session: _Session, data: DataSplits, epoch: int,
@@ -380,4 +354,4 @@ def gradient_step(loss: Callable[[Batch, float], torch.Tensor], samples_per_row:
 
 
 __all__ = ["Task", "StepResult", "StepFn", "fit", "init_state", "gradient_step", "mean_stats", "generator_seed",
-           "data_info", "Batch"]
+           "Batch"]

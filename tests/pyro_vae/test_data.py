@@ -445,3 +445,16 @@ def test_real_mnist():
     assert counts.tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
     assert torch.bincount(d.test_labels).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
     assert d.train.min() == 0 and d.train.max() == 1
+
+
+def test_csv_first_row_with_a_missing_value_is_data_not_a_header(tmp_path):
+    """A first row with a non-numeric token among numbers ("NA,1,2") is a data row with a missing value:
+    it is refused with the token named, never dropped as a header; a header is a row of names only."""
+    (tmp_path / "na.csv").write_text("NA,1,2\n3,4,5\n6,7,8\n")
+    with pytest.raises(DataError, match="NA"):
+        load_dataset(tmp_path / "na.csv", val_fraction=0.0, test_fraction=0.0)
+    (tmp_path / "na_only.csv").write_text("NA,N/A,null\n3,4,5\n6,7,8\n")
+    with pytest.raises(DataError, match="missing"):
+        load_dataset(tmp_path / "na_only.csv", val_fraction=0.0, test_fraction=0.0)
+    (tmp_path / "names.csv").write_text("pixel0,pixel1,pixel2\n0,1,0\n1,1,0\n")
+    assert load_dataset(tmp_path / "names.csv", val_fraction=0.0, test_fraction=0.0).train.shape == (2, 3)

@@ -1,0 +1,81 @@
+"""What may resume from a checkpoint: the same training settings (but those that only extend a run) on the same data.
+
+The data are recorded by :func:`data_info`: name, split sizes, features, binarization, and a
+SHA-256 fingerprint of the three splits' values, so that a resume on data of the same shape
+but other contents is refused too (unless the caller allows it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from inference.training.settings import RESUMABLE_CHANGES
+from pyro_vae.data import DataSplits
+from pyro_vae.errors import ConfigError
+from pyro_vae.spec import TrainSpec, spec_to_dict
+
+logger = logging.getLogger(__name__)
+
+
+def fingerprint(data: DataSplits) -> str:
+    """SHA-256 of the train, validation and test values (float32 bytes, in order), hex."""
+    digest = hashlib.sha256()
+    for split in (data.train, data.val, data.test):
+        digest.update(np.ascontiguousarray(split.detach().cpu().float().numpy()).tobytes())
+        digest.update(b"|")
+    return digest.hexdigest()
+
+
+def data_info(data: DataSplits) -> dict[str, Any]:
+    """What a checkpoint records of the data it was trained on (a resume on other data is refused)."""
+    return {"name": data.name, "n_train": int(data.train.shape[0]), "n_val": int(data.val.shape[0]),
+            "feature_dim": data.feature_dim, "binarize": data.binarize, "fingerprint": fingerprint(data)}
+
+
+def check_resumable(ckpt: Mapping[str, Any], train: TrainSpec, data: Mapping[str, Any], path: Path, *,
+                    allow_data_change: bool = False) -> None:
+    """ConfigError unless ``ckpt`` was trained with ``train`` (up to RESUMABLE_CHANGES) on ``data``.
+
+    A checkpoint written before fingerprints existed is compared without one; with
+    ``allow_data_change`` a different fingerprint is only logged.
+    """
+    saved, now = ckpt.get("spec") or {}, spec_to_dict(train)
+    changed = sorted(k for k in set(saved) | set(now) if k not in RESUMABLE_CHANGES and saved.get(k) != now.get(k))
+    if changed:
+        diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed)
+        raise ConfigError(
+            f"cannot resume {str(path)!r} with different training settings ({diffs}); only "
+            f"{', '.join(RESUMABLE_CHANGES)} may change. Resume with the original settings or start a new run folder"
+        )
+    if train.lr_schedule != "constant" and saved.get("epochs") != now.get("epochs"):
+        logger.warning(
+            "resuming with epochs %s -> %s under lr_schedule=%r: the remaining epochs follow the schedule of the "
+            "new total, so the learning rate is not continuous with the first session's",
+            saved.get("epochs"), now.get("epochs"), train.lr_schedule,
+        )
+    saved_data = dict(ckpt.get("data") or data)
+    shape = {k: v for k, v in data.items() if k != "fingerprint"}
+    if {k: v for k, v in saved_data.items() if k != "fingerprint"} != shape:
+        raise ConfigError(
+            f"cannot resume {str(path)!r} on different data: the checkpoint was trained on {saved_data}, "
+            f"this call passes {shape}. Load the same dataset and splits, or start a new run folder"
+        )
+    old, new = saved_data.get("fingerprint"), data.get("fingerprint")
+    if old is not None and new is not None and old != new:
+        if allow_data_change:
+            logger.warning("resuming %s on data whose values changed (fingerprint %s -> %s), as allowed", path,
+                           old[:12], new[:12])
+            return
+        raise ConfigError(
+            f"cannot resume {str(path)!r}: the data have the same shape but other values than the checkpoint's "
+            f"(fingerprint {old[:12]}... -> {new[:12]}...); load the data the run was trained on, start a new run "
+            "folder, or allow it (allow_data_change=True, --allow-data-change)"
+        )
+
+
+__all__ = ["fingerprint", "data_info", "check_resumable"]
