@@ -1,4 +1,4 @@
-"""Command line: ``pyro-vae train | evaluate | sample | compare | diagnose | list``.
+"""Command line: ``pyro-vae train | evaluate | sample | export | compare | diagnose | list``.
 
 Only parses arguments and calls library functions (``inference.run``); every number it
 prints comes from the run folder it writes. Flags list their valid values from the registries.
@@ -55,31 +55,46 @@ def _train(args: argparse.Namespace) -> int:
 
         download_dataset(spec.data.dataset, spec.data.data_dir)
     result = run.train(spec, out, resume=args.resume, overwrite=args.overwrite, allow_data_change=args.allow_data_change,
-                       eval_samples=args.eval_samples, progress=not args.quiet)
+                       eval_samples=args.eval_samples, eval_rows=args.eval_rows, progress=not args.quiet)
     t = result.metrics["test"]
     ll = t["log_likelihood"]
     print(f"run folder: {result.run_dir}")
     print(f"test log p(x) (IS, K={ll['num_samples']}): {ll['mean']:.3f} +- {ll['stderr']:.3f} nats")
     print(f"test ELBO A: {t['elbo_a']['mean']:.3f} +- {t['elbo_a']['stderr']:.3f}   B: {t['elbo_b']['mean']:.3f} +- {t['elbo_b']['stderr']:.3f}")
-    print(f"active units: {t['active_units']} of {len(t['kl_per_dim'])}; wall time {result.fit.wall_time:.1f} s")
+    print(f"active units: {t['active_units']} of {len(t['kl_per_dim'])}")
+    print(f"wall time: training {result.fit.wall_time:.1f} s, evaluation {t['seconds']:.1f} s "
+          f"({ll['n']} test rows x K={ll['num_samples']})")
     return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
     from inference import run
 
-    t = run.evaluate_run(args.run_dir, num_samples=args.K, progress=not args.quiet)
+    t = run.evaluate_run(args.run_dir, num_samples=args.K, rows=args.eval_rows, progress=not args.quiet)
     ll = t["log_likelihood"]
     print(f"test log p(x) (IS, K={ll['num_samples']}): {ll['mean']:.3f} +- {ll['stderr']:.3f} nats over {ll['n']} datapoints")
     print(f"test ELBO A: {t['elbo_a']['mean']:.3f} +- {t['elbo_a']['stderr']:.3f}   B: {t['elbo_b']['mean']:.3f} +- {t['elbo_b']['stderr']:.3f}")
+    print(f"evaluation wall time {t['seconds']:.1f} s")
     return 0
 
 
 def _sample(args: argparse.Namespace) -> int:
     from inference import run
 
-    samples, png = run.sample_run(args.run_dir, n=args.n, seed=args.seed)
-    print(f"{len(samples)} samples written next to {png}")
+    out = run.sample_run(args.run_dir, n=args.n, seed=args.seed)
+    print(f"{len(out.draws)} samples z ~ p(z): draws x ~ p(x | z) and their means E[x | z] in {out.files['tensors']} "
+          "(keys z, draws, means)")
+    for kind in ("draws", "means"):
+        if kind in out.files:
+            print(f"{kind}: {out.files[kind]}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from inference import run
+
+    path = run.export_run(args.run_dir, args.to, which=args.which)
+    print(f"exported {args.run_dir} ({args.which} parameters) to {path}; load it with pyro_vae.export.load_program")
     return 0
 
 
@@ -107,6 +122,7 @@ def _diagnose(args: argparse.Namespace) -> int:
     result = diagnose_run(
         args.run_dir, mcmc_points=args.mcmc_points, samples=args.samples, warmup=args.warmup, chains=args.chains,
         gap_points=args.gap_points, is_samples=args.is_samples, local_steps=args.local_steps, ppc_draws=args.ppc_draws,
+        rows=args.rows,
         seed=args.seed, threads=args.threads, progress=not args.quiet,
     )
     for check in result.checks:
@@ -137,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_evaluate(sub)
     _add_sample(sub)
+    _add_export(sub)
     _add_compare(sub)
     _add_diagnose(sub)
     _add_list(sub)
@@ -173,6 +190,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--allow-data-change", action="store_true",
                    help="with --resume: continue although the data's values changed (same shape)")
     t.add_argument("--eval-samples", type=int, default=1000, help="K for the test log p(x) (default 1000)")
+    t.add_argument("--eval-rows", type=int, help="score only the first N test rows (default: all)")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     t.set_defaults(func=_train)
 
@@ -182,6 +200,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser("evaluate", help="importance-sampled test log p(x) of a run")
     e.add_argument("run_dir")
     e.add_argument("-K", type=int, default=5000, help="importance samples per datapoint (default 5000)")
+    e.add_argument("--eval-rows", type=int, help="score only the first N test rows (default: all)")
     e.add_argument("-q", "--quiet", action="store_true")
     e.set_defaults(func=_evaluate)
 
@@ -193,6 +212,15 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
     s.add_argument("-n", type=int, default=64)
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=_sample)
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    """The ``export`` command's flags."""
+    x = sub.add_parser("export", help="write a run's program, spec and data recipe to one file")
+    x.add_argument("run_dir")
+    x.add_argument("--to", required=True, help="the file to write (e.g. model.pt)")
+    x.add_argument("--which", default="best", choices=("best", "last"), help="parameters of the best or the last epoch")
+    x.set_defaults(func=_export)
 
 
 def _add_compare(sub: argparse._SubParsersAction) -> None:
@@ -227,6 +255,7 @@ def _add_diagnose(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--is-samples", type=int, default=1000, help="importance samples per row for k-hat and log p(x) (default 1000)")
     g.add_argument("--local-steps", type=int, default=300, help="optimization steps of the per-datapoint q* (default 300)")
     g.add_argument("--ppc-draws", type=int, default=100, help="replicated data sets for the PPC (default 100)")
+    g.add_argument("--rows", type=int, help="diagnose only the first N test rows (default: all; bounds time and memory)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--threads", type=int, default=1, help="torch threads while diagnosing (default 1: small networks only contend)")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bars")

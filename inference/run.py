@@ -19,7 +19,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pyro
 import torch
@@ -32,8 +32,9 @@ from pyro_vae.checks import positive_int
 from pyro_vae.data import DataSplits, load_dataset
 from pyro_vae.errors import ConfigError, TrainingError
 from pyro_vae.spec import RunSpec, load_spec, save_spec, spec_to_dict
-from pyro_vae.files import write_json, write_text
-from pyro_vae.plots import plot_prior_samples, save_run_figures
+from pyro_vae.export import export_program
+from pyro_vae.files import atomic_write, write_json, write_text
+from pyro_vae.plots import plot_sample_grid, save_run_figures
 from pyro_vae.programs import build_program
 from pyro_vae.vae import VAE
 
@@ -67,10 +68,18 @@ def new_program(spec: RunSpec, data: DataSplits) -> VAE:
     )
 
 
-def test_metrics(vae: VAE, data: DataSplits, *, num_samples: int, progress: bool = True) -> dict[str, Any]:
-    """Held-out metrics of a trained VAE on ``data.test`` (the one yardstick: IS log p(x))."""
-    ev = evaluate.evaluate_vae(vae, data.test, num_samples=num_samples, progress=progress)
-    out = {}
+def test_metrics(vae: VAE, data: DataSplits, *, num_samples: int, rows: int | None = None,
+                 progress: bool = True) -> dict[str, Any]:
+    """Held-out metrics of a trained VAE on the first ``rows`` of ``data.test`` (all for None): the one yardstick, IS log p(x).
+
+    The test split is already in a seeded random order, so its first rows are a random subset.
+    ``seconds`` is the evaluation's wall time.
+    """
+    if rows is not None:
+        positive_int("eval_rows", rows)
+    t0 = time.perf_counter()
+    ev = evaluate.evaluate_vae(vae, data.test[:rows], num_samples=num_samples, progress=progress)
+    out: dict[str, Any] = {"seconds": time.perf_counter() - t0}
     for key in ("log_likelihood", "elbo_a", "elbo_b"):
         est = getattr(ev, key)
         out[key] = {"mean": est.mean, "stderr": est.stderr, "n": est.n, "num_samples": est.num_samples}
@@ -87,6 +96,7 @@ def train(
     overwrite: bool = False,
     allow_data_change: bool = False,
     eval_samples: int = 1000,
+    eval_rows: int | None = None,
     progress: bool = True,
 ) -> RunResult:
     """Train ``spec`` into ``run_dir``: data -> program -> SVI -> test metrics -> figures -> report.
@@ -103,6 +113,8 @@ def train(
     spec = load_spec(spec)
     check_train_spec(spec.train)
     positive_int("eval_samples", eval_samples)
+    if eval_rows is not None:
+        positive_int("eval_rows", eval_rows)
     if resume:
         check_resume_spec(run_dir, spec)
     else:
@@ -119,15 +131,15 @@ def train(
         logger.info("training %s on %s (%d train rows)", type(vae).__name__, data.name, len(data.train))
         fit = svi.fit(vae, data, spec.train, run_dir=run_dir, resume=resume, allow_data_change=allow_data_change,
                       progress=progress)
-        metrics = _run_metrics(spec, data, vae, fit, eval_samples, progress)
+        metrics = _run_metrics(spec, data, vae, fit, test_metrics(vae, data, num_samples=eval_samples, rows=eval_rows,
+                                                                  progress=progress))
         write_json(run_dir / "metrics.json", metrics)
         save_run_figures(vae, data, fit.history, run_dir / "figures")
         write_report(run_dir, metrics)
     return RunResult(run_dir, fit, metrics)
 
 
-def _run_metrics(spec: RunSpec, data: DataSplits, vae: VAE, fit: FitResult, eval_samples: int,
-                 progress: bool) -> dict[str, Any]:
+def _run_metrics(spec: RunSpec, data: DataSplits, vae: VAE, fit: FitResult, test: dict[str, Any]) -> dict[str, Any]:
     """metrics.json of a finished run: data sizes, the fit's history and counters, the test metrics, the spec."""
     return {
         "dataset": data.name,
@@ -139,13 +151,26 @@ def _run_metrics(spec: RunSpec, data: DataSplits, vae: VAE, fit: FitResult, eval
         "best_epoch": fit.best_epoch,
         "stopped": fit.stopped,
         "history": [asdict(r) for r in fit.history],
-        "test": test_metrics(vae, data, num_samples=eval_samples, progress=progress),
+        "test": test,
         "spec": spec_to_dict(spec),
     }
 
 
-def load_run(run_dir: str | Path, *, which: str = "best") -> tuple[RunSpec, DataSplits, VAE]:
-    """Rebuild a finished run: its spec, its data splits and the VAE at ``best`` or ``last``."""
+class LoadedRun(NamedTuple):
+    """A run rebuilt from its folder: the spec, the data splits (the recipe's, reloaded) and the program."""
+
+    spec: RunSpec
+    data: DataSplits
+    program: VAE
+
+
+def load_run(run_dir: str | Path, *, which: str = "best") -> LoadedRun:
+    """Rebuild a finished run in one call: ``spec, data, program = load_run(RUN_DIR)``.
+
+    The program holds the parameters of the best validation epoch (``which="best"``) or of the
+    last one (``"last"``), in eval mode; the data are reloaded from the spec's recipe with the
+    run's seed, so the splits are the run's own.
+    """
     run_dir = Path(run_dir)
     config = run_dir / "config.yaml"
     if not config.is_file():
@@ -155,7 +180,18 @@ def load_run(run_dir: str | Path, *, which: str = "best") -> tuple[RunSpec, Data
     vae = new_program(spec, data)
     vae.load_state_dict(_run_state(run_dir / "checkpoints", which))
     vae.eval()
-    return spec, data, vae
+    return LoadedRun(spec, data, vae)
+
+
+def export_run(run_dir: str | Path, path: str | Path, *, which: str = "best") -> Path:
+    """Write a run's program, model spec and data recipe to one file (:func:`pyro_vae.export.export_program`).
+
+    Load it without the run folder or the inference package by ``pyro_vae.export.load_program(path)``.
+    """
+    spec, data, program = load_run(run_dir, which=which)
+    recipe = {**spec_to_dict(spec.data), "seed": spec.train.seed, "feature_dim": data.feature_dim,
+              "image_shape": list(data.image_shape) if data.image_shape else None}
+    return export_program(program, spec.model, recipe, path)
 
 
 def _run_state(ckpt_dir: Path, which: str) -> dict[str, Any]:
@@ -175,15 +211,16 @@ def _run_state(ckpt_dir: Path, which: str) -> dict[str, Any]:
         return vae_state(state, which="best")
 
 
-def evaluate_run(run_dir: str | Path, *, num_samples: int = 5000, progress: bool = True) -> dict[str, Any]:
-    """Re-score a run's test split with K = ``num_samples`` and update metrics.json."""
+def evaluate_run(run_dir: str | Path, *, num_samples: int = 5000, rows: int | None = None,
+                 progress: bool = True) -> dict[str, Any]:
+    """Re-score the first ``rows`` of a run's test split (all for None) with K = ``num_samples``; update metrics.json."""
     run_dir = Path(run_dir)
     positive_int("num_samples", num_samples)
+    if rows is not None:
+        positive_int("rows", rows)
     _, data, vae = load_run(run_dir)
     with locked(run_dir):
-        t0 = time.perf_counter()
-        test = test_metrics(vae, data, num_samples=num_samples, progress=progress)
-        test["eval_seconds"] = time.perf_counter() - t0
+        test = test_metrics(vae, data, num_samples=num_samples, rows=rows, progress=progress)
         path = run_dir / "metrics.json"
         metrics = json.loads(path.read_text()) if path.is_file() else {}
         metrics["test"] = test
@@ -192,23 +229,43 @@ def evaluate_run(run_dir: str | Path, *, num_samples: int = 5000, progress: bool
     return test
 
 
-def sample_run(run_dir: str | Path, *, n: int = 64, seed: int = 0) -> tuple[torch.Tensor, Path]:
-    """Draw ``n`` datapoints x ~ p(x|z), z ~ p(z) (decoder means); save them as .pt (+ a PNG grid for images).
+class Samples(NamedTuple):
+    """What :func:`sample_run` drew and wrote: z ~ p(z), x ~ p(x | z) (``draws``), E[x | z] (``means``), and the files."""
 
-    Returns the samples and the path of the PNG (images) or of the .pt file (other data).
+    z: torch.Tensor
+    draws: torch.Tensor
+    means: torch.Tensor
+    files: dict[str, Path]
+
+
+def sample_run(run_dir: str | Path, *, n: int = 64, seed: int = 0) -> Samples:
+    """Draw ``n`` datapoints from a trained run: z ~ p(z), then x ~ p(x | z) and the decoder mean E[x | z].
+
+    Writes ``samples/samples_n{n}_seed{seed}.pt`` (a dict with ``z``, ``draws``, ``means``) and,
+    for image data, one PNG grid of the draws and one of the means. The same ``seed`` gives the
+    same samples; the global RNG is left as it was.
     """
+    positive_int("n", n)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
     run_dir = Path(run_dir)
     _, data, vae = load_run(run_dir)
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
         torch.manual_seed(seed)
-        samples = vae.sample(n)
+        z = vae.prior().sample((n,))
+        px = vae.decode(z)
+        draws, means = px.sample(), px.mean
+    stem = f"samples_n{n}_seed{seed}"
     out = run_dir / "samples"
-    out.mkdir(exist_ok=True)
-    saved = out / f"samples_n{n}_seed{seed}.pt"
-    torch.save(samples, saved)
-    if data.image_shape is not None:
-        saved = plot_prior_samples(vae, data.image_shape, out / f"samples_n{n}_seed{seed}.png", n=n, seed=seed)
-    return samples, saved
+    with locked(run_dir):
+        files = {"tensors": atomic_write(out / f"{stem}.pt", lambda fh: torch.save(
+            {"z": z, "draws": draws, "means": means}, fh), binary=True)}
+        if data.image_shape is not None:
+            files["draws"] = plot_sample_grid(draws, data.image_shape, out / f"{stem}_draws.png",
+                                              f"Draws x ~ p(x | z), z ~ p(z) (n={n}, seed={seed})")
+            files["means"] = plot_sample_grid(means, data.image_shape, out / f"{stem}_means.png",
+                                              f"Means E[x | z], z ~ p(z) (n={n}, seed={seed})")
+    return Samples(z, draws, means, files)
 
 
 def write_report(run_dir: Path, metrics: dict[str, Any]) -> Path:

@@ -54,6 +54,7 @@ from inference.diagnostics.psis import PSISResult, psis_khat
 from inference.evaluate import Estimate, active_units, kl_per_dimension
 from inference.mcmc import sample_latents
 from inference.run import load_run
+from inference.run_folder import locked
 from pyro_vae.files import write_json, write_text
 from pyro_vae.data import DataSplits
 from pyro_vae.errors import ConfigError, UnsupportedModelError
@@ -109,8 +110,11 @@ class _Settings:
     is_samples: int
     local_steps: int
     ppc_draws: int
+    rows: int | None = None
 
     def __post_init__(self) -> None:
+        if self.rows is not None and (isinstance(self.rows, bool) or not isinstance(self.rows, int) or self.rows < 2):
+            raise ConfigError(f"rows must be an integer >= 2 (or None for every test row), got {self.rows!r}")
         lows = {"mcmc_points": 0, "samples": 1, "warmup": 0, "chains": 1, "gap_points": 0, "is_samples": 2,
                 "local_steps": 1, "ppc_draws": 1}
         for name, low in lows.items():
@@ -130,6 +134,7 @@ def diagnose_run(
     is_samples: int = 1000,
     local_steps: int = 300,
     ppc_draws: int = 100,
+    rows: int | None = None,
     seed: int = 0,
     threads: int | None = 1,
     progress: bool = True,
@@ -139,6 +144,8 @@ def diagnose_run(
     ``mcmc_points`` test rows get NUTS (``chains`` x ``samples`` draws after ``warmup``; 0 skips
     MCMC); ``gap_points`` rows get the inference gaps (0 skips them); k-hat uses ``is_samples``
     draws per row, as does log p(x) in the gaps; the PPC uses ``ppc_draws`` replicates.
+    ``rows``: diagnose only the first ``rows`` test rows (a random subset: the split is shuffled),
+    which bounds the time and memory of k-hat, KL per dimension and the PPC on large test sets.
 
     ``threads``: torch intra-op threads for the duration (restored after; None keeps the
     current setting). The default 1 is deliberate: every step evaluates small networks on small
@@ -151,7 +158,8 @@ def diagnose_run(
         torch.set_num_threads(threads)
     try:
         settings = _Settings(mcmc_points=mcmc_points, samples=samples, warmup=warmup, chains=chains,
-                             gap_points=gap_points, is_samples=is_samples, local_steps=local_steps, ppc_draws=ppc_draws)
+                             gap_points=gap_points, is_samples=is_samples, local_steps=local_steps, ppc_draws=ppc_draws,
+                             rows=rows)
         return _diagnose(Path(run_dir), settings, seed=seed, progress=progress)
     finally:
         torch.set_num_threads(before)
@@ -258,10 +266,16 @@ def _vs_mcmc_step(
 
 
 def _diagnose(run_dir: Path, s: _Settings, *, seed: int, progress: bool) -> Diagnosis:
+    with locked(run_dir):
+        return _diagnose_locked(run_dir, s, seed=seed, progress=progress)
+
+
+def _diagnose_locked(run_dir: Path, s: _Settings, *, seed: int, progress: bool) -> Diagnosis:
     t0 = time.perf_counter()
     _, data, vae = load_run(run_dir)
     vae.eval()
     split, x = _split(data)
+    x = x[: s.rows]
     step = _Step(vae, run_dir / "diagnostics", seed, progress)
     step.out.mkdir(parents=True, exist_ok=True)
     order = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))

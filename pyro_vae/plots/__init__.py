@@ -23,7 +23,7 @@ What is drawn, for a VAE p(z) p_theta(x | z) with guide q_phi(z | x):
 
 from pyro_vae.plots.canvas import DPI, FIGURE_NAMES, image_grid, save_figure
 from pyro_vae.plots.curves import ElboSeries, elbo_series, plot_elbo_curves
-from pyro_vae.plots.images import plot_prior_samples, plot_reconstructions
+from pyro_vae.plots.images import plot_prior_samples, plot_reconstructions, plot_sample_grid
 from pyro_vae.plots.latents import (
     LatentProjection, manifold_grid, plot_latent_manifold, plot_latent_space, posterior_means, project_latents,
 )
@@ -31,6 +31,6 @@ from pyro_vae.plots.run import save_run_figures
 
 __all__ = [
     "DPI", "FIGURE_NAMES", "image_grid", "save_figure", "ElboSeries", "elbo_series", "plot_elbo_curves",
-    "plot_prior_samples", "plot_reconstructions", "LatentProjection", "manifold_grid", "plot_latent_manifold",
+    "plot_prior_samples", "plot_reconstructions", "plot_sample_grid", "LatentProjection", "manifold_grid", "plot_latent_manifold",
     "plot_latent_space", "posterior_means", "project_latents", "save_run_figures",
 ]

@@ -54,6 +54,22 @@ def plot_reconstructions(
 
 
 # ----------------------------------------------------------------------------- prior samples
+def plot_sample_grid(x: torch.Tensor, image_shape: Sequence[int], path: str | os.PathLike, title: str) -> Path:
+    """A square-ish grid of the rows of ``x`` (flattened images), titled ``title``."""
+    arr = x.detach().cpu().numpy().astype(np.float64)
+    n = arr.shape[0]
+    grid = image_grid(arr, image_shape, nrow=math.ceil(math.sqrt(n)))
+    vmin, vmax = value_range(arr)
+    longest = max(grid.shape[:2])
+    side = 5.0 * min(1.0, longest / 60 + 0.5)  # inches for the longer side: small grids stay small
+    fig = new_figure(side * grid.shape[1] / longest + 0.4, side * grid.shape[0] / longest + 0.6)
+    ax = fig.add_subplot()
+    show_grid(ax, grid, vmin, vmax)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path, title)
+
+
 def plot_prior_samples(
     vae: Any, image_shape: Sequence[int], path: str | os.PathLike, n: int = 64, seed: int = 0
 ) -> Path:
@@ -68,22 +84,10 @@ def plot_prior_samples(
         torch.manual_seed(seed)
         with evaluating(vae):
             samples = vae.sample(n, mean=True)
-    arr = samples.detach().cpu().numpy().astype(np.float64)
-    nrow = math.ceil(math.sqrt(n))
-    grid = image_grid(arr, image_shape, nrow=nrow)
-    vmin, vmax = value_range(arr)
-    longest = max(grid.shape[:2])
-    side = 5.0 * min(1.0, longest / 60 + 0.5)  # inches for the longer side: small grids stay small
-    fig = new_figure(side * grid.shape[1] / longest + 0.4, side * grid.shape[0] / longest + 0.6)
-    ax = fig.add_subplot()
-    show_grid(ax, grid, vmin, vmax)
-    title = f"Prior samples: E[x | z], z ~ p(z) (n={n}, seed={seed})"
-    ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    return save_figure(fig, path, title)
+    return plot_sample_grid(samples, image_shape, path, f"Prior samples: E[x | z], z ~ p(z) (n={n}, seed={seed})")
 
 
 # ----------------------------------------------------------------------------- latent space
 
 
-__all__ = ['plot_reconstructions', 'plot_prior_samples']
+__all__ = ['plot_reconstructions', 'plot_prior_samples', 'plot_sample_grid']

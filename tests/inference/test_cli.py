@@ -47,8 +47,18 @@ def test_evaluate_sample_and_resume(run_dir, capsys):
     assert "K=100" in capsys.readouterr().out
     assert json.loads((run_dir / "metrics.json").read_text())["test"]["log_likelihood"]["num_samples"] == 100
     assert main(["sample", str(run_dir), "-n", "9", "--seed", "1"]) == 0
+    said = capsys.readouterr().out
     samples = torch.load(run_dir / "samples" / "samples_n9_seed1.pt")
-    assert samples.shape == (9, 64)
+    assert {k: tuple(v.shape) for k, v in samples.items()} == {"z": (9, 2), "draws": (9, 64), "means": (9, 64)}
+    assert set(samples["draws"].unique().tolist()) <= {0.0, 1.0}  # Bernoulli draws, not means
+    assert bool(((samples["means"] > 0) & (samples["means"] < 1)).all())
+    for name in ("samples_n9_seed1_draws.png", "samples_n9_seed1_means.png"):
+        assert (run_dir / "samples" / name).is_file() and name in said
+    before = sorted(p.name for p in (run_dir / "samples").iterdir())
+    for bad in ("0", "-3"):
+        assert main(["sample", str(run_dir), "-n", bad]) == 2
+        assert "n must be a positive integer" in capsys.readouterr().err
+    assert sorted(p.name for p in (run_dir / "samples").iterdir()) == before  # nothing written for a refused call
     # Training into an existing run needs --resume; resuming with more epochs extends it.
     assert main(["train", "--out", str(run_dir), *TINY]) == 2
     assert "--resume" in capsys.readouterr().err

@@ -114,3 +114,34 @@ def test_a_corrupt_or_stale_best_checkpoint_falls_back_to_last(tmp_path, caplog)
     corrupt_tensor_bytes(run_dir / "checkpoints" / "last.pt")  # now the only whole file is the (corrupt) best...
     with pytest.raises(Exception, match="corrupt"):
         load_run(run_dir)
+
+
+def test_eval_rows_scores_a_prefix_of_the_test_split_and_times_it(tmp_path):
+    result = train(tiny(), tmp_path / "run", eval_samples=5, eval_rows=20, progress=False)
+    test = result.metrics["test"]
+    assert test["log_likelihood"]["n"] == 20 and test["seconds"] > 0
+    with pytest.raises(ConfigError, match="eval_rows must be a positive integer"):
+        train(tiny(), tmp_path / "other", eval_rows=0, progress=False)
+    assert not (tmp_path / "other").exists()
+
+
+def test_a_run_exports_to_one_file_that_loads_without_the_folder(tmp_path):
+    import shutil
+
+    import torch
+
+    from inference.run import export_run, load_run
+    from pyro_vae.export import load_program
+
+    run_dir = tmp_path / "run"
+    train(tiny(), run_dir, eval_samples=5, progress=False)
+    spec, data, program = load_run(run_dir)
+    path = export_run(run_dir, tmp_path / "model.pt")
+    shutil.rmtree(run_dir)
+    loaded, recipe = load_program(path)
+    assert recipe["dataset"] == "digits" and recipe["feature_dim"] == 64 and recipe["image_shape"] == [8, 8]
+    for k, v in program.state_dict().items():
+        assert torch.equal(v, loaded.state_dict()[k]), k
+    x = data.test[:5].round()
+    torch.testing.assert_close(loaded.decode(loaded.posterior(x).mean).log_prob(x),
+                               program.decode(program.posterior(x).mean).log_prob(x))
