@@ -37,11 +37,11 @@ from typing import Any, Mapping, Sequence
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from tqdm.auto import tqdm
 
 from inference import methods as method_api
-from inference.methods import Budget, MethodResult
 from inference.evaluate import Estimate
+from inference.methods import Budget, MethodResult
+from inference.progress import bar
 from pyro_vae.files import write_text
 from pyro_vae.checks import positive_int
 from pyro_vae.data import DataSplits
@@ -249,7 +249,7 @@ def run_compare(
     rows: list[Row] = []
     curve: list[CurvePoint] = []
     plan = [(n, m) for n in sizes for m in methods]
-    for n, method in tqdm(plan, desc="compare", disable=not progress):
+    for n, method in bar(plan, enabled=progress, desc="compare"):
         sub = subset(data, n, seed)
         x_train = scoring_rows(sub.train, sub, train_rows or eval_rows, seed + 1)
         logger.info("compare: %s on %d training rows, budget %s", method, n, budget)

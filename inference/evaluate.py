@@ -37,9 +37,9 @@ import pyro
 import torch
 from pyro.distributions.util import scale_and_mask
 from torch.distributions import kl_divergence
-from tqdm.auto import tqdm
 
 from inference.log_weights import latent_sites, log_weights, per_datapoint, sample_sites, site_log_prob, traces
+from inference.progress import bar
 from pyro_vae.checks import positive_int
 from pyro_vae.errors import ConfigError
 from pyro_vae.vae import VAE
@@ -217,7 +217,7 @@ def _chunked(
     particle_batch = min(particle_batch, num_particles)
     plan = [(r0, nr, k0, nk) for r0, nr in _chunks(x.shape[0], batch_size) for k0, nk in _chunks(num_particles, particle_batch)]
     logger.debug("%s: %d datapoints x %d particles in %d chunks (particle_batch=%d)", what, x.shape[0], num_particles, len(plan), particle_batch)
-    return particle_batch, iter(tqdm(plan, desc=what, disable=not progress, leave=False))
+    return particle_batch, iter(bar(plan, enabled=progress, desc=what, leave=False))
 
 
 # -- the estimators ------------------------------------------------------------------------------

@@ -31,10 +31,15 @@ PARTICLE_PLATE = "particles"
 
 
 class LogWeights(NamedTuple):
-    """log p and log q of K particles per datapoint, each (K, B); ``log_w = log_p - log_q``."""
+    """log p and log q of K particles per datapoint, each (K, B); ``log_w = log_p - log_q``.
+
+    ``log_lik`` is the observed sites' part of ``log_p`` (log p(x | z)), so that
+    ``log_q - (log_p - log_lik)`` is the single-sample KL(q || p) estimate of the latents.
+    """
 
     log_p: Tensor
     log_q: Tensor
+    log_lik: Tensor
     model_trace: poutine.Trace
     guide_trace: poutine.Trace
 
@@ -176,12 +181,15 @@ def log_weights(
     s = s if site_scales else None
     shape = (int(num_particles), batch)
     log_p = torch.zeros(shape, dtype=observed.dtype if observed.is_floating_point() else None, device=observed.device)
-    log_q = torch.zeros_like(log_p)
+    log_q, log_lik = torch.zeros_like(log_p), torch.zeros_like(log_p)
     for site in sample_sites(model_trace).values():
-        log_p = log_p + site_log_prob(site, shape, s)
+        term = site_log_prob(site, shape, s)
+        log_p = log_p + term
+        if site["is_observed"]:
+            log_lik = log_lik + term
     for site in latent_sites(guide_trace).values():
         log_q = log_q + site_log_prob(site, shape, s)
-    return LogWeights(log_p, log_q, model_trace, guide_trace)
+    return LogWeights(log_p, log_q, log_lik, model_trace, guide_trace)
 
 
 __all__ = [

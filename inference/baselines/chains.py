@@ -18,8 +18,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
+from inference.progress import bar
 from inference.baselines.local_guides import INITS
 from inference.baselines.theta import check_continuous_latents, frozen
 from inference.mcmc import GaussianProposal, LatentPosterior, adapt_step_size, vectorized_hmc_step
@@ -248,7 +248,7 @@ def sample_chains(
     generator = torch.Generator().manual_seed(generator_seed(seed, 0x3CE3))
     out = torch.empty(s, draws, n, d, dtype=z.dtype)
     accept, lp, evals = np.zeros((s, draws)), np.zeros((s, draws)), 0
-    for t in tqdm(range(draws), desc="MCEM chains", disable=not progress, leave=False):
+    for t in bar(range(draws), enabled=progress, desc="MCEM chains", leave=False):
         est = e_step(vae, x, z, chains.step_size, hmc_steps=chains.hmc_steps, transitions=transitions_per_draw,
                      adapt_rate=0.0, jitter=chains.jitter, generator=generator)
         z, evals = est.z, evals + est.gradient_evals

@@ -30,8 +30,8 @@ from typing import Any, Mapping
 import pyro
 import torch
 from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
-from tqdm.auto import tqdm
 
+from inference.progress import bar as progress_bar
 from inference.baselines.joint import joint_task
 from inference.baselines.local_guides import LocalGaussianGuide, initial_guide
 from inference.baselines.theta import as_splits, check_continuous_latents, frozen
@@ -137,7 +137,7 @@ def fit_local(
     with frozen(vae):
         guide = initial_guide(vae, x, init, full_cov=full_cov, init_scale=init_scale)
         plan = list(chunks(n, size))
-        bar = tqdm(total=len(plan) * steps, desc=f"local VI ({elbo})", disable=not progress, leave=False)
+        bar = progress_bar(total=len(plan) * steps, enabled=progress, desc=f"local VI ({elbo})", leave=False)
         try:
             for r0, nr in plan:
                 idx = torch.arange(r0, r0 + nr, device=x.device)

@@ -39,8 +39,8 @@ from typing import Any, Mapping
 import pyro
 import torch
 from pyro.infer import Trace_ELBO
-from tqdm.auto import tqdm
 
+from inference.progress import bar
 from inference.baselines.joint import joint_task
 from inference.baselines.local_guides import LocalGaussianGuide, PointGuide, initial_codes
 from inference.baselines.local_vi import fit_local, prepare, rows_per_chunk, train_spec
@@ -99,7 +99,7 @@ def encode_map(
     loss_fn = Trace_ELBO(max_plate_nesting=1).differentiable_loss
     out = torch.empty(n, d, dtype=x.dtype, device=x.device)
     with frozen(vae):
-        for r0, nr in tqdm(list(chunks(n, size)), desc="MAP encode", disable=not progress, leave=False):
+        for r0, nr in bar(list(chunks(n, size)), enabled=progress, desc="MAP encode", leave=False):
             point = PointGuide(z0[r0:r0 + nr])
             xb = x[r0:r0 + nr]
             calls = [0]

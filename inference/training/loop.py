@@ -15,7 +15,7 @@ has one, a validation score. The loop owns everything else, once:
 * the validation score, best-state tracking and early stopping (``train.patience``);
 * checkpoints every epoch (``run_dir/checkpoints/last.pt``, ``best.pt``), resume from them,
   or continuation of a state held in memory (``state=``);
-* progress bars and the record of every epoch.
+* progress (a bar on a terminal, one line per epoch in a log) and the record of every epoch.
 
 Reported numbers, in nats per datapoint: the train objective of an epoch is the mean over its
 steps of -loss / N (the annealed bound actually optimized, at that step's beta); the
@@ -41,8 +41,8 @@ import numpy as np
 import pyro
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
+from inference.progress import EpochLines, bar
 from inference.training.checkpoint import load_checkpoint, restore_state, save_checkpoint, state_to_checkpoint
 from inference.training.schedules import kl_beta, set_learning_rate
 from inference.training.resume import check_resumable, data_info
@@ -84,7 +84,8 @@ class Task:
     minibatch update with the state's optimizers (and its generator, for methods that draw
     random numbers of their own); ``batch`` holds ``"x"`` and ``"idx"``, ``beta`` is the KL weight;
     ``validate()``: the validation score (higher is better, nats per datapoint) or None for
-    none; ``scheduled``: the optimizers whose learning rate follows ``train.lr_schedule``;
+    none; ``report()``: more numbers for the epoch's ``stats``, computed with the validation (e.g.
+    the ELBO's terms); ``scheduled``: the optimizers whose learning rate follows ``train.lr_schedule``;
     ``summarize``: an epoch's step stats -> the record's ``stats``; ``label``: progress text.
     """
 
@@ -92,6 +93,7 @@ class Task:
     make_optimizers: Callable[[TrainSpec], dict[str, torch.optim.Optimizer]]
     step: StepFn
     validate: Callable[[], float] | None = None
+    report: Callable[[], Mapping[str, float]] | None = None
     scheduled: tuple[str, ...] = ("theta",)
     summarize: Callable[[Sequence[Mapping[str, float]]], Mapping[str, float]] = mean_stats
     label: str = "fit"
@@ -173,13 +175,16 @@ def fit(
     session.good, session.good_epoch = clone_modules(state.modules), state.epoch
     stopped = "completed"
     training = {name: m.training for name, m in state.modules.items()}
-    bar = tqdm(range(state.epoch + 1, train.epochs + 1), initial=state.epoch, total=train.epochs,
-               desc=task.label, unit="epoch", disable=not progress, leave=False)
+    epochs = bar(range(state.epoch + 1, train.epochs + 1), enabled=progress, initial=state.epoch, total=train.epochs,
+                 desc=task.label, unit="epoch", leave=False)
+    lines = EpochLines(task.label, train.epochs, enabled=progress)
     try:
-        for epoch in bar:
+        for epoch in epochs:
             state, record, out_of_time = _epoch(state, session, data, epoch, max_seconds)
             state = _end_epoch(state, session, record)
-            bar.set_postfix(train=f"{record.train_elbo:.3f}", val="-" if record.val_elbo is None else f"{record.val_elbo:.3f}")
+            val = "-" if record.val_elbo is None else f"{record.val_elbo:.3f}"
+            epochs.set_postfix(train=f"{record.train_elbo:.3f}", val=val)
+            lines(epoch, f"train {record.train_elbo:.3f}, validation {val}, {record.seconds:.1f} s")
             if out_of_time:
                 stopped = "budget"
                 break
@@ -189,7 +194,7 @@ def fit(
                             epoch, train.patience, state.best.epoch)
                 break
     finally:
-        bar.close()
+        epochs.close()
         for name, was in training.items():
             state.modules[name].train(was)
     return FitResult(_finish(state, session), stopped)
@@ -245,6 +250,9 @@ def _epoch(state: TrainState, session: _Session, data: DataSplits, epoch: int,
     if out_of_time:
         summary["batches"] = float(step)
     val = _validate(state, session, epoch, step, steps_per_epoch)
+    if session.task.report is not None:
+        with torch.no_grad(), pyro.validation_enabled(False):
+            summary.update(session.task.report())
     record = EpochRecord(epoch, -total / step / n, val, beta, time.perf_counter() - t_epoch, lr, summary)
     return state.replace(samples=samples), record, out_of_time
 

@@ -81,8 +81,10 @@ def plot_elbo_curves(history: Sequence[Any], path: str | os.PathLike, *, title: 
     series = elbo_series(history)
     epochs, train, val = series.epochs, series.train, series.val
     n_epochs = len(epochs)
-    fig = new_figure(6.4, 4.0)
-    ax = fig.add_subplot()
+    recon, kl = elbo_terms(history)
+    split = bool(np.isfinite(recon).any())
+    fig = new_figure(6.4, 6.6 if split else 4.0)
+    ax, ax_terms = fig.subplots(2, 1, sharex=True) if split else (fig.add_subplot(), None)
     for k, (a, b) in enumerate(series.warmup):
         # beta is recorded at an epoch's last step, so the epoch whose record first shows
         # beta = 1 annealed its earlier steps too: the shade runs to the end of that epoch.
@@ -118,11 +120,39 @@ def plot_elbo_curves(history: Sequence[Any], path: str | os.PathLike, *, title: 
     ax.set_ylabel("ELBO (nats per datapoint)")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
+    if ax_terms is not None:
+        _plot_terms(ax_terms, epochs, recon, kl)
     fig.tight_layout()
     return save_figure(fig, path, title)
+
+
+def elbo_terms(history: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-epoch validation reconstruction term E_q[log p(x|z)] and KL(q(z|x) || p(z)) from the records' ``stats``.
+
+    NaN where a record has none (``val_reconstruction`` and ``val_kl``, nats per datapoint).
+    """
+    stats = [_field(r, "stats", None) or {} for r in history]
+    recon = np.array([_finite(st.get("val_reconstruction")) for st in stats])
+    kl = np.array([_finite(st.get("val_kl")) for st in stats])
+    return recon, kl
+
+
+def _plot_terms(ax: Any, epochs: np.ndarray, recon: np.ndarray, kl: np.ndarray) -> None:
+    """The ELBO's two terms on validation data: reconstruction (left axis) and KL (right axis)."""
+    ok = np.isfinite(recon)
+    ax.plot(epochs[ok], recon[ok], color="tab:purple", label="reconstruction E_q[log p(x|z)]")
+    ax.set_ylabel("reconstruction (nats)", color="tab:purple")
+    ax.set_xlabel("epoch")
+    ax.grid(True, alpha=0.3)
+    twin = ax.twinx()
+    twin.plot(epochs[ok], kl[ok], color="tab:red", linestyle="--", label="KL(q(z|x) || p(z))")
+    twin.set_ylabel("KL (nats)", color="tab:red")
+    lines = ax.get_lines() + twin.get_lines()
+    ax.legend(lines, [line.get_label() for line in lines], fontsize=8, loc="center right")
+    ax.set_title("validation ELBO = reconstruction - KL", fontsize=9)
 
 
 # ----------------------------------------------------------------------------- reconstructions
 
 
-__all__ = ['ElboSeries', 'elbo_series', 'plot_elbo_curves']
+__all__ = ['ElboSeries', 'elbo_series', 'elbo_terms', 'plot_elbo_curves']

@@ -13,47 +13,55 @@ import torch
 from pyro_vae.plots.canvas import as_rows, evaluating, image_grid, new_figure, save_figure, show_grid, value_range
 
 def plot_reconstructions(
-    vae: Any, x: torch.Tensor, image_shape: Sequence[int] | None, path: str | os.PathLike, n: int = 8
+    vae: Any, x: torch.Tensor, image_shape: Sequence[int] | None, path: str | os.PathLike, n: int = 16,
+    *, original: torch.Tensor | None = None,
 ) -> Path:
-    """The first ``n`` rows of x next to their reconstructions E[x | z = E_q[z | x]].
+    """The first ``n`` rows of x (the model's input) next to their reconstructions E[x | z = E_q[z | x]].
 
-    Images: a row of originals above a row of reconstructions, on one grey scale. Other data
-    (``image_shape`` None): one panel per datapoint (at most 4) with x_d and its
-    reconstruction against the feature index d.
+    ``original``: the data x was drawn from (e.g. the grey images behind dynamically binarized
+    x), shown above x. Images: one row of images per kind on one grey scale. Other data
+    (``image_shape`` None): one panel per datapoint (at most 4) with x_d and its reconstruction
+    against the feature index d.
     """
     x = as_rows(x, vae.data_dim, "x")[:n]
     with evaluating(vae):
         recon = vae.reconstruct(x)
-    orig, rec = x.numpy().astype(np.float64), recon.detach().cpu().numpy().astype(np.float64)
+    inp, rec = x.numpy().astype(np.float64), recon.detach().cpu().numpy().astype(np.float64)
+    title = f"Reconstructions E[x | z = E_q[z|x]] of {len(inp)} datapoints"
     if image_shape is None:
-        orig, rec = orig[:4], rec[:4]
-    title = f"Reconstructions E[x | z = E_q[z|x]] of {len(orig)} datapoints"
-    if image_shape is not None:
-        vmin, vmax = value_range(orig, rec)
-        fig = new_figure(max(3.0, 0.9 * len(orig) + 1.2), 2.6)
-        axes = fig.subplots(2, 1)
-        for ax, arr, label in ((axes[0], orig, "original"), (axes[1], rec, "reconstruction")):
-            show_grid(ax, image_grid(arr, image_shape, nrow=len(arr)), vmin, vmax)
-            ax.set_ylabel(label, fontsize=9)
-        fig.suptitle(title, fontsize=10)
+        fig = _feature_panels(inp[:4], rec[:4], title)
     else:
-        k = len(orig)
-        fig = new_figure(6.4, 1.6 * k + 0.8)
-        axes = np.atleast_1d(fig.subplots(k, 1, sharex=True, squeeze=False)[:, 0])
-        d = np.arange(orig.shape[1])
-        for i, ax in enumerate(axes):
-            ax.plot(d, orig[i], "o", markersize=3, color="tab:blue", label="original x")
-            ax.plot(d, rec[i], "-", linewidth=1.2, color="tab:red", label="reconstruction")
-            ax.set_ylabel(f"row {i}", fontsize=9)
-            ax.grid(True, alpha=0.3)
-        axes[0].legend(fontsize=8, loc="upper right")
-        axes[-1].set_xlabel("feature index d")
+        rows = [(inp, "input x"), (rec, "reconstruction")]
+        if original is not None:
+            grey = as_rows(original, vae.data_dim, "original")[: len(inp)].numpy().astype(np.float64)
+            rows = [(grey, "original"), (inp, "binarized input"), (rec, "reconstruction")]
+        vmin, vmax = value_range(*(arr for arr, _ in rows))
+        fig = new_figure(max(3.0, 0.6 * len(inp) + 1.2), 1.3 * len(rows) + 0.5)
+        for ax, (arr, label) in zip(np.atleast_1d(fig.subplots(len(rows), 1)), rows):
+            show_grid(ax, image_grid(arr, image_shape, nrow=len(arr)), vmin, vmax)
+            ax.set_ylabel(label, fontsize=8)
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return save_figure(fig, path, title)
 
 
-# ----------------------------------------------------------------------------- prior samples
+def _feature_panels(orig: np.ndarray, rec: np.ndarray, title: str) -> Any:
+    """One panel per datapoint: x_d (dots) and its reconstruction (line) against the feature index d."""
+    k = len(orig)
+    fig = new_figure(6.4, 1.6 * k + 0.8)
+    axes = np.atleast_1d(fig.subplots(k, 1, sharex=True, squeeze=False)[:, 0])
+    d = np.arange(orig.shape[1])
+    for i, ax in enumerate(axes):
+        ax.plot(d, orig[i], "o", markersize=3, color="tab:blue", label="original x")
+        ax.plot(d, rec[i], "-", linewidth=1.2, color="tab:red", label="reconstruction")
+        ax.set_ylabel(f"row {i}", fontsize=9)
+        ax.grid(True, alpha=0.3)
+    axes[0].legend(fontsize=8, loc="upper right")
+    axes[-1].set_xlabel("feature index d")
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
 def plot_sample_grid(x: torch.Tensor, image_shape: Sequence[int], path: str | os.PathLike, title: str) -> Path:
     """A square-ish grid of the rows of ``x`` (flattened images), titled ``title``."""
     arr = x.detach().cpu().numpy().astype(np.float64)

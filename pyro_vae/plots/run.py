@@ -25,11 +25,23 @@ def _evaluation_split(data: Any) -> tuple[str, torch.Tensor, torch.Tensor | None
     raise DataError(f"dataset {getattr(data, 'name', '?')!r} has no rows in test, val or train to plot")
 
 
+def _reconstructions(vae: Any, data: Any, x: torch.Tensor, image_shape: Any, path: Path, n: int = 16) -> Path:
+    """Reconstructions of the evaluation rows; under dynamic binarization, of a seeded binarization of grey
+    training rows shown with the grey originals (the evaluation rows were binarized once, their grey is gone)."""
+    if getattr(data, "binarize", None) == "dynamic":
+        grey = data.train[:n]
+        binary = torch.bernoulli(grey, generator=torch.Generator().manual_seed(0))
+        return plot_reconstructions(vae, binary, image_shape, path, n=n, original=grey)
+    return plot_reconstructions(vae, x, image_shape, path, n=n)
+
+
 def save_run_figures(vae: Any, data: Any, history: Sequence[Any] | None, figures_dir: str | os.PathLike) -> list[Path]:
     """Write every figure that applies into ``figures_dir`` and return their paths.
 
-    ELBO curves (when ``history`` has records), reconstructions and latent space of the test
-    split (else validation, else train), and for image data (``data.image_shape``) prior
+    ELBO curves (when ``history`` has records; with the validation ELBO's reconstruction and KL
+    terms when the records carry them), reconstructions of 16 rows (grey original, binarized
+    input and reconstruction under dynamic binarization) and the latent space of the test split
+    (else validation, else train), and for image data (``data.image_shape``) prior
     samples and, when latent_dim == 2, the latent manifold. File names are in
     :data:`FIGURE_NAMES`.
     """
@@ -42,7 +54,7 @@ def save_run_figures(vae: Any, data: Any, history: Sequence[Any] | None, figures
                                       title=f"ELBO per datapoint ({getattr(data, 'name', 'data')})"))
     else:
         logger.info("no training history: skipping the ELBO curve figure")
-    paths.append(plot_reconstructions(vae, x, image_shape, folder / FIGURE_NAMES["reconstructions"]))
+    paths.append(_reconstructions(vae, data, x, image_shape, folder / FIGURE_NAMES["reconstructions"]))
     if image_shape is not None:
         paths.append(plot_prior_samples(vae, image_shape, folder / FIGURE_NAMES["prior_samples"]))
     paths.append(plot_latent_space(vae, x, labels, folder / FIGURE_NAMES["latent_space"]))

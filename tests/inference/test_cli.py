@@ -95,3 +95,12 @@ def test_bad_input_exits_with_a_clear_message(tmp_path, capsys, argv, message):
 def test_resume_without_a_run_is_refused(tmp_path, capsys):
     assert main(["train", "--out", str(tmp_path / "empty"), "--resume", "-q"]) == 2
     assert "without --resume" in capsys.readouterr().err
+
+
+def test_progress_in_a_log_is_lines_not_carriage_returns(tmp_path, capsys):
+    """stderr captured by pytest is not a terminal: a log gets one line per epoch, never a redrawn bar."""
+    argv = ["train", "--out", str(tmp_path / "run"), "--epochs", "2", "--latent-dim", "2", "--eval-samples", "5"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    assert "svi trace: epoch 2/2, train" in err

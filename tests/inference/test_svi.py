@@ -340,3 +340,13 @@ def test_data_is_checked_against_the_likelihood(digits):
     scaled = DataSplits("d", digits.train * 16, digits.val, digits.test, None, None, None, (8, 8), "dynamic")
     with pytest.raises(DataError, match=r"\[0, 1\]"):
         fit(small_vae(digits), scaled, spec(epochs=1), progress=False)
+
+
+def test_each_epoch_records_the_validation_elbo_terms(digits):
+    """reconstruction - KL is the validation ELBO: equal up to the Monte Carlo error of two one-draw averages."""
+    result = fit(small_vae(digits), digits, spec(elbo="trace", epochs=2), progress=False)
+    torch.manual_seed(0)
+    se = float(per_datapoint_elbo(result.vae, digits.val).std()) / math.sqrt(len(digits.val))
+    for r in result.history:
+        terms = r.stats["val_reconstruction"] - r.stats["val_kl"]
+        assert r.stats["val_kl"] > 0 and abs(terms - r.val_elbo) < 4 * math.sqrt(2) * se, (terms, r.val_elbo, se)

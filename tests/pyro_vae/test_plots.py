@@ -257,3 +257,17 @@ def test_save_run_figures_file_sets(tmp_path, digits, latent_dim, image, hist, e
     assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == sorted(p.name for p in paths)
     for p in paths:
         read_png(p)
+
+
+
+def test_elbo_figure_splits_reconstruction_and_kl_when_the_records_have_them(tmp_path):
+    from pyro_vae.plots import elbo_series
+    from pyro_vae.plots.curves import elbo_terms
+
+    plain = [{"epoch": e, "train_elbo": -30.0 + e, "val_elbo": -31.0 + e, "beta": 1.0} for e in range(1, 5)]
+    split = [{**r, "stats": {"val_reconstruction": -20.0 + r["epoch"], "val_kl": 11.0}} for r in plain]
+    recon, kl = elbo_terms(split)
+    assert recon.tolist() == [-19.0, -18.0, -17.0, -16.0] and kl.tolist() == [11.0] * 4
+    assert np.isnan(elbo_terms(plain)[0]).all() and elbo_series(plain).best == 3
+    small, tall = plot_elbo_curves(plain, tmp_path / "a.png"), plot_elbo_curves(split, tmp_path / "b.png")
+    assert Image.open(tall).size[1] > Image.open(small).size[1]  # a second panel for the terms
