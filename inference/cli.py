@@ -55,7 +55,8 @@ def _train(args: argparse.Namespace) -> int:
 
         download_dataset(spec.data.dataset, spec.data.data_dir)
     result = run.train(spec, out, resume=args.resume, overwrite=args.overwrite, allow_data_change=args.allow_data_change,
-                       eval_samples=args.eval_samples, eval_rows=args.eval_rows, progress=not args.quiet)
+                       eval_samples=args.eval_samples, eval_rows=args.eval_rows, tensorboard=args.tensorboard,
+                       progress=not args.quiet)
     t = result.metrics["test"]
     ll = t["log_likelihood"]
     print(f"run folder: {result.run_dir}")
@@ -191,6 +192,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="with --resume: continue although the data's values changed (same shape)")
     t.add_argument("--eval-samples", type=int, default=1000, help="K for the test log p(x) (default 1000)")
     t.add_argument("--eval-rows", type=int, help="score only the first N test rows (default: all)")
+    t.add_argument("--tensorboard", action="store_true",
+                   help="log losses, lr, KL terms and sample grids to RUN/tensorboard (pip install 'pyro-vae[tensorboard]')")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     t.set_defaults(func=_train)
 

@@ -14,6 +14,7 @@ The CLI only parses arguments and calls these functions; notebooks call them too
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -28,6 +29,7 @@ from inference import evaluate, svi
 from inference.objectives import kl_mode
 from inference.run_folder import check_fresh, check_resume_spec, clear_run, locked
 from inference.training import FitResult, check_resumable, check_train_spec, data_info, load_checkpoint, vae_state
+from inference.training.tracking import TensorBoardTracker, require_tensorboard
 from pyro_vae.checks import positive_int
 from pyro_vae.data import DataSplits, load_dataset
 from pyro_vae.errors import ConfigError, TrainingError
@@ -97,6 +99,7 @@ def train(
     allow_data_change: bool = False,
     eval_samples: int = 1000,
     eval_rows: int | None = None,
+    tensorboard: bool = False,
     progress: bool = True,
 ) -> RunResult:
     """Train ``spec`` into ``run_dir``: data -> program -> SVI -> test metrics -> figures -> report.
@@ -105,7 +108,7 @@ def train(
     ``overwrite``), or for ``resume`` the saved spec (only train.epochs, patience and
     validate_every_step may change) and the checkpoint's data (``allow_data_change`` accepts
     other values of the same shape). The folder is locked for the run's life
-    (:mod:`inference.run_folder`).
+    (:mod:`inference.run_folder`). ``tensorboard``: also log every epoch to ``run_dir/tensorboard``.
     """
     run_dir = Path(run_dir)
     if resume and spec is None:
@@ -123,14 +126,21 @@ def train(
     if resume:
         path = run_dir / "checkpoints" / "last.pt"
         check_resumable(load_checkpoint(path), spec.train, data_info(data), path, allow_data_change=allow_data_change)
+    if tensorboard:
+        require_tensorboard()
     vae = new_program(spec, data)
-    with locked(run_dir):
+    with locked(run_dir), contextlib.ExitStack() as stack:
         if overwrite and not resume:
             clear_run(run_dir)
         save_spec(spec, run_dir / "config.yaml")
+        callbacks = []
+        if tensorboard:
+            tracker = TensorBoardTracker(run_dir / "tensorboard", image_shape=data.image_shape)
+            stack.callback(tracker.close)
+            callbacks.append(tracker)
         logger.info("training %s on %s (%d train rows)", type(vae).__name__, data.name, len(data.train))
         fit = svi.fit(vae, data, spec.train, run_dir=run_dir, resume=resume, allow_data_change=allow_data_change,
-                      progress=progress)
+                      callbacks=callbacks, progress=progress)
         metrics = _run_metrics(spec, data, vae, fit, test_metrics(vae, data, num_samples=eval_samples, rows=eval_rows,
                                                                   progress=progress))
         write_json(run_dir / "metrics.json", metrics)

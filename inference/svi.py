@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from pyro.infer import ELBO
@@ -31,7 +31,7 @@ from torch import nn
 
 from inference.log_weights import log_weights
 from inference.objectives import check_objective, describe_kl, make_objective
-from inference.training import FitResult, Task, TrainState, gradient_step, make_optimizer
+from inference.training import EpochRecord, FitResult, Task, TrainState, gradient_step, make_optimizer
 from inference.training import fit as run_loop
 from inference.training.checks import check_splits
 from inference.training.settings import check_train_spec
@@ -101,6 +101,7 @@ def fit(
     state: TrainState | None = None,
     max_seconds: float | None = None,
     allow_data_change: bool = False,
+    callbacks: Sequence[Callable[[TrainState, EpochRecord], None]] = (),
     progress: bool = True,
 ) -> FitResult:
     """Fit ``vae`` (any program) to ``data.train`` by SVI with the objective ``train.elbo`` (module docstring).
@@ -108,7 +109,8 @@ def fit(
     ``run_dir``: write ``run_dir/checkpoints/last.pt`` (and ``best.pt``) after every epoch;
     ``resume``: continue from ``last.pt`` up to ``train.epochs`` epochs in total; ``state``:
     continue the in-memory state of an earlier result (``result.state``) instead;
-    ``allow_data_change``: resume although the data's values changed (same shape).
+    ``allow_data_change``: resume although the data's values changed (same shape); ``callbacks``:
+    called after every epoch with (state, record), e.g. a TensorBoard tracker.
     At the end the program holds the best-validation parameters (or the last ones).
 
     Raises TrainingError on a non-finite loss (last good parameters and checkpoint kept),
@@ -131,7 +133,7 @@ def fit(
             logger.info("estimator B (meanfield) uses %s", describe_kl(vae))
     task = svi_task(vae, data, train)
     return run_loop(task, data, train, state=state, run_dir=run_dir, resume=resume, max_seconds=max_seconds,
-                    allow_data_change=allow_data_change, progress=progress)
+                    allow_data_change=allow_data_change, callbacks=callbacks, progress=progress)
 
 
 __all__ = ["fit", "svi_task", "mean_elbo", "elbo_terms", "program_inputs", "VAL_CHUNK"]

@@ -143,6 +143,7 @@ def fit(
     resume: bool = False,
     max_seconds: float | None = None,
     allow_data_change: bool = False,
+    callbacks: Sequence[Callable[[TrainState, EpochRecord], None]] = (),
     progress: bool = True,
 ) -> FitResult:
     """Run ``task`` for ``train.epochs`` epochs in total over ``data.train`` (module docstring).
@@ -151,7 +152,8 @@ def fit(
     starting afresh; ``resume``: continue from ``run_dir/checkpoints/last.pt``; ``max_seconds``:
     stop after the first step that ends past this much fitting time (cumulative over the
     state's sessions; ``stopped="budget"``); ``allow_data_change``: resume although the data's
-    values differ from the checkpoint's (same shape). At the end the modules hold the best-validation
+    values differ from the checkpoint's (same shape); ``callbacks``: called as ``callback(state,
+    record)`` after every epoch (trackers such as :class:`~inference.training.tracking.TensorBoardTracker`). At the end the modules hold the best-validation
     parameters (or the last ones without a validation score).
 
     Raises TrainingError on a non-finite loss (modules restored to the last good epoch, last
@@ -182,6 +184,8 @@ def fit(
         for epoch in epochs:
             state, record, out_of_time = _epoch(state, session, data, epoch, max_seconds)
             state = _end_epoch(state, session, record)
+            for callback in callbacks:
+                callback(state, record)
             val = "-" if record.val_elbo is None else f"{record.val_elbo:.3f}"
             epochs.set_postfix(train=f"{record.train_elbo:.3f}", val=val)
             lines(epoch, f"train {record.train_elbo:.3f}, validation {val}, {record.seconds:.1f} s")

@@ -145,3 +145,24 @@ def test_a_run_exports_to_one_file_that_loads_without_the_folder(tmp_path):
     x = data.test[:5].round()
     torch.testing.assert_close(loaded.decode(loaded.posterior(x).mean).log_prob(x),
                                program.decode(program.posterior(x).mean).log_prob(x))
+
+
+def test_tensorboard_gets_every_epoch_and_sample_grids(tmp_path):
+    event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    run_dir = tmp_path / "run"
+    train(tiny(epochs=3), run_dir, eval_samples=5, tensorboard=True, progress=False)
+    acc = event_accumulator.EventAccumulator(str(run_dir / "tensorboard"))
+    acc.Reload()
+    tags = acc.Tags()
+    assert {"elbo/train", "elbo/validation", "schedule/lr", "stats/val_kl", "stats/val_reconstruction"} <= set(tags["scalars"])
+    assert [e.step for e in acc.Scalars("elbo/train")] == [1, 2, 3]
+    assert "samples" in tags["images"]
+
+
+def test_tensorboard_without_the_package_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if tensorboard were not installed
+    with pytest.raises(ConfigError, match=r"pip install 'pyro-vae\[tensorboard\]'"):
+        train(tiny(), tmp_path / "run", tensorboard=True, progress=False)
+    assert not (tmp_path / "run").exists()
