@@ -12,12 +12,13 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from inference.objectives import OBJECTIVES
-from inference.training import SCHEDULES
+from inference.training import OPTIMIZERS, SCHEDULES
 from pyro_vae import GUIDES, LIKELIHOODS, PRIORS, PROGRAMS
 from pyro_vae.errors import ConfigError, DataError, TrainingError
+from pyro_vae.networks import ACTIVATIONS
 from pyro_vae.spec import BINARIZE
 
 
@@ -46,8 +47,9 @@ def _train(args: argparse.Namespace) -> int:
         train__elbo=args.elbo, train__epochs=args.epochs, train__seed=args.seed, train__lr=args.lr,
         train__batch_size=args.batch_size, train__num_particles=args.num_particles,
         train__kl_warmup_epochs=args.kl_warmup, train__patience=args.patience,
-        train__lr_schedule=args.lr_schedule, train__lr_final=args.lr_final,
+        train__lr_schedule=args.lr_schedule, train__lr_final=args.lr_final, train__optimizer=args.optimizer,
     )
+    spec = _with_widths(spec, args.hidden, args.activation)
     if args.resume and args.overwrite:
         raise ConfigError("--resume continues the run in --out and --overwrite replaces it: pass one of them")
     if args.download:
@@ -66,6 +68,24 @@ def _train(args: argparse.Namespace) -> int:
     print(f"wall time: training {result.fit.wall_time:.1f} s, evaluation {t['seconds']:.1f} s "
           f"({ll['n']} test rows x K={ll['num_samples']})")
     return 0
+
+
+def _with_widths(spec: Any, hidden: list[int] | None, activation: str | None) -> Any:
+    """``spec`` with ``--hidden`` / ``--activation`` set on both mlp networks (refused for other networks)."""
+    if hidden is None and activation is None:
+        return spec
+    from pyro_vae.spec import override
+
+    parts = {}
+    for part in ("encoder", "decoder"):
+        comp = getattr(spec.model, part)
+        if comp.name != "mlp":
+            raise ConfigError(f"--hidden/--activation set the mlp networks, but this spec's {part} is {comp.name!r}; "
+                              "set its options in the config file instead")
+        options = {**comp.options, **({"hidden": list(hidden)} if hidden is not None else {}),
+                   **({"activation": activation} if activation is not None else {})}
+        parts[f"model__{part}"] = {"name": "mlp", **options}
+    return override(spec, **parts)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -175,6 +195,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--likelihood", help=_names(LIKELIHOODS.names()))
     t.add_argument("--guide", help=_names(GUIDES.names()))
     t.add_argument("--latent-dim", type=int)
+    t.add_argument("--hidden", type=int, nargs="+", help="hidden widths of the mlp encoder and decoder, e.g. 200 200")
+    t.add_argument("--activation", help=f"activation of the mlp networks: {_names(sorted(ACTIVATIONS))}")
+    t.add_argument("--optimizer", help=f"{_names(OPTIMIZERS.names())} (clipped_adam clips gradients: use it if training diverges)")
     t.add_argument("--elbo", help=f"{_names(OBJECTIVES.names())} (trace: estimator A, meanfield: estimator B)")
     t.add_argument("--num-particles", type=int)
     t.add_argument("--epochs", type=int)

@@ -338,8 +338,8 @@ def _diverged(state: TrainState, session: _Session, epoch: int, step: int, steps
     raise TrainingError(
         f"training diverged: non-finite {what} ({value}) {at} ({session.task.label}, lr {train.lr}, "
         f"optimizer {train.optimizer!r}); {kept}, and the parameters were restored to {restored}. "
-        "Try a lower learning rate (train.lr), optimizer='clipped_adam' (clips gradients), KL warm-up "
-        "(train.kl_warmup_epochs > 0), and check the data's scaling matches the likelihood "
+        "Try a lower learning rate (train.lr, --lr), optimizer='clipped_adam' (--optimizer clipped_adam: clips "
+        "gradients), KL warm-up (train.kl_warmup_epochs > 0, --kl-warmup), and check the data's scaling matches the likelihood "
         "(e.g. values in [0, 1] for bernoulli, standardized features for gaussian)"
     ) from cause
 

@@ -104,3 +104,14 @@ def test_progress_in_a_log_is_lines_not_carriage_returns(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "\r" not in err
     assert "svi trace: epoch 2/2, train" in err
+
+
+def test_widths_activation_and_optimizer_flags_reach_the_spec(tmp_path):
+    out = tmp_path / "run"
+    argv = ["train", "--out", str(out), "--hidden", "16", "8", "--activation", "tanh", "--optimizer", "clipped_adam",
+            "--epochs", "1", "--latent-dim", "2", "--eval-samples", "5", "-q"]
+    assert main(argv) == 0
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    for part in ("encoder", "decoder"):
+        assert config["model"][part] == {"name": "mlp", "hidden": [16, 8], "activation": "tanh"}
+    assert config["train"]["optimizer"] == "clipped_adam"
