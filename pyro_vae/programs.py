@@ -17,14 +17,11 @@ seed)`` with ``@PROGRAMS.register("name")``; :func:`build_program` builds the on
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import torch
 
 from pyro_vae.registry import Registry
-
-if TYPE_CHECKING:
-    from pyro_vae.spec import ModelSpec
 
 
 class Program(Protocol):
@@ -41,11 +38,17 @@ class Program(Protocol):
     def check_data(self, x: torch.Tensor, name: str = "data") -> None: ...
 
 
+class NamesProgram(Protocol):
+    """A model spec (:class:`pyro_vae.spec.ModelSpec`) as far as :func:`build_program` reads it: the program's name."""
+
+    program: str
+
+
 PROGRAMS: Registry[Program] = Registry("program")
 
 
 def build_program(
-    spec: "ModelSpec",
+    spec: NamesProgram,
     *,
     data_dim: int,
     image_shape: tuple[int, ...] | None = None,
