@@ -169,7 +169,7 @@ def fit(
     if int(data.train.shape[0]) == 0:
         raise ConfigError("the training split is empty; load more data or lower val/test fractions")
     session = _Session(train, task, int(data.train.shape[0]), Path(run_dir) / "checkpoints" if run_dir else None,
-                       data_info(data), allow_data_change=allow_data_change)
+                       data_info(data, with_fingerprint=run_dir is not None), allow_data_change=allow_data_change)
     state = _start(task, train, session, state, resume)
     if state.epoch >= train.epochs or _patience_exhausted(state, train):
         logger.info("%s: at epoch %d of %d, nothing left to train", task.label, state.epoch, train.epochs)

@@ -31,10 +31,14 @@ def fingerprint(data: DataSplits) -> str:
     return digest.hexdigest()
 
 
-def data_info(data: DataSplits) -> dict[str, Any]:
-    """What a checkpoint records of the data it was trained on (a resume on other data is refused)."""
-    return {"name": data.name, "n_train": int(data.train.shape[0]), "n_val": int(data.val.shape[0]),
-            "feature_dim": data.feature_dim, "binarize": data.binarize, "fingerprint": fingerprint(data)}
+def data_info(data: DataSplits, *, with_fingerprint: bool = True) -> dict[str, Any]:
+    """What a checkpoint records of the data it was trained on (a resume on other data is refused).
+
+    ``with_fingerprint=False`` skips hashing the values (a fit that writes no checkpoint needs none).
+    """
+    info = {"name": data.name, "n_train": int(data.train.shape[0]), "n_val": int(data.val.shape[0]),
+            "feature_dim": data.feature_dim, "binarize": data.binarize}
+    return {**info, "fingerprint": fingerprint(data)} if with_fingerprint else info
 
 
 def check_resumable(ckpt: Mapping[str, Any], train: TrainSpec, data: Mapping[str, Any], path: Path, *,
