@@ -42,14 +42,19 @@ def activation(name: str) -> nn.Module:
     try:
         return ACTIVATIONS[name]()
     except KeyError:
-        raise ConfigError(f"unknown activation {name!r}; valid activations are: {', '.join(sorted(ACTIVATIONS))}") from None
+        raise ConfigError(
+            f"unknown activation {name!r} (network option activation); valid activations are: {', '.join(sorted(ACTIVATIONS))}"
+        ) from None
 
 
-def _widths(hidden: Sequence[int] | int, what: str) -> list[int]:
-    widths = [hidden] if isinstance(hidden, int) else list(hidden)
-    if any(not isinstance(w, int) or w < 1 for w in widths):
-        raise ConfigError(f"{what}: hidden widths must be positive integers, got {hidden!r}")
-    return widths
+def _widths(hidden: Sequence[int] | int, what: str, *, at_least_one: bool = False) -> list[int]:
+    """The layer widths ``hidden`` as a list, each a positive integer (and at least one if asked), else ConfigError."""
+    widths = [hidden] if isinstance(hidden, int) and not isinstance(hidden, bool) else hidden
+    if (not isinstance(widths, (list, tuple)) or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths)
+            or (at_least_one and not widths)):
+        raise ConfigError(f"{what} must be {'a non-empty list of ' if at_least_one else ''}positive integers, got {hidden!r}; "
+                          "e.g. [32, 64]")
+    return list(widths)
 
 
 class MLP(nn.Sequential):
@@ -129,7 +134,7 @@ def mlp(
     activation: str = "relu",
 ) -> nn.Module:
     """Multi-layer perceptron with the given hidden widths and activation."""
-    return MLP(in_dim, out_dim, _widths(hidden, "mlp"), activation)
+    return MLP(in_dim, out_dim, _widths(hidden, "mlp network: hidden widths"), activation)
 
 
 @NETWORKS.register("conv")
@@ -143,7 +148,7 @@ def conv(
 ) -> nn.Module:
     """Small convolutional encoder/decoder pair for images (stride-2 convs / upsampling)."""
     chw = _chw(context.image_shape)
-    chans = _widths(channels, "conv channels")
+    chans = _widths(channels, "conv network: channels", at_least_one=True)
     if context.role == "encoder":
         return ConvEncoder(chw, out_dim, chans, activation)
     if context.role == "decoder":

@@ -17,10 +17,13 @@ seed)`` with ``@PROGRAMS.register("name")``; :func:`build_program` builds the on
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
+from pyro_vae.checks import got, positive_int, seed as check_seed
+from pyro_vae.errors import ConfigError, DataError
 from pyro_vae.registry import Registry
 
 if TYPE_CHECKING:
@@ -44,17 +47,55 @@ class Program(Protocol):
 PROGRAMS: Registry[Program] = Registry("program")
 
 
+def check_build_args(data_dim: Any, image_shape: Any, data_sample: Any, seed: Any) -> None:
+    """The arguments every program factory takes, checked once: ConfigError or DataError naming the bad one.
+
+    ``data_dim`` a positive integer; ``image_shape`` None or positive integers whose product is
+    ``data_dim``; ``data_sample`` None or a float tensor (N, data_dim); ``seed`` None or in [0, 2**32).
+    """
+    positive_int("data_dim", data_dim)
+    if image_shape is not None:
+        if not isinstance(image_shape, (tuple, list)) or not all(
+            isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in image_shape
+        ):
+            raise ConfigError(f"image_shape must be None or positive integers such as (28, 28), {got(image_shape)}")
+        if math.prod(image_shape) != data_dim:
+            raise DataError(f"image_shape {tuple(image_shape)} has {math.prod(image_shape)} pixels but data_dim is "
+                            f"{data_dim}; give the shape of one datapoint, or image_shape=None")
+    if data_sample is not None and not (
+        torch.is_tensor(data_sample) and data_sample.dim() == 2 and data_sample.shape[1] == data_dim
+        and data_sample.is_floating_point()
+    ):
+        raise DataError(f"data_sample must be None or a float tensor of training rows (N, {data_dim}), {got(data_sample)}")
+    check_seed("seed", seed, optional=True)
+
+
+def check_program(program: Any, name: str = "program") -> Any:
+    """``program`` if it has what the inference side relies on (model, guide, check_data), else ConfigError."""
+    if not all(callable(getattr(program, attr, None)) for attr in ("model", "guide", "check_data")):
+        raise ConfigError(f"{name} must be a program with model, guide and check_data (build one with "
+                          f"pyro_vae.build_vae or build_program), {got(program)}")
+    return program
+
+
 def build_program(
-    spec: "ModelSpec",
+    spec: "ModelSpec | Any",
     *,
     data_dim: int,
     image_shape: tuple[int, ...] | None = None,
     data_sample: torch.Tensor | None = None,
     seed: int | None = None,
 ) -> Program:
-    """A fresh program of the kind ``spec.program`` names, for data of ``data_dim`` features (weights fixed by ``seed``)."""
+    """A fresh program of the kind ``spec.program`` names, for data of ``data_dim`` features (weights fixed by ``seed``).
+
+    ``spec`` is a :class:`~pyro_vae.spec.ModelSpec` or a mapping of its keys (None: the defaults).
+    """
+    from pyro_vae.spec import ModelSpec, as_section  # the spec module imports this one
+
+    spec = as_section(ModelSpec, spec, "model spec")
+    check_build_args(data_dim, image_shape, data_sample, seed)
     factory = PROGRAMS.get(spec.program)
     return factory(spec, data_dim=data_dim, image_shape=image_shape, data_sample=data_sample, seed=seed)
 
 
-__all__ = ["Program", "PROGRAMS", "build_program"]
+__all__ = ["Program", "PROGRAMS", "build_program", "check_build_args", "check_program"]
