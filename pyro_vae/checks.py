@@ -102,6 +102,15 @@ def fraction(name: str, value: Any, *, closed: bool = True, below_one: bool = Fa
     return float(value)
 
 
+def check_fractions(val_fraction: Any, test_fraction: Any, prefix: str = "") -> None:
+    """ConfigError unless both fractions are finite numbers in [0, 1) leaving rows to train on."""
+    for key, v in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        fraction(f"{prefix}{key}", v, below_one=True)
+    if val_fraction + test_fraction >= 1:
+        raise ConfigError(f"{prefix}val_fraction + {prefix}test_fraction = {val_fraction + test_fraction:g} leaves no training "
+                          "data (nothing left to train on); keep the sum below 1")
+
+
 def boolean(name: str, value: Any) -> bool:
     """``value`` if it is True or False (not 1, not "yes"), else ConfigError."""
     if not isinstance(value, bool):
@@ -227,6 +236,6 @@ def check_type(name: str, value: Any, annotation: Any, *, example: Any = None) -
 
 __all__ = [
     "got", "integer", "positive_int", "optional_positive_int", "positive_float", "optional_positive_float", "number",
-    "fraction", "boolean", "name_string", "path_like", "seed", "mapping", "choice", "float_rows", "matches",
+    "fraction", "check_fractions", "boolean", "name_string", "path_like", "seed", "mapping", "choice", "float_rows", "matches",
     "describe", "check_type",
 ]

@@ -31,6 +31,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from pyro_vae.checks import boolean, check_fractions, choice, got, optional_positive_int, path_like, seed as check_seed
 from pyro_vae.errors import ConfigError, DataError
 from pyro_vae.idx import (  # noqa: F401 - the resources are re-exported: users and tests read them here
     FASHION_MNIST_RESOURCES, IDX_DATASETS as _IDX_DATASETS, IDX_MAGIC_IMAGES, IDX_MAGIC_LABELS, MNIST_RESOURCES,
@@ -43,6 +44,7 @@ DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion-mnist", "binarized-mnis
 FILE_EXTENSIONS: tuple[str, ...] = (".npy", ".npz", ".csv")
 BINARIZE_MODES: tuple[str, ...] = ("none", "threshold", "static", "dynamic")
 ENV_VAR = "PYRO_VAE_DATA"
+MIN_TEST_ROWS = 2  # every score of the test split is a mean with a standard error (and active units a variance)
 
 @dataclass(frozen=True)
 class DataSplits:
@@ -125,18 +127,57 @@ def validate_array(x: object, *, name: str = "data") -> torch.Tensor:
     return out
 
 
-def _check_options(binarize: str, val_fraction: float, test_fraction: float,
-                   max_train: int | None) -> None:
-    if binarize not in BINARIZE_MODES:
-        raise ConfigError(f"binarize={binarize!r} is not one of {', '.join(BINARIZE_MODES)}")
-    for label, f in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-        if not 0.0 <= f < 1.0:
-            raise ConfigError(f"{label}={f} must lie in [0, 1)")
-    if val_fraction + test_fraction >= 1.0:
-        raise ConfigError(f"val_fraction + test_fraction = {val_fraction + test_fraction} leaves "
-                          "no training data; keep the sum below 1")
-    if max_train is not None and max_train < 1:
-        raise ConfigError(f"max_train={max_train} must be a positive integer or None")
+def _check_options(source: object, data_dir: object, binarize: object, val_fraction: object, test_fraction: object,
+                   seed: object, max_train: object, download: object) -> None:
+    """The arguments of :func:`load_dataset`, checked once (ConfigError naming the bad one)."""
+    if isinstance(source, (np.ndarray, torch.Tensor)):
+        raise ConfigError(f"source must be a dataset name or a file path, {got(source)}; to use an array, save it "
+                          "(np.save('x.npy', x)) and pass the path, or build DataSplits yourself")
+    path_like(f"source (one of {', '.join(DATASETS)} or a .npy/.npz/.csv path)", source)
+    path_like("data_dir", data_dir, optional=True)
+    choice("binarize", binarize, BINARIZE_MODES)
+    check_fractions(val_fraction, test_fraction)
+    check_seed("seed", seed)
+    optional_positive_int("max_train", max_train)
+    boolean("download", download)
+
+
+def _check_split_sizes(name: str, parts: list[tuple[torch.Tensor, torch.Tensor | None]],
+                       wanted: tuple[bool, bool], fractions: tuple[float, float], n_rows: int | None) -> None:
+    """DataError when a wanted split is too small: validation needs 1 row, test :data:`MIN_TEST_ROWS`.
+
+    ``wanted``: whether the (validation, test) splits were asked for (a fraction > 0, or fixed
+    splits); ``n_rows``: the rows that were cut by ``fractions`` (None for fixed splits).
+    """
+    sizes = [len(x) for x, _ in parts]
+    short = [(split, need) for split, need, want, size in
+             (("validation", 1, wanted[0], sizes[1]), ("test", MIN_TEST_ROWS, wanted[1], sizes[2]))
+             if want and size < need]
+    if not short:
+        return
+    needs = " and ".join(f"the {split} split needs at least {need} row(s)" for split, need in short)
+    got_sizes = f"train {sizes[0]}, validation {sizes[1]}, test {sizes[2]} rows"
+    if n_rows is None:
+        raise DataError(f"{name}: the fixed splits hold {got_sizes}; {needs}: add rows to those splits")
+    val_fraction, test_fraction = fractions
+    need = (1 if wanted[0] else 0, MIN_TEST_ROWS if wanted[1] else 0)
+
+    def enough(n: int) -> bool:
+        train, val, test = _split_sizes(n, fractions)
+        return train >= 1 and val >= need[0] and test >= need[1]
+
+    least = next((n for n in range(n_rows + 1, 10 * n_rows + 1000) if enough(n)), None)
+    raise DataError(
+        f"{name}: {n_rows} rows split by val_fraction={val_fraction:g} and test_fraction={test_fraction:g} give "
+        f"{got_sizes}; {needs} (the test split is scored by means with standard errors): provide at least "
+        f"{least} rows, or set val_fraction/test_fraction to 0 for a split you do not need"
+    )
+
+
+def _split_sizes(n: int, fractions: tuple[float, float]) -> tuple[int, int, int]:
+    """(train, validation, test) rows of :func:`_split` for n rows."""
+    n_val, n_test = (int(round(n * f)) for f in fractions)
+    return n - n_val - n_test, n_val, n_test
 
 
 # ----------------------------------------------------------------------------- splitting
@@ -164,8 +205,10 @@ def _split(x: torch.Tensor, y: torch.Tensor | None, fractions: tuple[float, floa
 
 def _finish(name: str, parts: list[tuple[torch.Tensor, torch.Tensor | None]],
             image_shape: tuple[int, ...] | None, binarize: str, seed: int,
-            max_train: int | None) -> DataSplits:
-    """Apply ``max_train`` and binarization, then build the DataSplits."""
+            max_train: int | None, *, wanted: tuple[bool, bool], fractions: tuple[float, float],
+            n_rows: int | None) -> DataSplits:
+    """Check the split sizes (:func:`_check_split_sizes`), apply ``max_train`` and binarization, build the DataSplits."""
+    _check_split_sizes(name, parts, wanted, fractions, n_rows)
     (tr, ytr), (va, yva), (te, yte) = parts
     if max_train is not None:
         tr, ytr = tr[:max_train], None if ytr is None else ytr[:max_train]
@@ -274,6 +317,8 @@ def _first_row_numeric(path: Path) -> tuple[bool, list[str]]:
     """
     with open(path, encoding="utf-8-sig") as fh:
         first = next((line for line in fh if line.strip()), "")
+    if not first:
+        raise DataError(f"{path} is empty; a .csv file needs rows of numbers (an optional header row first)")
     fields = [f.strip() for f in first.split(",")]
     missing = [f for f in fields if f.lower() in MISSING_TOKENS]
     names = [f for f in fields if not _number(f) and f.lower() not in MISSING_TOKENS]
@@ -331,7 +376,8 @@ def load_dataset(source: str | os.PathLike, *, data_dir: str | os.PathLike | Non
     once from ``seed``, train resampled per epoch by :func:`batches`) or "static" (only for
     binarized-mnist). ``max_train`` keeps the first rows of the (shuffled) training split.
     """
-    _check_options(binarize, val_fraction, test_fraction, max_train)
+    _check_options(source, data_dir, binarize, val_fraction, test_fraction, seed, max_train, download)
+    fractions, wanted = (val_fraction, test_fraction), (val_fraction > 0, test_fraction > 0)
     key = str(source).lower().replace("_", "-") if isinstance(source, str) else None
     if key == "binarized-mnist":
         if binarize == "dynamic":
@@ -346,14 +392,15 @@ def load_dataset(source: str | os.PathLike, *, data_dir: str | os.PathLike | Non
 
         digits = load_digits()
         x = torch.from_numpy(digits.data.astype(np.float32) / 16.0)
-        parts = _split(x, torch.from_numpy(digits.target.astype(np.int64)),
-                       (val_fraction, test_fraction), seed)
-        return _finish("digits", parts, (8, 8), binarize, seed, max_train)
+        parts = _split(x, torch.from_numpy(digits.target.astype(np.int64)), fractions, seed)
+        return _finish("digits", parts, (8, 8), binarize, seed, max_train, wanted=wanted, fractions=fractions,
+                       n_rows=len(x))
     if key in _IDX_DATASETS:
         x_tr, y_tr, x_te, y_te = _load_idx_dataset(key, folder, download)
         (tr, ytr), (va, yva), _ = _split(_pixels(x_tr), _int64(y_tr), (val_fraction, 0.0), seed)
         parts = [(tr, ytr), (va, yva), (_pixels(x_te), _int64(y_te))]
-        return _finish(key, parts, tuple(x_tr.shape[1:]), binarize, seed, max_train)
+        return _finish(key, parts, tuple(x_tr.shape[1:]), binarize, seed, max_train, wanted=(wanted[0], True),
+                       fractions=fractions, n_rows=None)
     if key == "binarized-mnist":
         parts = []
         for split in ("train", "valid", "test"):
@@ -361,11 +408,13 @@ def load_dataset(source: str | os.PathLike, *, data_dir: str | os.PathLike | Non
             parts.append((validate_array(_read_amat(path), name=str(path)), None))
         if parts[0][0].shape[1] != 784:
             raise DataError(f"binarized-mnist rows have {parts[0][0].shape[1]} values; expected 784")
-        return _finish(key, parts, (28, 28), "static", seed, max_train)
+        return _finish(key, parts, (28, 28), "static", seed, max_train, wanted=(True, True), fractions=fractions,
+                       n_rows=None)
 
     path = Path(source).expanduser()
     if not path.is_file() or path.suffix.lower() not in FILE_EXTENSIONS:
         problem = (f"{str(path)!r} has extension {path.suffix!r}" if path.is_file()
+                   else f"source {str(path)!r} is a folder, not a data file" if path.is_dir()
                    else f"unknown dataset {str(source)!r} (no such built-in name or file)")
         raise DataError(f"{problem}; use one of {', '.join(DATASETS)} or a path to a "
                         f"{'/'.join(FILE_EXTENSIONS)} file")
@@ -387,11 +436,14 @@ def load_dataset(source: str | os.PathLike, *, data_dir: str | os.PathLike | Non
         raw = np.asarray(arrays["x"])
         x = validate_array(raw, name=name)
         y = None if arrays.get("labels") is None else _labels(arrays["labels"], x.shape[0], "labels")
-        parts = _split(x, y, (val_fraction, test_fraction), seed)
+        parts = _split(x, y, fractions, seed)
     for note in notes:
         logger.info("%s: %s", name, note)
     image_shape = tuple(int(s) for s in raw.shape[1:]) if raw.ndim == 3 else None
-    return _finish(name, parts, image_shape, binarize, seed, max_train)
+    split_here = "train" not in arrays
+    return _finish(name, parts, image_shape, binarize, seed, max_train,
+                   wanted=wanted if split_here else (wanted[0] or arrays.get("val") is not None, True),
+                   fractions=fractions, n_rows=len(raw) if split_here else None)
 
 
 # ----------------------------------------------------------------------------- batching

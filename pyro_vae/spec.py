@@ -29,7 +29,7 @@ import tomli_w
 import yaml
 
 from pyro_vae.checks import (
-    boolean, choice, fraction, got, integer, mapping, name_string, optional_positive_float, optional_positive_int,
+    boolean, check_fractions, choice, got, integer, mapping, name_string, optional_positive_float, optional_positive_int,
     positive_float, positive_int, seed,
 )
 from pyro_vae.errors import ConfigError
@@ -182,15 +182,6 @@ class RunSpec:
 _SECTIONS = {"model": ModelSpec, "data": DataSpec, "train": TrainSpec}
 
 
-def check_fractions(val_fraction: Any, test_fraction: Any, prefix: str = "") -> None:
-    """ConfigError unless both fractions are finite numbers in [0, 1) leaving rows to train on."""
-    for key, v in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-        fraction(f"{prefix}{key}", v, below_one=True)
-    if val_fraction + test_fraction >= 1:
-        raise ConfigError(f"{prefix}val_fraction + {prefix}test_fraction = {val_fraction + test_fraction:g} must be < 1 "
-                          "(nothing left to train on); lower them")
-
-
 def as_section(cls: type, values: Any, where: str, **overrides: Any) -> Any:
     """``values`` (a ``cls`` instance, a mapping of its keys or None) with ``overrides``, as a ``cls``.
 
@@ -321,6 +312,6 @@ def override(spec: RunSpec, **dotted: Any) -> RunSpec:
 
 
 __all__ = [
-    "Component", "ModelSpec", "DataSpec", "TrainSpec", "RunSpec", "as_section", "check_fractions",
+    "Component", "ModelSpec", "DataSpec", "TrainSpec", "RunSpec", "as_section",
     "spec_from_dict", "spec_to_dict", "load_spec", "save_spec", "override",
 ]
