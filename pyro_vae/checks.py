@@ -158,8 +158,8 @@ def choice(name: str, value: Any, choices: Iterable[str]) -> str:
     return value
 
 
-def float_rows(name: str, x: Any, *, min_rows: int = 1) -> torch.Tensor:
-    """``x`` if it is a floating-point tensor (N, D) with N >= ``min_rows`` and only finite values, else DataError."""
+def float_rows(name: str, x: Any, *, min_rows: int = 1, why: str = "") -> torch.Tensor:
+    """``x`` if it is a floating-point tensor (N, D) with N >= ``min_rows`` (``why`` says why) and finite values, else DataError."""
     if not torch.is_tensor(x):
         raise DataError(f"{name} must be a torch tensor of rows (N, D), {got(x)}; convert it with "
                         "torch.as_tensor(x, dtype=torch.float32)")
@@ -169,7 +169,8 @@ def float_rows(name: str, x: Any, *, min_rows: int = 1) -> torch.Tensor:
     if not x.is_floating_point():
         raise DataError(f"{name} must be a floating-point tensor, got dtype {x.dtype}; convert it with x.float()")
     if x.shape[0] < min_rows:
-        raise DataError(f"{name} has {x.shape[0]} row(s); at least {min_rows} are needed")
+        raise DataError(f"{name} has {x.shape[0]} row(s); at least {min_rows} are needed{f' ({why})' if why else ''}: "
+                        "give more rows")
     finite = torch.isfinite(x)
     if not bool(finite.all()):
         row, col = (int(i) for i in (~finite).nonzero()[0])

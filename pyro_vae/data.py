@@ -77,6 +77,16 @@ class DataSplits:
         return int(self.train.shape[1])
 
 
+def check_data_splits(data: object, name: str = "data") -> DataSplits:
+    """``data`` if it is a :class:`DataSplits`, else DataError saying how to make one."""
+    if not isinstance(data, DataSplits):
+        raise DataError(
+            f"{name} must be the splits of pyro_vae.data.load_dataset (a DataSplits), {got(data)}; "
+            "save arrays as .npy/.npz/.csv and load them with load_dataset(PATH)"
+        )
+    return data
+
+
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     """Data folder: explicit argument > env ``PYRO_VAE_DATA`` > ``user_cache_dir('pyro-vae')``."""
     if data_dir is not None:

@@ -49,10 +49,10 @@ class Registry(Generic[T]):
         return add(factory) if factory is not None else add
 
     def get(self, name: str) -> Callable[..., T]:
-        """The factory registered as ``name``; unknown names list the valid ones."""
+        """The factory registered as ``name``; unknown names (and non-names) list the valid ones."""
         try:
             return self._factories[name]
-        except KeyError:
+        except (KeyError, TypeError):
             raise ConfigError(
                 f"unknown {self.kind} {name!r}; valid {self.kind}s are: {', '.join(self.names())}"
             ) from None
