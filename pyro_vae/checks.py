@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import collections.abc
 import inspect
+import json
 import math
 import os
+import re
 import types
 import typing
 from typing import Any, Iterable
@@ -31,10 +33,14 @@ def got(value: Any) -> str:
             float(value)
         except ValueError:
             return f"got {value!r} (text)"
-        return f"got {value!r} (text: write the number without quotes; YAML reads 1e-3 as text, write 1.0e-3)"
+        if re.fullmatch(r"\s*[+-]?\d+[eE][+-]?\d+\s*", value):  # YAML 1.1 reads 1e-3 (no dot) as text
+            return f"got {value!r} (text: YAML reads a number like 1e-3 as text; write 1.0e-3)"
+        return f"got {value!r} (text: write the number without quotes)"
     if isinstance(value, bool):
         return f"got {value!r} (a bool)"
     if isinstance(value, (int, float)) or value is None:
+        return f"got {value!r}"
+    if isinstance(value, (list, tuple, dict)) and len(repr(value)) <= 60:
         return f"got {value!r}"
     shape = f" of shape {tuple(value.shape)}" if hasattr(value, "shape") else ""
     return f"got a {type(value).__name__}{shape}"
@@ -69,6 +75,15 @@ def positive_int(name: str, value: Any) -> int:
 def optional_positive_int(name: str, value: Any) -> int | None:
     """None, or :func:`positive_int`."""
     return None if value is None else positive_int(name, value)
+
+
+def positive_ints(name: str, value: Any, *, at_least_one: bool = False, example: str = "[32, 64]") -> list[int]:
+    """``value`` (a list or tuple of ints >= 1; non-empty with ``at_least_one``) as a list, else ConfigError."""
+    ok = isinstance(value, (list, tuple)) and all(_is_int(v) and v >= 1 for v in value) and (value or not at_least_one)
+    if not ok:
+        what = "a non-empty list of positive integers" if at_least_one else "a list of positive integers"
+        raise ConfigError(f"{name} must be {what}, {got(value)}; e.g. {example}")
+    return list(value)
 
 
 def positive_float(name: str, value: Any) -> float:
@@ -118,10 +133,10 @@ def boolean(name: str, value: Any) -> bool:
     return value
 
 
-def name_string(name: str, value: Any) -> str:
-    """``value`` if it is a non-empty string, else ConfigError."""
+def name_string(name: str, value: Any, *, what: str = "a name") -> str:
+    """``value`` if it is a non-empty string, else ConfigError saying it must be ``what`` (non-empty text)."""
     if not isinstance(value, str) or not value.strip():
-        raise ConfigError(f"{name} must be a name (non-empty text), {got(value)}")
+        raise ConfigError(f"{name} must be {what} (non-empty text), {got(value)}")
     return value
 
 
@@ -209,9 +224,14 @@ def matches(value: Any, annotation: Any) -> bool:
     return True
 
 
-def _plain(value: Any) -> Any:
-    """Tuples as lists, as a config file writes them."""
-    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
+def _as_written(value: Any) -> str:
+    """``value`` as a config file writes it (true, null, [200, 200], 0.1, 'relu')."""
+    if isinstance(value, str):
+        return repr(value)
+    try:
+        return json.dumps(list(value) if isinstance(value, tuple) else value)
+    except TypeError:
+        return repr(value)
 
 
 def describe(annotation: Any) -> str:
@@ -230,13 +250,13 @@ def describe(annotation: Any) -> str:
 def check_type(name: str, value: Any, annotation: Any, *, example: Any = None) -> Any:
     """``value`` if it :func:`matches` ``annotation``, else ConfigError saying what to give (with ``example``)."""
     if not matches(value, annotation):
-        hint = f"; e.g. {_plain(example)!r}" if example is not None else ""
+        hint = f"; e.g. {_as_written(example)}" if example is not None else ""
         raise ConfigError(f"{name} must be {describe(annotation)}, {got(value)}{hint}")
     return value
 
 
 __all__ = [
-    "got", "integer", "positive_int", "optional_positive_int", "positive_float", "optional_positive_float", "number",
+    "got", "integer", "positive_int", "optional_positive_int", "positive_ints", "positive_float", "optional_positive_float", "number",
     "fraction", "check_fractions", "boolean", "name_string", "path_like", "seed", "mapping", "choice", "float_rows", "matches",
     "describe", "check_type",
 ]

@@ -140,10 +140,10 @@ def validate_array(x: object, *, name: str = "data") -> torch.Tensor:
 def _check_options(source: object, data_dir: object, binarize: object, val_fraction: object, test_fraction: object,
                    seed: object, max_train: object, download: object) -> None:
     """The arguments of :func:`load_dataset`, checked once (ConfigError naming the bad one)."""
-    if isinstance(source, (np.ndarray, torch.Tensor)):
-        raise ConfigError(f"source must be a dataset name or a file path, {got(source)}; to use an array, save it "
-                          "(np.save('x.npy', x)) and pass the path, or build DataSplits yourself")
-    path_like(f"source (one of {', '.join(DATASETS)} or a .npy/.npz/.csv path)", source)
+    if not isinstance(source, (str, os.PathLike)) or not str(source).strip():
+        array = isinstance(source, (np.ndarray, torch.Tensor))
+        raise ConfigError(f"source must be a dataset name ({', '.join(DATASETS)}) or a .npy/.npz/.csv path, {got(source)}"
+                          + ("; to use an array, save it (np.save('x.npy', x)) and pass the path" if array else ""))
     path_like("data_dir", data_dir, optional=True)
     choice("binarize", binarize, BINARIZE_MODES)
     check_fractions(val_fraction, test_fraction)
@@ -154,34 +154,23 @@ def _check_options(source: object, data_dir: object, binarize: object, val_fract
 
 def _check_split_sizes(name: str, parts: list[tuple[torch.Tensor, torch.Tensor | None]],
                        wanted: tuple[bool, bool], fractions: tuple[float, float], n_rows: int | None) -> None:
-    """DataError when a wanted split is too small: validation needs 1 row, test :data:`MIN_TEST_ROWS`.
+    """DataError when an asked-for split is too small: validation needs 1 row, test :data:`MIN_TEST_ROWS`.
 
-    ``wanted``: whether the (validation, test) splits were asked for (a fraction > 0, or fixed
-    splits); ``n_rows``: the rows that were cut by ``fractions`` (None for fixed splits).
+    ``wanted``: whether (validation, test) were asked for (a fraction > 0, or fixed splits);
+    ``n_rows``: the rows cut by ``fractions`` (None for fixed splits). The message says how many rows would do.
     """
+    need = (int(wanted[0]), MIN_TEST_ROWS * int(wanted[1]))
     sizes = [len(x) for x, _ in parts]
-    short = [(split, need) for split, need, want, size in
-             (("validation", 1, wanted[0], sizes[1]), ("test", MIN_TEST_ROWS, wanted[1], sizes[2]))
-             if want and size < need]
-    if not short:
+    if sizes[1] >= need[0] and sizes[2] >= need[1]:
         return
-    needs = " and ".join(f"the {split} split needs at least {need} row(s)" for split, need in short)
-    got_sizes = f"train {sizes[0]}, validation {sizes[1]}, test {sizes[2]} rows"
+    have = (f"train {sizes[0]}, validation {sizes[1]}, test {sizes[2]} rows, but {need[0]} validation and {need[1]} "
+            "test rows are needed (test scores are means with standard errors)")
     if n_rows is None:
-        raise DataError(f"{name}: the fixed splits hold {got_sizes}; {needs}: add rows to those splits")
-    val_fraction, test_fraction = fractions
-    need = (1 if wanted[0] else 0, MIN_TEST_ROWS if wanted[1] else 0)
-
-    def enough(n: int) -> bool:
-        train, val, test = _split_sizes(n, fractions)
-        return train >= 1 and val >= need[0] and test >= need[1]
-
-    least = next((n for n in range(n_rows + 1, 10 * n_rows + 1000) if enough(n)), None)
-    raise DataError(
-        f"{name}: {n_rows} rows split by val_fraction={val_fraction:g} and test_fraction={test_fraction:g} give "
-        f"{got_sizes}; {needs} (the test split is scored by means with standard errors): provide at least "
-        f"{least} rows, or set val_fraction/test_fraction to 0 for a split you do not need"
-    )
+        raise DataError(f"{name}: the fixed splits hold {have}: add rows to those splits")
+    least = next((n for n in range(n_rows + 1, n_rows + 10**6)
+                  if min(np.subtract(_split_sizes(n, fractions), (1, *need))) >= 0), None)
+    raise DataError(f"{name}: {n_rows} rows split by val_fraction={fractions[0]:g} and test_fraction={fractions[1]:g} "
+                    f"give {have}: provide at least {least} rows, or set the fraction of a split you do not need to 0")
 
 
 def _split_sizes(n: int, fractions: tuple[float, float]) -> tuple[int, int, int]:
@@ -204,7 +193,7 @@ def _split(x: torch.Tensor, y: torch.Tensor | None, fractions: tuple[float, floa
            ) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
     """Shuffle rows with ``seed`` and cut them into [train, val, test] by (val, test) fractions."""
     n = x.shape[0]
-    n_val, n_test = (int(round(n * f)) for f in fractions)
+    _, n_val, n_test = _split_sizes(n, fractions)
     if n - n_val - n_test < 1:
         raise DataError(f"{n} rows are too few for val/test fractions {fractions}; "
                         "lower the fractions or provide more data")
@@ -364,8 +353,10 @@ def _read_user_file(path: Path) -> tuple[dict[str, object], list[str]]:
         numeric, fields = _first_row_numeric(path)
         arr = np.loadtxt(path, delimiter=",", skiprows=0 if numeric else 1, ndmin=2,
                          dtype=np.float64, encoding="utf-8-sig")
+    except DataError:
+        raise
     except (ValueError, OSError, EOFError) as exc:
-        raise DataError(f"cannot read {path}: {exc}. {suffix} files must hold a numeric array "
+        raise DataError(f"cannot read {path}: {str(exc).rstrip('.')}. {suffix} files must hold a numeric array "
                         "(object/pickled arrays are refused)") from exc
     lower = [f.lower() for f in fields]
     if not numeric and "label" in lower and arr.shape[1] == len(fields) > 1:
@@ -425,6 +416,7 @@ def load_dataset(source: str | os.PathLike, *, data_dir: str | os.PathLike | Non
     if not path.is_file() or path.suffix.lower() not in FILE_EXTENSIONS:
         problem = (f"{str(path)!r} has extension {path.suffix!r}" if path.is_file()
                    else f"source {str(path)!r} is a folder, not a data file" if path.is_dir()
+                   else f"data file {str(path)!r} does not exist" if path.suffix.lower() in FILE_EXTENSIONS
                    else f"unknown dataset {str(source)!r} (no such built-in name or file)")
         raise DataError(f"{problem}; use one of {', '.join(DATASETS)} or a path to a "
                         f"{'/'.join(FILE_EXTENSIONS)} file")

@@ -21,6 +21,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from pyro_vae.checks import positive_ints
 from pyro_vae.errors import ConfigError
 from pyro_vae.registry import BuildContext, Registry
 
@@ -48,13 +49,9 @@ def activation(name: str) -> nn.Module:
 
 
 def _widths(hidden: Sequence[int] | int, what: str, *, at_least_one: bool = False) -> list[int]:
-    """The layer widths ``hidden`` as a list, each a positive integer (and at least one if asked), else ConfigError."""
-    widths = [hidden] if isinstance(hidden, int) and not isinstance(hidden, bool) else hidden
-    if (not isinstance(widths, (list, tuple)) or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths)
-            or (at_least_one and not widths)):
-        raise ConfigError(f"{what} must be {'a non-empty list of ' if at_least_one else ''}positive integers, got {hidden!r}; "
-                          "e.g. [32, 64]")
-    return list(widths)
+    """The layer widths ``hidden`` (one int or a list) as a list of positive integers, else ConfigError."""
+    one = isinstance(hidden, int) and not isinstance(hidden, bool)
+    return positive_ints(what, [hidden] if one else hidden, at_least_one=at_least_one)
 
 
 class MLP(nn.Sequential):

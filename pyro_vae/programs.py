@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
-from pyro_vae.checks import got, positive_int, seed as check_seed
+from pyro_vae.checks import got, positive_int, positive_ints, seed as check_seed
 from pyro_vae.errors import ConfigError, DataError
 from pyro_vae.registry import Registry
 
@@ -55,10 +55,7 @@ def check_build_args(data_dim: Any, image_shape: Any, data_sample: Any, seed: An
     """
     positive_int("data_dim", data_dim)
     if image_shape is not None:
-        if not isinstance(image_shape, (tuple, list)) or not all(
-            isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in image_shape
-        ):
-            raise ConfigError(f"image_shape must be None or positive integers such as (28, 28), {got(image_shape)}")
+        positive_ints("image_shape (or None)", image_shape, at_least_one=True, example="(28, 28)")
         if math.prod(image_shape) != data_dim:
             raise DataError(f"image_shape {tuple(image_shape)} has {math.prod(image_shape)} pixels but data_dim is "
                             f"{data_dim}; give the shape of one datapoint, or image_shape=None")

@@ -122,9 +122,9 @@ class DataSpec:
     max_train: int | None = None
 
     def __post_init__(self) -> None:
-        name_string("data.dataset (a built-in name or a .npy/.npz/.csv path)", self.dataset)
+        name_string("data.dataset", self.dataset, what="a built-in dataset name or a .npy/.npz/.csv path")
         if self.data_dir is not None:
-            name_string("data.data_dir (a folder path, or null)", self.data_dir)
+            name_string("data.data_dir", self.data_dir, what="null or a folder path")
         choice("data.binarize", self.binarize, BINARIZE)
         check_fractions(self.val_fraction, self.test_fraction, prefix="data.")
         optional_positive_int("data.max_train", self.max_train)

@@ -27,7 +27,7 @@ from inference.evaluate import Estimate
 from inference.methods.budget import Budget
 from inference.methods.result import MethodResult
 from inference.training.settings import check_batch_size
-from pyro_vae.checks import boolean, got, mapping, name_string
+from pyro_vae.checks import boolean, fraction, got, mapping, name_string
 from pyro_vae.data import DataSplits, check_data_splits
 from pyro_vae.errors import ConfigError
 from pyro_vae.registry import Registry
@@ -103,9 +103,7 @@ def _fractions(checkpoints: Sequence[float]) -> tuple[float, ...]:
                           "e.g. [0.25, 0.5, 1.0]")
     out = set()
     for f in checkpoints:
-        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f <= 1:
-            raise ConfigError(f"checkpoints are fractions of the budget in (0, 1], got {f!r}")
-        out.add(float(f))
+        out.add(fraction("checkpoints (fractions of the budget)", f, closed=False))
     out.add(1.0)
     return tuple(sorted(out))
 

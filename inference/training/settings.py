@@ -22,7 +22,7 @@ RESUMABLE_CHANGES = ("epochs", "patience", "validate_every_step")
 def check_train_spec(train: TrainSpec) -> TrainSpec:
     """``train`` if its objective, optimizer and learning-rate schedule are registered, else ConfigError listing the valid names."""
     if not isinstance(train, TrainSpec):
-        raise ConfigError(f"train must be a TrainSpec (pyro_vae.spec.TrainSpec(...)), got {type(train).__name__}")
+        raise ConfigError(f"train must be a TrainSpec (pyro_vae.spec.TrainSpec(...)), {got(train)}")
     for key, registry in (("elbo", OBJECTIVES), ("optimizer", OPTIMIZERS), ("lr_schedule", SCHEDULES)):
         name = getattr(train, key)
         if name not in registry:
