@@ -241,7 +241,8 @@ def describe(annotation: Any) -> str:
         return " or ".join(describe(a) for a in typing.get_args(annotation))
     if origin in (list, tuple, collections.abc.Sequence):
         args = [a for a in typing.get_args(annotation) if a is not Ellipsis] or [Any]
-        return f"a list of {describe(args[0]).split(' ', 1)[-1]}s"
+        plural = {int: "integers", float: "finite numbers", str: "names", bool: "true/false values"}
+        return f"a list of {plural.get(args[0], 'values')}"
     words = {bool: "true or false", int: "an integer", float: "a finite number", str: "a name (text)",
              type(None): "null", None: "null"}
     return words.get(annotation, f"a {getattr(annotation, '__name__', annotation)}")

@@ -89,7 +89,7 @@ class Registry(Generic[T]):
         target = factory.__init__ if isinstance(factory, type) else factory
         try:
             hints = typing.get_type_hints(target)
-        except Exception:  # an annotation that cannot be resolved here: fall back to the defaults
+        except (NameError, TypeError, AttributeError):  # an annotation not resolvable here: use the defaults
             hints = {}
         out = {}
         for p in inspect.signature(factory).parameters.values():
