@@ -9,6 +9,7 @@ that ``--help`` and ``list`` stay quick.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -19,6 +20,7 @@ from inference.training import OPTIMIZERS, SCHEDULES
 from pyro_vae import GUIDES, LIKELIHOODS, PRIORS, PROGRAMS
 from pyro_vae.errors import ConfigError, DataError, TrainingError
 from pyro_vae.networks import ACTIVATIONS
+from pyro_vae.plugins import load_plugins
 from pyro_vae.spec import BINARIZE
 
 
@@ -35,8 +37,11 @@ def _train(args: argparse.Namespace) -> int:
     saved = out / "config.yaml"
     if args.resume and not saved.is_file():
         raise ConfigError(f"cannot resume: {saved} does not exist; start the run without --resume")
+    plugins = load_plugins(args.plugin or ())  # before the spec: it may name what they register
     # A resumed run starts from its saved config (flags may still extend it, e.g. --epochs).
     spec = load_spec(args.config if args.config or not args.resume else saved)
+    if plugins:
+        spec = dataclasses.replace(spec, plugins=tuple(dict.fromkeys(spec.plugins + plugins)))
     spec = override(
         spec,
         data__dataset=args.dataset, data__data_dir=args.data_dir, data__binarize=args.binarize,
@@ -185,10 +190,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     """The ``train`` command's flags."""
     t = sub.add_parser("train", help="train a VAE and write a run folder")
     t.add_argument("--config", help="YAML/TOML/JSON spec; flags below override it")
+    t.add_argument("--plugin", action="append", metavar="MODULE",
+                   help="import MODULE first, so its registered components can be named (repeatable; kept in config.yaml)")
     t.add_argument("--dataset", help="digits | mnist | fashion-mnist | binarized-mnist | PATH (.npy/.npz/.csv)")
     t.add_argument("--data-dir", help="folder with the dataset files (default: $PYRO_VAE_DATA, else the user cache)")
     t.add_argument("--download", action="store_true", help="download MNIST/Fashion-MNIST (checksummed) first")
-    t.add_argument("--binarize", help=_names(BINARIZE))
+    t.add_argument("--binarize", help=f"{_names(BINARIZE)} (default: static for binarized-mnist, else dynamic)")
     t.add_argument("--max-train", type=int, help="use only the first N training rows")
     t.add_argument("--program", help=f"{_names(PROGRAMS.names())} (default vae)")
     t.add_argument("--prior", help=_names(PRIORS.names()))

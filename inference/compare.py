@@ -42,6 +42,7 @@ from inference import methods as method_api
 from inference.evaluate import Estimate
 from inference.methods import Budget, MethodResult
 from inference.progress import bar
+from inference.training.settings import check_batch_size
 from pyro_vae.files import write_text
 from pyro_vae.checks import positive_int
 from pyro_vae.data import DataSplits
@@ -235,8 +236,8 @@ def run_compare(
     unknown = sorted(set(options) - set(methods))
     if unknown:
         raise ConfigError(f"options given for method(s) {unknown} that are not compared ({', '.join(methods)})")
-    for n in sizes:
-        subset(data, n)  # fail on an impossible size before training anything
+    for n in sizes:  # fail on an impossible size, or a batch larger than it, before training anything
+        check_batch_size(spec.train, subset(data, n))
     seed = spec.train.seed
     curve_samples = curve_samples or num_samples
     curve_rows = curve_rows or eval_rows
@@ -255,7 +256,7 @@ def run_compare(
         logger.info("compare: %s on %d training rows, budget %s", method, n, budget)
         try:
             result = method_api.fit(spec, sub, method=method, budget=budget, checkpoints=fractions,
-                             options=options.get(method), progress=progress)
+                                    options=options.get(method), progress=progress)
             row, points = _score(result, n, x_test, x_train, x_curve, num_samples, curve_samples, seed)
         except UnsupportedModelError as err:
             logger.warning("compare: %s skipped on %d rows: %s", method, n, err)

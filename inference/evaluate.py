@@ -40,8 +40,9 @@ from torch.distributions import kl_divergence
 
 from inference.log_weights import latent_sites, log_weights, per_datapoint, sample_sites, site_log_prob, traces
 from inference.progress import bar
-from pyro_vae.checks import positive_int
+from pyro_vae.checks import boolean, float_rows, number, positive_int, seed as check_seed
 from pyro_vae.errors import ConfigError
+from pyro_vae.programs import check_program
 from pyro_vae.vae import VAE
 
 logger = logging.getLogger(__name__)
@@ -192,6 +193,24 @@ def _check_counts(**counts: int | None) -> None:
             positive_int(name, value)
 
 
+def check_rows(model: Callable[..., Any], x: Any, name: str = "x", *, min_rows: int = 1, why: str = "") -> torch.Tensor:
+    """``x`` if it is float rows (N, D), N >= ``min_rows``, all finite, else DataError naming ``name``.
+
+    When ``model`` is a program's bound method (``vae.model``), the program checks the rows too
+    (``check_data``: its feature count and its likelihood's support, e.g. grey pixels under Bernoulli).
+    """
+    float_rows(name, x, min_rows=min_rows, why=why)
+    program = getattr(model, "__self__", None)
+    if callable(getattr(program, "check_data", None)):
+        program.check_data(x, name=name)
+    return x
+
+
+def _check_scoring(max_floats: float, progress: bool) -> None:
+    number("max_floats", max_floats, above=0)
+    boolean("progress", progress)
+
+
 def _chunks(n: int, size: int) -> Iterator[tuple[int, int]]:
     for start in range(0, n, size):
         yield start, min(size, n - start)
@@ -209,8 +228,6 @@ def _chunked(
 ) -> tuple[int, Iterator[tuple[int, int, int, int]]]:
     """(particle_batch, iterator over (row_start, rows, particle_start, particles)) with a tqdm bar."""
     _check_counts(**{count_name: num_particles}, batch_size=batch_size, particle_batch=particle_batch)
-    if x.dim() != 2 or x.shape[0] == 0:
-        raise ConfigError(f"x must be a non-empty (N, D) tensor of datapoints, got shape {tuple(x.shape)}")
     batch_size = min(batch_size, x.shape[0])
     if particle_batch is None:
         particle_batch = plan_particle_batch(num_particles, batch_size, x.shape[1], max_floats)
@@ -242,7 +259,12 @@ def log_likelihood(
     datapoint (not amortized) must find its rows from their values (as
     ``local_vi.LocalGaussianGuide`` and ``mcmc.GaussianProposal`` do) or get them all at once
     (``batch_size >= N``).
+
+    ``x`` must be float rows of finite values (:func:`check_rows`; DataError otherwise), checked
+    with the counts before anything is computed.
     """
+    check_rows(model, x)
+    _check_scoring(max_floats, progress)
     _, plan = _chunked(x, num_samples, batch_size, particle_batch, max_floats, progress, "log p(x)", "num_samples")
     values = torch.full((x.shape[0],), -math.inf, dtype=x.dtype, device=x.device)
     with torch.no_grad():
@@ -267,10 +289,12 @@ def elbo(
 ) -> Estimate:
     """Per-datapoint ELBO (1/K) sum_k L_ik with L from :func:`elbo_samples` (estimator "A" or "B").
 
-    Without gradients, chunked like :func:`log_likelihood`.
+    Without gradients, chunked like :func:`log_likelihood`; ``x`` is checked like there.
     """
     if estimator not in ESTIMATORS:
         raise ConfigError(f"unknown ELBO estimator {estimator!r}; choose one of: {', '.join(ESTIMATORS)}")
+    check_rows(model, x)
+    _check_scoring(max_floats, progress)
     _, plan = _chunked(x, num_particles, batch_size, particle_batch, max_floats, progress, f"ELBO {estimator}")
     totals = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
     with torch.no_grad():
@@ -344,8 +368,15 @@ def evaluate_vae(
     (``elbo_particles`` each), active units (variance > ``threshold``) and KL per dimension.
 
     The VAE is put in eval mode for the duration; ``seed`` (if given) seeds Pyro's RNGs first.
+    Every argument is checked before anything is computed; ``x`` needs at least 2 rows (active
+    units are a variance over the data).
     """
-    vae.check_data(x)
+    check_program(vae, "vae")
+    check_rows(vae.model, x, min_rows=2, why="active units are a variance over the rows")
+    _check_counts(num_samples=num_samples, elbo_particles=elbo_particles, batch_size=batch_size, kl_samples=kl_samples)
+    number("threshold", threshold, minimum=0)
+    check_seed("seed", seed, optional=True)
+    boolean("progress", progress)
     if seed is not None:
         pyro.set_rng_seed(seed)
     was_training = vae.training
@@ -365,5 +396,5 @@ def evaluate_vae(
 
 __all__ = [
     "Estimate", "Evaluation", "log_importance_weights", "elbo_samples", "log_likelihood", "elbo",
-    "plan_particle_batch", "active_units", "kl_per_dimension", "evaluate_vae",
+    "plan_particle_batch", "active_units", "kl_per_dimension", "evaluate_vae", "check_rows",
 ]

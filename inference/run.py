@@ -29,15 +29,17 @@ from inference import evaluate, svi
 from inference.objectives import kl_mode
 from inference.run_folder import check_fresh, check_resume_spec, clear_run, locked
 from inference.training import FitResult, check_resumable, check_train_spec, data_info, load_checkpoint, vae_state
+from inference.training.checks import check_splits
+from inference.training.settings import check_fit_inputs
 from inference.training.tracking import TensorBoardTracker, require_tensorboard
 from pyro_vae.checks import positive_int
 from pyro_vae.data import DataSplits, load_dataset
-from pyro_vae.errors import ConfigError, TrainingError
+from pyro_vae.errors import ConfigError, DataError, TrainingError
 from pyro_vae.spec import RunSpec, load_spec, save_spec, spec_to_dict
 from pyro_vae.export import export_program
 from pyro_vae.files import atomic_write, write_json, write_text
 from pyro_vae.plots import plot_sample_grid, save_run_figures
-from pyro_vae.programs import build_program
+from pyro_vae.build import build_program
 from pyro_vae.vae import VAE
 
 logger = logging.getLogger(__name__)
@@ -129,6 +131,7 @@ def train(
     if tensorboard:
         require_tensorboard()
     vae = new_program(spec, data)
+    _check_run_data(vae, data, spec)
     with locked(run_dir), contextlib.ExitStack() as stack:
         if overwrite and not resume:
             clear_run(run_dir)
@@ -147,6 +150,18 @@ def train(
         save_run_figures(vae, data, fit.history, run_dir / "figures")
         write_report(run_dir, metrics)
     return RunResult(run_dir, fit, metrics)
+
+
+def _check_run_data(vae: VAE, data: DataSplits, spec: RunSpec) -> None:
+    """What svi.fit and the evaluation would refuse, refused before the folder is touched: the data against the
+    program (support, widths, batch size) and a test split with too few rows to score."""
+    check_fit_inputs(vae, data, spec.train)
+    check_splits(vae, data)
+    if data.test.shape[0] < 2:
+        raise DataError(
+            f"the test split has {data.test.shape[0]} row(s); a run scores its held-out log p(x) on at least 2 "
+            "(a standard error needs a variance): set data.test_fraction > 0 or load more data"
+        )
 
 
 def _run_metrics(spec: RunSpec, data: DataSplits, vae: VAE, fit: FitResult, test: dict[str, Any]) -> dict[str, Any]:

@@ -34,8 +34,10 @@ from inference.objectives import check_objective, describe_kl, make_objective
 from inference.training import EpochRecord, FitResult, Task, TrainState, gradient_step, make_optimizer
 from inference.training import fit as run_loop
 from inference.training.checks import check_splits
-from inference.training.settings import check_train_spec
+from inference.training.settings import check_fit_inputs
+from pyro_vae.checks import boolean, got, optional_positive_float, path_like
 from pyro_vae.data import DataSplits
+from pyro_vae.errors import ConfigError
 from pyro_vae.spec import TrainSpec
 
 logger = logging.getLogger(__name__)
@@ -113,13 +115,19 @@ def fit(
     called after every epoch with (state, record), e.g. a TensorBoard tracker.
     At the end the program holds the best-validation parameters (or the last ones).
 
-    Raises TrainingError on a non-finite loss (last good parameters and checkpoint kept),
-    ConfigError for bad settings or an incompatible checkpoint, DataError for data outside the
-    likelihood's support, UnsupportedModelError for an objective the guide cannot serve.
+    Every argument is checked before training (ConfigError or DataError naming it); a
+    ``train.batch_size`` larger than the training rows is refused, not shrunk. Raises TrainingError
+    on a non-finite loss (last good parameters and checkpoint kept), ConfigError for bad settings or
+    an incompatible checkpoint, DataError for data outside the likelihood's support,
+    UnsupportedModelError for an objective the guide cannot serve.
     """
-    if isinstance(train, Mapping):
-        train = TrainSpec(**dict(train))
-    train = check_train_spec(train)
+    train = check_fit_inputs(vae, data, train)
+    path_like("run_dir", run_dir, optional=True)
+    for name, flag in (("resume", resume), ("allow_data_change", allow_data_change), ("progress", progress)):
+        boolean(name, flag)
+    if state is not None and not isinstance(state, TrainState):
+        raise ConfigError(f"state must be None or the TrainState of an earlier fit (result.state), {got(state)}")
+    optional_positive_float("max_seconds", max_seconds)
     check_splits(vae, data)
     objective = make_objective(train.elbo, train.num_particles)
     check_objective(objective, train.elbo, vae.guide, x=data.train[:2])

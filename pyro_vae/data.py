@@ -31,6 +31,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from pyro_vae.checks import boolean, check_fractions, choice, got, optional_positive_int, path_like, seed as check_seed
 from pyro_vae.errors import ConfigError, DataError
 from pyro_vae.idx import (  # noqa: F401 - the resources are re-exported: users and tests read them here
     FASHION_MNIST_RESOURCES, IDX_DATASETS as _IDX_DATASETS, IDX_MAGIC_IMAGES, IDX_MAGIC_LABELS, MNIST_RESOURCES,
@@ -40,9 +41,11 @@ from pyro_vae.idx import (  # noqa: F401 - the resources are re-exported: users 
 logger = logging.getLogger(__name__)
 
 DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion-mnist", "binarized-mnist")
+STATIC_DATASETS: tuple[str, ...] = ("binarized-mnist",)  # shipped binarized: their binarization is fixed
 FILE_EXTENSIONS: tuple[str, ...] = (".npy", ".npz", ".csv")
 BINARIZE_MODES: tuple[str, ...] = ("none", "threshold", "static", "dynamic")
 ENV_VAR = "PYRO_VAE_DATA"
+MIN_TEST_ROWS = 2  # every score of the test split is a mean with a standard error (and active units a variance)
 
 @dataclass(frozen=True)
 class DataSplits:
@@ -73,6 +76,16 @@ class DataSplits:
     def feature_dim(self) -> int:
         """Number of features D of one (flattened) data point."""
         return int(self.train.shape[1])
+
+
+def check_data_splits(data: object, name: str = "data") -> DataSplits:
+    """``data`` if it is a :class:`DataSplits`, else DataError saying how to make one."""
+    if not isinstance(data, DataSplits):
+        raise DataError(
+            f"{name} must be the splits of pyro_vae.data.load_dataset (a DataSplits), {got(data)}; "
+            "save arrays as .npy/.npz/.csv and load them with load_dataset(PATH)"
+        )
+    return data
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
@@ -125,18 +138,46 @@ def validate_array(x: object, *, name: str = "data") -> torch.Tensor:
     return out
 
 
-def _check_options(binarize: str, val_fraction: float, test_fraction: float,
-                   max_train: int | None) -> None:
-    if binarize not in BINARIZE_MODES:
-        raise ConfigError(f"binarize={binarize!r} is not one of {', '.join(BINARIZE_MODES)}")
-    for label, f in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-        if not 0.0 <= f < 1.0:
-            raise ConfigError(f"{label}={f} must lie in [0, 1)")
-    if val_fraction + test_fraction >= 1.0:
-        raise ConfigError(f"val_fraction + test_fraction = {val_fraction + test_fraction} leaves "
-                          "no training data; keep the sum below 1")
-    if max_train is not None and max_train < 1:
-        raise ConfigError(f"max_train={max_train} must be a positive integer or None")
+def _check_options(source: object, data_dir: object, binarize: object, val_fraction: object, test_fraction: object,
+                   seed: object, max_train: object, download: object) -> None:
+    """The arguments of :func:`load_dataset`, checked once (ConfigError naming the bad one)."""
+    if not isinstance(source, (str, os.PathLike)) or not str(source).strip():
+        array = isinstance(source, (np.ndarray, torch.Tensor))
+        raise ConfigError(f"source must be a dataset name ({', '.join(DATASETS)}) or a .npy/.npz/.csv path, {got(source)}"
+                          + ("; to use an array, save it (np.save('x.npy', x)) and pass the path" if array else ""))
+    path_like("data_dir", data_dir, optional=True)
+    choice("binarize", binarize, BINARIZE_MODES)
+    check_fractions(val_fraction, test_fraction)
+    check_seed("seed", seed)
+    optional_positive_int("max_train", max_train)
+    boolean("download", download)
+
+
+def _check_split_sizes(name: str, parts: list[tuple[torch.Tensor, torch.Tensor | None]],
+                       wanted: tuple[bool, bool], fractions: tuple[float, float], n_rows: int | None) -> None:
+    """DataError when an asked-for split is too small: validation needs 1 row, test :data:`MIN_TEST_ROWS`.
+
+    ``wanted``: whether (validation, test) were asked for (a fraction > 0, or fixed splits);
+    ``n_rows``: the rows cut by ``fractions`` (None for fixed splits). The message says how many rows would do.
+    """
+    need = (int(wanted[0]), MIN_TEST_ROWS * int(wanted[1]))
+    sizes = [len(x) for x, _ in parts]
+    if sizes[1] >= need[0] and sizes[2] >= need[1]:
+        return
+    have = (f"train {sizes[0]}, validation {sizes[1]}, test {sizes[2]} rows, but {need[0]} validation and {need[1]} "
+            "test rows are needed (test scores are means with standard errors)")
+    if n_rows is None:
+        raise DataError(f"{name}: the fixed splits hold {have}: add rows to those splits")
+    least = next((n for n in range(n_rows + 1, n_rows + 10**6)
+                  if min(np.subtract(_split_sizes(n, fractions), (1, *need))) >= 0), None)
+    raise DataError(f"{name}: {n_rows} rows split by val_fraction={fractions[0]:g} and test_fraction={fractions[1]:g} "
+                    f"give {have}: provide at least {least} rows, or set the fraction of a split you do not need to 0")
+
+
+def _split_sizes(n: int, fractions: tuple[float, float]) -> tuple[int, int, int]:
+    """(train, validation, test) rows of :func:`_split` for n rows."""
+    n_val, n_test = (int(round(n * f)) for f in fractions)
+    return n - n_val - n_test, n_val, n_test
 
 
 # ----------------------------------------------------------------------------- splitting
@@ -153,7 +194,7 @@ def _split(x: torch.Tensor, y: torch.Tensor | None, fractions: tuple[float, floa
            ) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
     """Shuffle rows with ``seed`` and cut them into [train, val, test] by (val, test) fractions."""
     n = x.shape[0]
-    n_val, n_test = (int(round(n * f)) for f in fractions)
+    _, n_val, n_test = _split_sizes(n, fractions)
     if n - n_val - n_test < 1:
         raise DataError(f"{n} rows are too few for val/test fractions {fractions}; "
                         "lower the fractions or provide more data")
@@ -164,8 +205,10 @@ def _split(x: torch.Tensor, y: torch.Tensor | None, fractions: tuple[float, floa
 
 def _finish(name: str, parts: list[tuple[torch.Tensor, torch.Tensor | None]],
             image_shape: tuple[int, ...] | None, binarize: str, seed: int,
-            max_train: int | None) -> DataSplits:
-    """Apply ``max_train`` and binarization, then build the DataSplits."""
+            max_train: int | None, *, wanted: tuple[bool, bool], fractions: tuple[float, float],
+            n_rows: int | None) -> DataSplits:
+    """Check the split sizes (:func:`_check_split_sizes`), apply ``max_train`` and binarization, build the DataSplits."""
+    _check_split_sizes(name, parts, wanted, fractions, n_rows)
     (tr, ytr), (va, yva), (te, yte) = parts
     if max_train is not None:
         tr, ytr = tr[:max_train], None if ytr is None else ytr[:max_train]
@@ -274,6 +317,8 @@ def _first_row_numeric(path: Path) -> tuple[bool, list[str]]:
     """
     with open(path, encoding="utf-8-sig") as fh:
         first = next((line for line in fh if line.strip()), "")
+    if not first:
+        raise DataError(f"{path} is empty; a .csv file needs rows of numbers (an optional header row first)")
     fields = [f.strip() for f in first.split(",")]
     missing = [f for f in fields if f.lower() in MISSING_TOKENS]
     names = [f for f in fields if not _number(f) and f.lower() not in MISSING_TOKENS]
@@ -309,8 +354,10 @@ def _read_user_file(path: Path) -> tuple[dict[str, object], list[str]]:
         numeric, fields = _first_row_numeric(path)
         arr = np.loadtxt(path, delimiter=",", skiprows=0 if numeric else 1, ndmin=2,
                          dtype=np.float64, encoding="utf-8-sig")
+    except DataError:
+        raise
     except (ValueError, OSError, EOFError) as exc:
-        raise DataError(f"cannot read {path}: {exc}. {suffix} files must hold a numeric array "
+        raise DataError(f"cannot read {path}: {str(exc).rstrip('.')}. {suffix} files must hold a numeric array "
                         "(object/pickled arrays are refused)") from exc
     lower = [f.lower() for f in fields]
     if not numeric and "label" in lower and arr.shape[1] == len(fields) > 1:
@@ -320,6 +367,11 @@ def _read_user_file(path: Path) -> tuple[dict[str, object], list[str]]:
 
 
 # ----------------------------------------------------------------------------- entry point
+def default_binarize(dataset: str) -> str:
+    """The binarization a spec gets when it names none: "static" for a set shipped binarized, else "dynamic"."""
+    return "static" if str(dataset).lower().replace("_", "-") in STATIC_DATASETS else "dynamic"
+
+
 def load_dataset(source: str | os.PathLike, *, data_dir: str | os.PathLike | None = None,
                  binarize: str = "none", val_fraction: float = 0.1, test_fraction: float = 0.2,
                  seed: int = 0, max_train: int | None = None, download: bool = False) -> DataSplits:
@@ -331,7 +383,8 @@ def load_dataset(source: str | os.PathLike, *, data_dir: str | os.PathLike | Non
     once from ``seed``, train resampled per epoch by :func:`batches`) or "static" (only for
     binarized-mnist). ``max_train`` keeps the first rows of the (shuffled) training split.
     """
-    _check_options(binarize, val_fraction, test_fraction, max_train)
+    _check_options(source, data_dir, binarize, val_fraction, test_fraction, seed, max_train, download)
+    fractions, wanted = (val_fraction, test_fraction), (val_fraction > 0, test_fraction > 0)
     key = str(source).lower().replace("_", "-") if isinstance(source, str) else None
     if key == "binarized-mnist":
         if binarize == "dynamic":
@@ -346,14 +399,15 @@ def load_dataset(source: str | os.PathLike, *, data_dir: str | os.PathLike | Non
 
         digits = load_digits()
         x = torch.from_numpy(digits.data.astype(np.float32) / 16.0)
-        parts = _split(x, torch.from_numpy(digits.target.astype(np.int64)),
-                       (val_fraction, test_fraction), seed)
-        return _finish("digits", parts, (8, 8), binarize, seed, max_train)
+        parts = _split(x, torch.from_numpy(digits.target.astype(np.int64)), fractions, seed)
+        return _finish("digits", parts, (8, 8), binarize, seed, max_train, wanted=wanted, fractions=fractions,
+                       n_rows=len(x))
     if key in _IDX_DATASETS:
         x_tr, y_tr, x_te, y_te = _load_idx_dataset(key, folder, download)
         (tr, ytr), (va, yva), _ = _split(_pixels(x_tr), _int64(y_tr), (val_fraction, 0.0), seed)
         parts = [(tr, ytr), (va, yva), (_pixels(x_te), _int64(y_te))]
-        return _finish(key, parts, tuple(x_tr.shape[1:]), binarize, seed, max_train)
+        return _finish(key, parts, tuple(x_tr.shape[1:]), binarize, seed, max_train, wanted=(wanted[0], True),
+                       fractions=fractions, n_rows=None)
     if key == "binarized-mnist":
         parts = []
         for split in ("train", "valid", "test"):
@@ -361,11 +415,14 @@ def load_dataset(source: str | os.PathLike, *, data_dir: str | os.PathLike | Non
             parts.append((validate_array(_read_amat(path), name=str(path)), None))
         if parts[0][0].shape[1] != 784:
             raise DataError(f"binarized-mnist rows have {parts[0][0].shape[1]} values; expected 784")
-        return _finish(key, parts, (28, 28), "static", seed, max_train)
+        return _finish(key, parts, (28, 28), "static", seed, max_train, wanted=(True, True), fractions=fractions,
+                       n_rows=None)
 
     path = Path(source).expanduser()
     if not path.is_file() or path.suffix.lower() not in FILE_EXTENSIONS:
         problem = (f"{str(path)!r} has extension {path.suffix!r}" if path.is_file()
+                   else f"source {str(path)!r} is a folder, not a data file" if path.is_dir()
+                   else f"data file {str(path)!r} does not exist" if path.suffix.lower() in FILE_EXTENSIONS
                    else f"unknown dataset {str(source)!r} (no such built-in name or file)")
         raise DataError(f"{problem}; use one of {', '.join(DATASETS)} or a path to a "
                         f"{'/'.join(FILE_EXTENSIONS)} file")
@@ -387,11 +444,14 @@ def load_dataset(source: str | os.PathLike, *, data_dir: str | os.PathLike | Non
         raw = np.asarray(arrays["x"])
         x = validate_array(raw, name=name)
         y = None if arrays.get("labels") is None else _labels(arrays["labels"], x.shape[0], "labels")
-        parts = _split(x, y, (val_fraction, test_fraction), seed)
+        parts = _split(x, y, fractions, seed)
     for note in notes:
         logger.info("%s: %s", name, note)
     image_shape = tuple(int(s) for s in raw.shape[1:]) if raw.ndim == 3 else None
-    return _finish(name, parts, image_shape, binarize, seed, max_train)
+    split_here = "train" not in arrays
+    return _finish(name, parts, image_shape, binarize, seed, max_train,
+                   wanted=wanted if split_here else (wanted[0] or arrays.get("val") is not None, True),
+                   fractions=fractions, n_rows=len(raw) if split_here else None)
 
 
 # ----------------------------------------------------------------------------- batching

@@ -20,7 +20,8 @@ import torch
 
 from pyro_vae.errors import ConfigError, DataError
 from pyro_vae.files import atomic_write
-from pyro_vae.programs import Program, build_program
+from pyro_vae.build import build_program
+from pyro_vae.programs import Program
 from pyro_vae.spec import ModelSpec, spec_from_dict, spec_to_dict
 
 FORMAT = "pyro_vae.export/1"

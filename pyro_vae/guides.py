@@ -22,7 +22,7 @@ from torch.distributions import Independent, LowRankMultivariateNormal, Multivar
 from torch.distributions.kl import kl_divergence, register_kl
 from torch.nn.functional import softplus
 
-from pyro_vae.errors import ConfigError
+from pyro_vae.checks import integer
 from pyro_vae.registry import BuildContext, Registry
 
 GUIDES: Registry[nn.Module] = Registry("guide")
@@ -87,10 +87,9 @@ def diag_normal(latent_dim: int, *, context: BuildContext) -> nn.Module:
 
 @GUIDES.register("lowrank_normal")
 def lowrank_normal(latent_dim: int, *, context: BuildContext, rank: int = 2) -> nn.Module:
-    """Low-rank-plus-diagonal Gaussian q(z|x) = N(mu, F F^T + diag d)."""
-    if int(rank) < 1:
-        raise ConfigError(f"lowrank_normal guide: rank must be >= 1, got {rank}")
-    return LowRankNormal(latent_dim, int(rank))
+    """Low-rank-plus-diagonal Gaussian q(z|x) = N(mu, F F^T + diag d), rank 1 .. latent_dim."""
+    return LowRankNormal(latent_dim, integer(f"lowrank_normal guide: rank (latent_dim = {latent_dim})", rank,
+                                             minimum=1, maximum=latent_dim))
 
 
 @GUIDES.register("full_normal")

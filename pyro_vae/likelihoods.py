@@ -26,7 +26,8 @@ from torch import nn
 from torch.distributions import constraints
 from torch.nn.functional import softplus
 
-from pyro_vae.errors import ConfigError, DataError
+from pyro_vae.checks import number, positive_float
+from pyro_vae.errors import DataError
 from pyro_vae.numerics import inverse_softplus
 from pyro_vae.registry import BuildContext, Registry
 
@@ -51,17 +52,18 @@ class Likelihood(nn.Module):
     params_per_feature = 1
     advice = ""
 
-    def check(self, x: torch.Tensor) -> None:
-        """Raise DataError if any value of ``x`` lies outside this likelihood's support."""
+    def check(self, x: torch.Tensor, name: str = "data") -> None:
+        """Raise DataError (naming ``name``) if ``x`` is not a float tensor of finite values inside this likelihood's support."""
         if not torch.is_tensor(x) or not x.is_floating_point():
-            raise DataError(f"{self.name} likelihood: data must be a float tensor, got {getattr(x, 'dtype', type(x))}")
+            raise DataError(f"{name} must be a float tensor for the {self.name} likelihood, got "
+                            f"{getattr(x, 'dtype', type(x).__name__)}; convert it with x.float()")
         finite = torch.isfinite(x)
         if not bool(finite.all()):
-            raise DataError(f"data holds non-finite {_first_bad(x, ~finite)}; remove or impute them")
+            raise DataError(f"{name} holds non-finite {_first_bad(x, ~finite)}; remove or impute them")
         inside = self.support.check(x)
         if not bool(inside.all()):
             raise DataError(
-                f"{self.name} likelihood: data outside its support {self.support_text()}: "
+                f"{name} lies outside the {self.name} likelihood's support {self.support_text()}: "
                 f"{_first_bad(x, ~inside)}. {self.advice}"
             )
 
@@ -145,11 +147,11 @@ class Beta(Likelihood):
     def support_text(self) -> str:
         return "(0, 1)"
 
-    def check(self, x: torch.Tensor) -> None:
-        super().check(x)
+    def check(self, x: torch.Tensor, name: str = "data") -> None:
+        super().check(x, name)
         edge = (x <= 0) | (x >= 1)
         if bool(edge.any()):
-            raise DataError(f"beta likelihood: data outside its support (0, 1): {_first_bad(x, edge)}. {self.advice}")
+            raise DataError(f"{name} lies outside the beta likelihood's support (0, 1): {_first_bad(x, edge)}. {self.advice}")
 
     def forward(self, raw: torch.Tensor) -> dist.Distribution:
         a, b = raw.reshape(*raw.shape[:-1], 2, -1).unbind(-2)
@@ -183,25 +185,22 @@ def continuous_bernoulli(data_dim: int, *, context: BuildContext) -> nn.Module:
 @LIKELIHOODS.register("gaussian")
 def gaussian(data_dim: int, *, context: BuildContext, sigma: float = 0.1) -> nn.Module:
     """Gaussian with fixed standard deviation sigma."""
-    if not sigma > 0:
-        raise ConfigError(f"gaussian likelihood: sigma must be > 0, got {sigma}")
-    return Gaussian(data_dim, float(sigma), learn=None)
+    return Gaussian(data_dim, positive_float("gaussian likelihood: sigma", sigma), learn=None)
 
 
 @LIKELIHOODS.register("gaussian_learned")
 def gaussian_learned(data_dim: int, *, context: BuildContext, shared: bool = False, init_sigma: float = 0.1) -> nn.Module:
     """Gaussian with learned sigma: one shared (shared=true) or one per feature."""
-    if not init_sigma > _MIN_SCALE:
-        raise ConfigError(f"gaussian_learned likelihood: init_sigma must be > {_MIN_SCALE} (the floor on sigma), got {init_sigma}")
-    return Gaussian(data_dim, float(init_sigma), learn="shared" if shared else "feature")
+    init_sigma = number("gaussian_learned likelihood: init_sigma (above the floor on sigma)", init_sigma, above=_MIN_SCALE)
+    return Gaussian(data_dim, init_sigma, learn="shared" if shared else "feature")
 
 
 @LIKELIHOODS.register("laplace")
 def laplace(data_dim: int, *, context: BuildContext, scale: float | None = None, init_scale: float = 0.1) -> nn.Module:
     """Laplace with learned per-feature scale (or a fixed scale)."""
-    if (scale is not None and not scale > 0) or not init_scale > _MIN_SCALE:
-        raise ConfigError(f"laplace likelihood: scale must be > 0 and init_scale > {_MIN_SCALE}, got scale={scale}, init_scale={init_scale}")
-    return Laplace(data_dim, None if scale is None else float(scale), float(init_scale))
+    scale = None if scale is None else positive_float("laplace likelihood: scale", scale)
+    init_scale = number("laplace likelihood: init_scale (above the floor on the scale)", init_scale, above=_MIN_SCALE)
+    return Laplace(data_dim, scale, init_scale)
 
 
 @LIKELIHOODS.register("beta")

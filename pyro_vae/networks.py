@@ -21,6 +21,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from pyro_vae.checks import positive_ints
 from pyro_vae.errors import ConfigError
 from pyro_vae.registry import BuildContext, Registry
 
@@ -42,14 +43,15 @@ def activation(name: str) -> nn.Module:
     try:
         return ACTIVATIONS[name]()
     except KeyError:
-        raise ConfigError(f"unknown activation {name!r}; valid activations are: {', '.join(sorted(ACTIVATIONS))}") from None
+        raise ConfigError(
+            f"unknown activation {name!r} (network option activation); valid activations are: {', '.join(sorted(ACTIVATIONS))}"
+        ) from None
 
 
-def _widths(hidden: Sequence[int] | int, what: str) -> list[int]:
-    widths = [hidden] if isinstance(hidden, int) else list(hidden)
-    if any(not isinstance(w, int) or w < 1 for w in widths):
-        raise ConfigError(f"{what}: hidden widths must be positive integers, got {hidden!r}")
-    return widths
+def _widths(hidden: Sequence[int] | int, what: str, *, at_least_one: bool = False) -> list[int]:
+    """The layer widths ``hidden`` (one int or a list) as a list of positive integers, else ConfigError."""
+    one = isinstance(hidden, int) and not isinstance(hidden, bool)
+    return positive_ints(what, [hidden] if one else hidden, at_least_one=at_least_one)
 
 
 class MLP(nn.Sequential):
@@ -129,7 +131,7 @@ def mlp(
     activation: str = "relu",
 ) -> nn.Module:
     """Multi-layer perceptron with the given hidden widths and activation."""
-    return MLP(in_dim, out_dim, _widths(hidden, "mlp"), activation)
+    return MLP(in_dim, out_dim, _widths(hidden, "mlp network: hidden widths"), activation)
 
 
 @NETWORKS.register("conv")
@@ -143,7 +145,7 @@ def conv(
 ) -> nn.Module:
     """Small convolutional encoder/decoder pair for images (stride-2 convs / upsampling)."""
     chw = _chw(context.image_shape)
-    chans = _widths(channels, "conv channels")
+    chans = _widths(channels, "conv network: channels", at_least_one=True)
     if context.role == "encoder":
         return ConvEncoder(chw, out_dim, chans, activation)
     if context.role == "decoder":

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from torch.nn.functional import softplus
 
+from pyro_vae.checks import positive_float, positive_int
 from pyro_vae.errors import ConfigError
 from pyro_vae.numerics import inverse_softplus
 from pyro_vae.registry import BuildContext, Registry
@@ -139,45 +140,37 @@ def normal(latent_dim: int, *, context: BuildContext) -> nn.Module:
 @PRIORS.register("learnable_normal")
 def learnable_normal(latent_dim: int, *, context: BuildContext, init_scale: float = 1.0) -> nn.Module:
     """Diagonal normal N(mu, diag sigma^2) with learned mu and sigma."""
-    if init_scale <= 0:
-        raise ConfigError(f"learnable_normal: init_scale must be > 0, got {init_scale}")
-    return LearnableNormalPrior(latent_dim, init_scale)
+    return LearnableNormalPrior(latent_dim, positive_float("learnable_normal prior: init_scale", init_scale))
 
 
 @PRIORS.register("laplace")
 def laplace(latent_dim: int, *, context: BuildContext, scale: float = 1.0) -> nn.Module:
     """Factorized Laplace(0, b) with fixed scale b."""
-    if scale <= 0:
-        raise ConfigError(f"laplace prior: scale must be > 0, got {scale}")
-    return FactorizedPrior(dist.Laplace(torch.zeros(latent_dim), torch.full((latent_dim,), float(scale))))
+    scale = positive_float("laplace prior: scale", scale)
+    return FactorizedPrior(dist.Laplace(torch.zeros(latent_dim), torch.full((latent_dim,), scale)))
 
 
 @PRIORS.register("student_t")
 def student_t(latent_dim: int, *, context: BuildContext, df: float = 3.0, scale: float = 1.0) -> nn.Module:
     """Factorized Student-t(nu, 0, s) with fixed degrees of freedom nu."""
-    if df <= 0 or scale <= 0:
-        raise ConfigError(f"student_t prior: df and scale must be > 0, got df={df}, scale={scale}")
+    df, scale = positive_float("student_t prior: df", df), positive_float("student_t prior: scale", scale)
     return FactorizedPrior(
-        dist.StudentT(torch.full((latent_dim,), float(df)), torch.zeros(latent_dim), torch.full((latent_dim,), float(scale)))
+        dist.StudentT(torch.full((latent_dim,), df), torch.zeros(latent_dim), torch.full((latent_dim,), scale))
     )
 
 
 @PRIORS.register("mixture")
 def mixture(latent_dim: int, *, context: BuildContext, components: int = 10, init_spread: float = 2.0) -> nn.Module:
     """Mixture of K diagonal Gaussians with learned weights, means and scales."""
-    if int(components) < 1:
-        raise ConfigError(f"mixture prior: components must be >= 1, got {components}")
-    return MixtureOfGaussiansPrior(latent_dim, int(components), init_spread)
+    return MixtureOfGaussiansPrior(latent_dim, positive_int("mixture prior: components", components), float(init_spread))
 
 
 @PRIORS.register("vamp")
 def vamp(latent_dim: int, *, context: BuildContext, components: int = 50) -> nn.Module:
     """VampPrior: mixture of q(z|u_k) over K learned pseudo-inputs u_k."""
-    if int(components) < 1:
-        raise ConfigError(f"vamp prior: components must be >= 1, got {components}")
+    k = positive_int("vamp prior: components", components)
     if context.posterior is None:
         raise ConfigError("vamp prior needs the encoder: build it through pyro_vae.build_vae")
-    k = int(components)
     sample = context.data_sample
     if sample is not None and len(sample) > 0:
         g = torch.Generator().manual_seed(0)

@@ -12,15 +12,18 @@ A program is a ``torch.nn.Module`` with
 
 The training loop, the evaluator, diagnostics and the command line never special-case a
 program. A program registers a factory ``factory(spec, *, data_dim, image_shape, data_sample,
-seed)`` with ``@PROGRAMS.register("name")``; :func:`build_program` builds the one a spec names.
+seed)`` with ``@PROGRAMS.register("name")``; :func:`pyro_vae.build.build_program` builds the one a spec names.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, Protocol
 
 import torch
 
+from pyro_vae.checks import got, positive_int, positive_ints, seed as check_seed
+from pyro_vae.errors import ConfigError, DataError
 from pyro_vae.registry import Registry
 
 
@@ -47,17 +50,32 @@ class NamesProgram(Protocol):
 PROGRAMS: Registry[Program] = Registry("program")
 
 
-def build_program(
-    spec: NamesProgram,
-    *,
-    data_dim: int,
-    image_shape: tuple[int, ...] | None = None,
-    data_sample: torch.Tensor | None = None,
-    seed: int | None = None,
-) -> Program:
-    """A fresh program of the kind ``spec.program`` names, for data of ``data_dim`` features (weights fixed by ``seed``)."""
-    factory = PROGRAMS.get(spec.program)
-    return factory(spec, data_dim=data_dim, image_shape=image_shape, data_sample=data_sample, seed=seed)
+def check_build_args(data_dim: Any, image_shape: Any, data_sample: Any, seed: Any) -> None:
+    """The arguments every program factory takes, checked once: ConfigError or DataError naming the bad one.
+
+    ``data_dim`` a positive integer; ``image_shape`` None or positive integers whose product is
+    ``data_dim``; ``data_sample`` None or a float tensor (N, data_dim); ``seed`` None or in [0, 2**32).
+    """
+    positive_int("data_dim", data_dim)
+    if image_shape is not None:
+        positive_ints("image_shape (or None)", image_shape, at_least_one=True, example="(28, 28)")
+        if math.prod(image_shape) != data_dim:
+            raise DataError(f"image_shape {tuple(image_shape)} has {math.prod(image_shape)} pixels but data_dim is "
+                            f"{data_dim}; give the shape of one datapoint, or image_shape=None")
+    if data_sample is not None and not (
+        torch.is_tensor(data_sample) and data_sample.dim() == 2 and data_sample.shape[1] == data_dim
+        and data_sample.is_floating_point()
+    ):
+        raise DataError(f"data_sample must be None or a float tensor of training rows (N, {data_dim}), {got(data_sample)}")
+    check_seed("seed", seed, optional=True)
 
 
-__all__ = ["Program", "PROGRAMS", "build_program"]
+def check_program(program: Any, name: str = "program") -> Any:
+    """``program`` if it has what the inference side relies on (model, guide, check_data), else ConfigError."""
+    if not all(callable(getattr(program, attr, None)) for attr in ("model", "guide", "check_data")):
+        raise ConfigError(f"{name} must be a program with model, guide and check_data (build one with "
+                          f"pyro_vae.build_vae or build_program), {got(program)}")
+    return program
+
+
+__all__ = ["Program", "PROGRAMS", "NamesProgram", "check_build_args", "check_program"]

@@ -2,7 +2,11 @@
 
 A registry maps a name to a factory (a function or class). ``build(name, **options)`` calls
 the factory; an unknown name raises :class:`~pyro_vae.errors.ConfigError` listing the valid
-names, and an unknown option raises one naming the accepted options.
+names, an unknown option raises one naming the accepted options, and an option of the wrong
+type (``components: "ten"``, ``components: 2.7``, ``sigma: .inf``) raises one naming the option,
+the value and the type its factory declares: the keyword-only parameters' annotations (or, without
+one, the default's type) are the options' types, so every component is checked the same way and
+nothing is coerced. Values inside the type's range (``components >= 1``) are the factory's to check.
 
 Adding a component is one decorator::
 
@@ -16,8 +20,10 @@ Adding a component is one decorator::
 from __future__ import annotations
 
 import inspect
+import typing
 from typing import Any, Callable, Generic, Iterator, TypeVar
 
+from pyro_vae.checks import check_type
 from pyro_vae.errors import ConfigError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -43,10 +49,10 @@ class Registry(Generic[T]):
         return add(factory) if factory is not None else add
 
     def get(self, name: str) -> Callable[..., T]:
-        """The factory registered as ``name``; unknown names list the valid ones."""
+        """The factory registered as ``name``; unknown names (and non-names) list the valid ones."""
         try:
             return self._factories[name]
-        except KeyError:
+        except (KeyError, TypeError):
             raise ConfigError(
                 f"unknown {self.kind} {name!r}; valid {self.kind}s are: {', '.join(self.names())}"
             ) from None
@@ -58,16 +64,44 @@ class Registry(Generic[T]):
         return factory(*args, **options)
 
     def check_options(self, name: str, options: dict[str, Any]) -> None:
-        """Raise ConfigError if ``options`` are not keyword parameters of the factory."""
+        """Raise ConfigError if ``options`` are not keyword parameters of the factory, or not of their types."""
         accepted = self.options(name)
-        if accepted is None:
-            return
-        unknown = sorted(set(options) - set(accepted))
-        if unknown:
-            raise ConfigError(
-                f"{self.kind} {name!r} got unknown option(s) {unknown}; "
-                f"it accepts: {', '.join(accepted) or '(no options)'}"
-            )
+        if accepted is not None:
+            unknown = sorted(set(options) - set(accepted), key=str)
+            if unknown:
+                raise ConfigError(
+                    f"{self.kind} {name!r} got unknown option(s) {unknown}; "
+                    f"it accepts: {', '.join(accepted) or '(no options)'}"
+                )
+        types = self.option_types(name)
+        for key, value in options.items():
+            if key in types:
+                annotation, default = types[key]
+                check_type(f"{self.kind} {name!r} option {key}", value, annotation, example=default)
+
+    def option_types(self, name: str) -> dict[str, tuple[Any, Any]]:
+        """{option: (type, default)} of ``name``'s keyword-only parameters.
+
+        The type is the parameter's annotation, or without one the type of its default (int, float,
+        bool or str); options with neither are left out (any value is passed to the factory).
+        """
+        factory = self.get(name)
+        target = factory.__init__ if isinstance(factory, type) else factory
+        try:
+            hints = typing.get_type_hints(target)
+        except (NameError, TypeError, AttributeError):  # an annotation not resolvable here: use the defaults
+            hints = {}
+        out = {}
+        for p in inspect.signature(factory).parameters.values():
+            if p.kind is not p.KEYWORD_ONLY or p.name == "context":
+                continue
+            default = None if p.default is p.empty else p.default
+            annotation = hints.get(p.name)
+            if annotation is None and type(default) in (int, float, bool, str):
+                annotation = type(default)
+            if annotation is not None:
+                out[p.name] = (annotation, default)
+        return out
 
     def options(self, name: str) -> list[str] | None:
         """The user-settable options of ``name`` (keyword-only params), or None if it takes **kwargs."""

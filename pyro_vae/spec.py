@@ -19,6 +19,7 @@ impossible values raise :class:`~pyro_vae.errors.ConfigError` naming the valid c
 from __future__ import annotations
 
 import json
+import os
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -27,12 +28,17 @@ from typing import Any, Mapping
 import tomli_w
 import yaml
 
-from pyro_vae.checks import positive_int
+from pyro_vae.checks import (
+    boolean, check_fractions, choice, got, integer, mapping, name_string, optional_positive_float, optional_positive_int,
+    positive_float, positive_int, seed,
+)
+from pyro_vae.data import default_binarize
 from pyro_vae.errors import ConfigError
 from pyro_vae.files import write_text
 from pyro_vae.guides import GUIDES
 from pyro_vae.likelihoods import LIKELIHOODS
 from pyro_vae.networks import NETWORKS
+from pyro_vae.plugins import load_entry_points, load_plugins
 from pyro_vae.priors import PRIORS
 from pyro_vae.programs import PROGRAMS
 from pyro_vae.registry import Registry
@@ -48,22 +54,30 @@ class Component:
     options: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def parse(cls, value: Any, registry: Registry[Any]) -> "Component":
-        """Accept ``"name"``, ``{"name": ..., **options}`` or a Component; validate against ``registry``."""
+    def parse(cls, value: Any, registry: Registry[Any], where: str | None = None) -> "Component":
+        """Accept ``"name"``, ``{"name": ..., **options}`` or a Component; validate against ``registry``.
+
+        The name must be registered and the options must be the factory's keyword options, of their
+        declared types (:meth:`Registry.check_options`); ``where`` names the spec field in messages.
+        """
+        where = where or registry.kind
         if isinstance(value, Component):
             comp = value
         elif isinstance(value, str):
             comp = cls(value)
         elif isinstance(value, Mapping):
             if "name" not in value:
-                raise ConfigError(f"{registry.kind} spec {dict(value)!r} has no 'name'; valid names: {', '.join(registry.names())}")
+                raise ConfigError(f"{where} spec {dict(value)!r} has no 'name'; valid names: {', '.join(registry.names())}")
+            extra = mapping(f"{where}.options", value.get("options") or {})
             opts = {k: v for k, v in value.items() if k not in ("name", "options")}
-            opts.update(value.get("options") or {})
-            comp = cls(str(value["name"]), opts)
+            opts.update(extra)
+            comp = cls(value["name"], opts)
         else:
-            raise ConfigError(f"{registry.kind} must be a name or a mapping with 'name', got {value!r}")
+            raise ConfigError(f"{where} must be a name or a mapping with 'name', {got(value)}; e.g. {registry.names()[0]!r}")
+        if not isinstance(comp.name, str) or not comp.name:
+            raise ConfigError(f"{where} name must be one of: {', '.join(registry.names())}; {got(comp.name)}")
         registry.get(comp.name)  # raises listing valid names
-        registry.check_options(comp.name, dict(comp.options))
+        registry.check_options(comp.name, dict(mapping(f"{where} options", comp.options)))
         return cls(comp.name, dict(comp.options))
 
     def to_data(self) -> Any:
@@ -77,17 +91,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
-
-
-def _check_positive(owner: str, **values: Any) -> None:
-    for key, v in values.items():
-        if v is not None and not (isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0):
-            raise ConfigError(f"{owner}.{key} must be a positive number, got {v!r}")
-
-
-def _check_choice(owner: str, key: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"{owner}.{key}={value!r} is not valid; choose one of: {', '.join(choices)}")
 
 
 @dataclass(frozen=True)
@@ -104,10 +107,9 @@ class ModelSpec:
 
     def __post_init__(self) -> None:
         positive_int("model.latent_dim", self.latent_dim)
-        if self.program not in PROGRAMS:
-            raise ConfigError(f"model.program={self.program!r} is not valid; choose one of: {', '.join(PROGRAMS.names())}")
+        choice("model.program", self.program, PROGRAMS.names())
         for name, reg in (("prior", PRIORS), ("likelihood", LIKELIHOODS), ("encoder", NETWORKS), ("decoder", NETWORKS), ("guide", GUIDES)):
-            object.__setattr__(self, name, Component.parse(getattr(self, name), reg))
+            object.__setattr__(self, name, Component.parse(getattr(self, name), reg, f"model.{name}"))
 
 
 @dataclass(frozen=True)
@@ -116,20 +118,20 @@ class DataSpec:
 
     dataset: str = "digits"
     data_dir: str | None = None
-    binarize: str = "dynamic"
+    binarize: str | None = None  # None: the dataset's own default (static for binarized-mnist, else dynamic)
     val_fraction: float = 0.1
     test_fraction: float = 0.2
     max_train: int | None = None
 
     def __post_init__(self) -> None:
-        _check_choice("data", "binarize", self.binarize, BINARIZE)
-        for key in ("val_fraction", "test_fraction"):
-            v = getattr(self, key)
-            if not isinstance(v, (int, float)) or not 0 <= v < 1:
-                raise ConfigError(f"data.{key} must be in [0, 1), got {v!r}")
-        if self.val_fraction + self.test_fraction >= 1:
-            raise ConfigError("data.val_fraction + data.test_fraction must be < 1 (nothing left to train on)")
-        _check_positive("data", max_train=self.max_train)
+        name_string("data.dataset", self.dataset, what="a built-in dataset name or a .npy/.npz/.csv path")
+        if self.data_dir is not None:
+            name_string("data.data_dir", self.data_dir, what="null or a folder path")
+        if self.binarize is None:
+            object.__setattr__(self, "binarize", default_binarize(self.dataset))
+        choice("data.binarize", self.binarize, BINARIZE)
+        check_fractions(self.val_fraction, self.test_fraction, prefix="data.")
+        optional_positive_int("data.max_train", self.max_train)
 
 
 @dataclass(frozen=True)
@@ -158,18 +160,18 @@ class TrainSpec:
         # elbo, optimizer and lr_schedule are names resolved by the inference side (its registries list
         # the valid ones); here they only need to be names.
         for key in ("elbo", "optimizer", "lr_schedule"):
-            v = getattr(self, key)
-            if not isinstance(v, str) or not v.strip():
-                raise ConfigError(f"train.{key} must be a name (a non-empty string), got {v!r}")
-        _check_positive("train", lr=self.lr, clip_norm=self.clip_norm, patience=self.patience, lr_final=self.lr_final)
+            name_string(f"train.{key}", getattr(self, key))
+        for key in ("lr", "clip_norm"):
+            positive_float(f"train.{key}", getattr(self, key))
+        optional_positive_float("train.lr_final", self.lr_final)
         if self.lr_final is not None and self.lr_final > self.lr:
             raise ConfigError(f"train.lr_final={self.lr_final!r} must not exceed train.lr={self.lr!r} (the schedules decay)")
         for key in ("num_particles", "batch_size", "epochs"):
             positive_int(f"train.{key}", getattr(self, key))
-        if isinstance(self.kl_warmup_epochs, bool) or not isinstance(self.kl_warmup_epochs, int) or self.kl_warmup_epochs < 0:
-            raise ConfigError(f"train.kl_warmup_epochs must be an integer >= 0, got {self.kl_warmup_epochs!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
-            raise ConfigError(f"train.seed must be an integer in [0, 2**32), got {self.seed!r}")
+        integer("train.kl_warmup_epochs", self.kl_warmup_epochs, minimum=0)
+        optional_positive_int("train.patience", self.patience)
+        seed("train.seed", self.seed)
+        boolean("train.validate_every_step", self.validate_every_step)
 
 
 @dataclass(frozen=True)
@@ -179,15 +181,24 @@ class RunSpec:
     model: ModelSpec = field(default_factory=ModelSpec)
     data: DataSpec = field(default_factory=DataSpec)
     train: TrainSpec = field(default_factory=TrainSpec)
+    plugins: tuple[str, ...] = ()  # modules imported before the names are checked (pyro_vae.plugins)
 
 
 _SECTIONS = {"model": ModelSpec, "data": DataSpec, "train": TrainSpec}
 
 
-def _section(cls: type, values: Mapping[str, Any] | None, where: str) -> Any:
-    values = dict(values or {})
+def as_section(cls: type, values: Any, where: str, **overrides: Any) -> Any:
+    """``values`` (a ``cls`` instance, a mapping of its keys or None) with ``overrides``, as a ``cls``.
+
+    Unknown keys are refused with the valid ones listed; ``where`` names the section in messages.
+    """
+    if isinstance(values, cls):
+        values = {f.name: getattr(values, f.name) for f in fields(cls)}
+    elif values is not None and not isinstance(values, Mapping):
+        raise ConfigError(f"{where} must be a {cls.__name__} or a mapping of its keys, {got(values)}")
+    values = {**dict(values or {}), **overrides}
     valid = [f.name for f in fields(cls)]
-    unknown = sorted(set(values) - set(valid))
+    unknown = sorted(set(values) - set(valid), key=str)
     if unknown:
         raise ConfigError(f"unknown key(s) {unknown} in {where}; valid keys are: {', '.join(valid)}")
     return cls(**values)
@@ -198,26 +209,35 @@ def spec_from_dict(data: Mapping[str, Any]) -> RunSpec:
     if not isinstance(data, Mapping):
         raise ConfigError(f"a spec must be a mapping, got {type(data).__name__}")
     data = dict(data)
+    load_entry_points()
+    raw_plugins = data.pop("plugins", None) or ()
+    if isinstance(raw_plugins, str) or not isinstance(raw_plugins, (list, tuple)):
+        raise ConfigError(f"plugins must be a list of module names, e.g. [my_package.my_priors], got {raw_plugins!r}")
+    plugins = load_plugins(raw_plugins)
     model_keys = {f.name for f in fields(ModelSpec)}
     top_model = {k: data.pop(k) for k in list(data) if k in model_keys}
-    unknown = sorted(set(data) - set(_SECTIONS))
+    unknown = sorted(set(data) - set(_SECTIONS), key=str)
     if unknown:
         raise ConfigError(
-            f"unknown top-level key(s) {unknown}; valid are the sections {', '.join(_SECTIONS)} "
+            f"unknown top-level key(s) {unknown}; valid are plugins, the sections {', '.join(_SECTIONS)} "
             f"or model keys {', '.join(sorted(model_keys))}"
         )
+    for name in _SECTIONS:
+        mapping(f"section {name!r} of the spec", data.get(name), optional=True)
     model = {**top_model, **(data.get("model") or {})}
     return RunSpec(
-        model=_section(ModelSpec, model, "model"),
-        data=_section(DataSpec, data.get("data"), "data"),
-        train=_section(TrainSpec, data.get("train"), "train"),
+        model=as_section(ModelSpec, model, "model"),
+        data=as_section(DataSpec, data.get("data"), "data"),
+        train=as_section(TrainSpec, data.get("train"), "train"),
+        plugins=plugins,
     )
 
 
 def spec_to_dict(spec: RunSpec | ModelSpec | DataSpec | TrainSpec) -> dict[str, Any]:
     """Plain-data form of a spec (inverse of :func:`spec_from_dict`)."""
     if isinstance(spec, RunSpec):
-        return {name: spec_to_dict(getattr(spec, name)) for name in _SECTIONS}
+        out = {"plugins": list(spec.plugins)} if spec.plugins else {}
+        return {**out, **{name: spec_to_dict(getattr(spec, name)) for name in _SECTIONS}}
     out = {}
     for f in fields(spec):
         v = getattr(spec, f.name)
@@ -233,10 +253,18 @@ def load_spec(source: str | Path | Mapping[str, Any] | RunSpec | None) -> RunSpe
         return source
     if isinstance(source, Mapping):
         return spec_from_dict(source)
+    if not isinstance(source, (str, os.PathLike)):
+        raise ConfigError(f"config source must be a file path, a mapping or a RunSpec, {got(source)}")
     path = Path(source)
+    if path.is_dir():
+        raise ConfigError(f"config {str(path)!r} is a folder; give the path of a .yaml, .toml or .json file")
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"config {str(path)!r} is not UTF-8 text ({err.reason} at byte {err.start}); "
+                          "save it as a text .yaml, .toml or .json file") from err
     try:
         if path.suffix == ".toml":
             data = tomllib.loads(text)
@@ -247,7 +275,8 @@ def load_spec(source: str | Path | Mapping[str, Any] | RunSpec | None) -> RunSpe
         else:
             raise ConfigError(f"config {str(path)!r}: unknown extension {path.suffix!r}; use .yaml, .yml, .toml or .json")
     except (tomllib.TOMLDecodeError, json.JSONDecodeError, yaml.YAMLError) as err:
-        raise ConfigError(f"config {str(path)!r} could not be parsed: {err}") from err
+        raise ConfigError(f"config {str(path)!r} could not be parsed: {' '.join(str(err).split())}; "
+                          "fix the syntax there") from err
     return spec_from_dict(data)
 
 
@@ -291,10 +320,10 @@ def override(spec: RunSpec, **dotted: Any) -> RunSpec:
         if section not in sections:
             raise ConfigError(f"unknown section {section!r}; valid: {', '.join(_SECTIONS)}")
         sections[section][name] = value.to_data() if isinstance(value, Component) else value
-    return spec_from_dict(sections)
+    return spec_from_dict({**sections, "plugins": list(spec.plugins)})
 
 
 __all__ = [
-    "Component", "ModelSpec", "DataSpec", "TrainSpec", "RunSpec",
+    "Component", "ModelSpec", "DataSpec", "TrainSpec", "RunSpec", "as_section",
     "spec_from_dict", "spec_to_dict", "load_spec", "save_spec", "override",
 ]

@@ -27,7 +27,6 @@ drive ``elbo.differentiable_loss(vae.model, vae.guide, x)``.
 from __future__ import annotations
 
 import contextlib
-import math
 from typing import Any, Mapping
 
 import pyro
@@ -37,15 +36,16 @@ from pyro import poutine
 from torch import nn
 from torch.distributions import kl_divergence
 
+from pyro_vae.checks import positive_int
 from pyro_vae.errors import DataError
 from pyro_vae.guides import GUIDES
 from pyro_vae.likelihoods import LIKELIHOODS
 from pyro_vae.networks import NETWORKS
 from pyro_vae.priors import PRIORS
-from pyro_vae.programs import PROGRAMS
+from pyro_vae.programs import PROGRAMS, check_build_args
 from pyro_vae.plates import data_plate
 from pyro_vae.registry import BuildContext
-from pyro_vae.spec import ModelSpec
+from pyro_vae.spec import ModelSpec, as_section
 
 
 def _kl_weight(beta: float):
@@ -137,12 +137,12 @@ class VAE(nn.Module):
                 f"{name} must be a float tensor of shape (N, {self.data_dim}) for this model, got {shape}; "
                 "flatten images to rows, and build the model for the data's feature count"
             )
-        self.likelihood.check(x)
+        self.likelihood.check(x, name)
 
     @torch.no_grad()
     def sample(self, n: int, *, mean: bool = True) -> torch.Tensor:
         """n draws x ~ p_theta(x | z), z ~ p(z); ``mean=True`` returns E[x | z] instead of x."""
-        z = self.prior().sample((n,))
+        z = self.prior().sample((positive_int("n", n),))
         px = self.decode(z)
         return px.mean if mean else px.sample()
 
@@ -187,12 +187,8 @@ def build_vae(
     data-dependent components such as VampPrior pseudo-inputs. ``seed`` fixes the initial
     weights.
     """
-    if isinstance(spec, ModelSpec):
-        spec = ModelSpec(**{**{k: getattr(spec, k) for k in spec.__dataclass_fields__}, **overrides})
-    else:
-        spec = ModelSpec(**{**dict(spec or {}), **overrides})
-    if image_shape is not None and math.prod(image_shape) != data_dim:
-        raise DataError(f"image_shape {image_shape} has {math.prod(image_shape)} pixels but data_dim is {data_dim}")
+    spec = as_section(ModelSpec, spec, "model spec", **overrides)
+    check_build_args(data_dim, image_shape, data_sample, seed)
     if seed is not None:
         torch.manual_seed(seed)
     ctx = BuildContext(spec.latent_dim, data_dim, image_shape, data_sample=data_sample)

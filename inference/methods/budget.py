@@ -10,6 +10,7 @@ import math
 import re
 from dataclasses import dataclass
 
+from pyro_vae.checks import got, number, optional_positive_int
 from pyro_vae.errors import ConfigError
 
 
@@ -31,18 +32,18 @@ class Budget:
         if self.epochs is None and self.seconds is None and self.samples is None:
             raise ConfigError("a Budget needs epochs, seconds or samples, e.g. Budget(epochs=20) or Budget.parse('60s')")
         for name in ("epochs", "samples"):
-            v = getattr(self, name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-                raise ConfigError(f"budget {name} must be a positive integer, got {v!r}")
-        if self.seconds is not None and (isinstance(self.seconds, bool) or not self.seconds > 0):
-            raise ConfigError(f"budget seconds must be > 0, got {self.seconds!r}")
+            optional_positive_int(f"budget {name}", getattr(self, name))
+        if self.seconds is not None:
+            number("budget seconds", self.seconds, above=0)
 
     @classmethod
     def parse(cls, text: str | "Budget") -> "Budget":
         """``"60s"``, ``"2min"``, ``"20epochs"``, ``"1e6samples"``, or several joined by commas ("60s,20epochs")."""
         if isinstance(text, Budget):
             return text
-        if not isinstance(text, str) or not text.strip():
+        if not isinstance(text, str):
+            raise ConfigError(f"budget must be text such as '60s', '2min', '20epochs' or '1e6samples', or a Budget, {got(text)}")
+        if not text.strip():
             raise ConfigError(f"budget {text!r} is empty; write e.g. 60s, 2min, 20epochs or 1e6samples")
         found: dict[str, float] = {}
         for term in text.split(","):

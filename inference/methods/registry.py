@@ -26,7 +26,9 @@ from inference import evaluate
 from inference.evaluate import Estimate
 from inference.methods.budget import Budget
 from inference.methods.result import MethodResult
-from pyro_vae.data import DataSplits
+from inference.training.settings import check_batch_size
+from pyro_vae.checks import boolean, fraction, got, mapping, name_string
+from pyro_vae.data import DataSplits, check_data_splits
 from pyro_vae.errors import ConfigError
 from pyro_vae.registry import Registry
 from pyro_vae.spec import RunSpec, load_spec
@@ -76,11 +78,18 @@ def fit(
     the budget at which to keep the state (1.0 is always added); ``options``: keyword
     arguments for the method's fit function (e.g. ``weight_decay`` for ``map``, ``hmc_steps``
     for ``mcem``).
+
+    Every argument is checked before anything trains: the spec, the data splits (a
+    ``train.batch_size`` larger than the training rows is refused), the method's name, the
+    budget, the checkpoints and the options.
     """
     spec = load_spec(spec)
+    check_batch_size(spec.train, check_data_splits(data))
+    runner = METHODS.get(name_string("method", method))
     budget = Budget.parse(budget)
-    runner = METHODS.get(method)
     fractions = _fractions(checkpoints)
+    mapping("options", options, optional=True)
+    boolean("progress", progress)
     t0 = time.perf_counter()
     result = runner(spec, data, budget, fractions=fractions, options=dict(options or {}), progress=progress)
     logger.info("%s: %d epochs, %.1f s, %d samples evaluated (%.1f s with probes and checkpoint runs)",
@@ -89,11 +98,12 @@ def fit(
 
 
 def _fractions(checkpoints: Sequence[float]) -> tuple[float, ...]:
+    if not isinstance(checkpoints, (list, tuple)):
+        raise ConfigError(f"checkpoints must be a list of fractions of the budget in (0, 1], {got(checkpoints)}; "
+                          "e.g. [0.25, 0.5, 1.0]")
     out = set()
     for f in checkpoints:
-        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f <= 1:
-            raise ConfigError(f"checkpoints are fractions of the budget in (0, 1], got {f!r}")
-        out.add(float(f))
+        out.add(fraction("checkpoints (fractions of the budget)", f, closed=False))
     out.add(1.0)
     return tuple(sorted(out))
 

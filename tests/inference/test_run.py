@@ -69,7 +69,7 @@ def test_resume_on_data_with_other_values_is_refused_unless_allowed(tmp_path):
     rng = np.random.default_rng(0)
     path = tmp_path / "rows.npy"
     np.save(path, rng.random((120, 6)).round())
-    spec = {**tiny(), "data": {"dataset": str(path), "binarize": "none"}}
+    spec = {**tiny(batch_size=42), "data": {"dataset": str(path), "binarize": "none"}}  # 84 training rows
     run_dir = tmp_path / "run"
     train(spec, run_dir, eval_samples=5, progress=False)
     np.save(path, rng.random((120, 6)).round())  # same shape, other contents

@@ -10,7 +10,8 @@ from torch import nn
 
 from pyro_vae import ConfigError
 from pyro_vae.linear_gaussian import pca_parameters
-from pyro_vae.programs import PROGRAMS, build_program
+from pyro_vae.build import build_program
+from pyro_vae.programs import PROGRAMS
 from pyro_vae.spec import ModelSpec, spec_from_dict, spec_to_dict
 
 SMALL = dict(latent_dim=2, encoder={"name": "mlp", "hidden": [8]}, decoder={"name": "mlp", "hidden": [8]})

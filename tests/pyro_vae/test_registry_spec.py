@@ -44,6 +44,28 @@ def test_custom_component_registers_in_one_decorator():
         reg.register("twice", lambda x: x)
 
 
+def test_a_registered_component_gets_its_option_types_checked():
+    """Types come from the factory's annotations, or from its defaults where it has none; nothing is coerced."""
+    reg = Registry("thing")
+
+    @reg.register("thing")
+    def thing(x: int, *, context=None, scale: float = 1.0, count=3, width: int | None = None, tags: list[str] = ()):
+        return (scale, count, width, tags)
+
+    assert reg.build("thing", 0, scale=2, count=4, width=None, tags=["a"]) == (2, 4, None, ["a"])  # an int is a number
+    for options, match in [
+        ({"scale": "2"}, r"option scale must be a finite number, got '2' \(text: write the number without quotes\)"),
+        ({"scale": float("inf")}, "option scale must be a finite number, got inf"),
+        ({"count": 2.5}, "option count must be an integer, got 2.5; e.g. 3"),  # typed by its default
+        ({"width": True}, r"option width must be an integer or null, got True \(a bool\)"),
+        ({"tags": "a"}, "option tags must be a list of names"),
+    ]:
+        with pytest.raises(ConfigError, match=match):
+            reg.build("thing", 0, **options)
+        with pytest.raises(ConfigError, match=match):  # the same check when a spec is read
+            reg.check_options("thing", options)
+
+
 def test_spec_accepts_names_and_mappings():
     spec = ModelSpec(latent_dim=3, prior={"name": "mixture", "components": 4}, encoder="conv")
     assert spec.prior.name == "mixture" and spec.prior.options == {"components": 4}
@@ -121,3 +143,15 @@ def test_defaults_are_valid():
     spec = RunSpec()
     assert isinstance(spec.train, TrainSpec) and isinstance(spec.data, DataSpec)
     assert spec.model.prior.name == "normal" and spec.train.elbo == "trace"
+
+
+def test_binarize_defaults_to_what_the_dataset_is():
+    """Unset, binarization follows the dataset: static for the set shipped binarized, dynamic otherwise;
+    the resolved value is what a saved spec records."""
+    from pyro_vae.spec import DataSpec
+
+    assert DataSpec().binarize == "dynamic"
+    assert DataSpec(dataset="binarized-mnist").binarize == "static"
+    assert DataSpec(dataset="mnist").binarize == "dynamic"
+    assert spec_to_dict(spec_from_dict({"data": {"dataset": "binarized-mnist"}}))["data"]["binarize"] == "static"
+    assert DataSpec(dataset="binarized-mnist", binarize="none").binarize == "none"
