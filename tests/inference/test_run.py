@@ -166,3 +166,17 @@ def test_tensorboard_without_the_package_is_refused_before_anything_is_written(t
     with pytest.raises(ConfigError, match=r"pip install 'pyro-vae\[tensorboard\]'"):
         train(tiny(), tmp_path / "run", tensorboard=True, progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_every_file_of_a_run_is_an_ordinary_file(tmp_path):
+    """Atomic writes go through temporary files (mode 0600): what lands must have the ordinary mode 0644,
+    metrics.json included, and no temporary file may remain."""
+    import stat
+
+    run_dir = tmp_path / "run"
+    train(tiny(), run_dir, eval_samples=5, progress=False)
+    written = [p for p in run_dir.rglob("*") if p.is_file() and p.name != ".lock"]
+    assert {"config.yaml", "metrics.json", "report.md", "last.pt", "best.pt"} <= {p.name for p in written}
+    for path in written:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
+        assert not path.name.endswith(".tmp"), path
