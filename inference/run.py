@@ -26,7 +26,7 @@ import pyro
 import torch
 
 from inference import evaluate, svi
-from inference.objectives import kl_mode
+from inference.objectives import check_objective, kl_mode, make_objective
 from inference.run_folder import check_fresh, check_resume_spec, clear_run, locked
 from inference.training import FitResult, check_resumable, check_train_spec, data_info, load_checkpoint, vae_state
 from inference.training.checks import check_splits
@@ -133,6 +133,8 @@ def train(
     vae = new_program(spec, data)
     _check_run_data(vae, data, spec)
     with locked(run_dir), contextlib.ExitStack() as stack:
+        if not resume:  # again under the lock: another run may have finished in the folder meanwhile
+            check_fresh(run_dir, overwrite=overwrite)
         if overwrite and not resume:
             clear_run(run_dir)
         save_spec(spec, run_dir / "config.yaml")
@@ -154,9 +156,13 @@ def train(
 
 def _check_run_data(vae: VAE, data: DataSplits, spec: RunSpec) -> None:
     """What svi.fit and the evaluation would refuse, refused before the folder is touched: the data against the
-    program (support, widths, batch size) and a test split with too few rows to score."""
+    program (support, widths, batch size), an objective the guide cannot serve, and a test split with too few
+    rows to score."""
     check_fit_inputs(vae, data, spec.train)
     check_splits(vae, data)
+    with torch.random.fork_rng(devices=[]):  # tracing the guide draws z: the run's streams stay as seeded
+        check_objective(make_objective(spec.train.elbo, spec.train.num_particles), spec.train.elbo, vae.guide,
+                        x=data.train[:2])
     if data.test.shape[0] < 2:
         raise DataError(
             f"the test split has {data.test.shape[0]} row(s); a run scores its held-out log p(x) on at least 2 "

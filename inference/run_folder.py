@@ -33,7 +33,7 @@ except ImportError:  # pragma: no cover - Windows
 logger = logging.getLogger(__name__)
 
 LOCK = ".lock"
-RUN_FILES = ("config.yaml", "metrics.json", "report.md", "checkpoints", "figures", "samples", "diagnostics")
+RUN_FILES = ("config.yaml", "metrics.json", "report.md", "checkpoints", "figures", "samples", "diagnostics", "tensorboard")
 
 
 @contextlib.contextmanager

@@ -114,6 +114,11 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             f"checkpoint {str(path)!r} holds a {type(state).__name__}, not a checkpoint dict; "
             "start without --resume (resume=False)"
         )
+    if state.get("format") == FORMAT and "checksum" not in state:
+        raise TrainingError(
+            f"checkpoint {str(path)!r} has no checksum, which every {FORMAT} file carries; it was altered after "
+            "it was written: delete it and start without --resume (resume=False)"
+        )
     if "checksum" in state and state["checksum"] != checksum(state):
         raise TrainingError(
             f"checkpoint {str(path)!r} is corrupt (checksum mismatch: its contents changed after it was written); "

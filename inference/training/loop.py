@@ -43,7 +43,9 @@ import torch
 from torch import nn
 
 from inference.progress import EpochLines, bar
-from inference.training.checkpoint import load_checkpoint, restore_state, save_checkpoint, state_to_checkpoint
+from inference.training.checkpoint import (
+    capture_rng, load_checkpoint, restore_rng, restore_state, save_checkpoint, state_to_checkpoint,
+)
 from inference.training.schedules import kl_beta, set_learning_rate
 from inference.training.resume import check_resumable, data_info
 from inference.training.settings import check_train_spec
@@ -212,6 +214,8 @@ def _start(task: Task, train: TrainSpec, session: _Session, state: TrainState | 
         session.wall_before = state.wall_time
         if state.last is not None:  # the fit ended on its best epoch: continue from its last one
             load_modules(state.modules, state.last)
+        if state.rng is not None:  # draws made since (checks, scoring) must not shift the fit
+            restore_rng(state.rng)
         return state.replace(last=None)
     fresh = init_state(task, train)
     if not resume:
@@ -246,12 +250,12 @@ def _epoch(state: TrainState, session: _Session, data: DataSplits, epoch: int,
         samples += result.samples
         stats.append(result.stats)
         if max_seconds is not None and session.wall() > max_seconds:
-            out_of_time = step < steps_per_epoch
+            out_of_time = True
             break
     if not all(bool(torch.isfinite(p).all()) for m in state.modules.values() for p in m.parameters()):
         _diverged(state, session, epoch, step, steps_per_epoch, float("nan"))  # a NaN gradient in the last step
     summary = dict(task.summarize(stats)) if any(stats) else {}
-    if out_of_time:
+    if out_of_time and step < steps_per_epoch:
         summary["batches"] = float(step)
     val = _validate(state, session, epoch, step, steps_per_epoch)
     if session.task.report is not None:
@@ -296,7 +300,8 @@ def _end_epoch(state: TrainState, session: _Session, record: EpochRecord) -> Tra
     """Record the epoch, track the best state, write the checkpoints, remember the good state."""
     improved = record.val_elbo is not None and (state.best is None or record.val_elbo > state.best.val_elbo)
     best = Best(record.epoch, record.val_elbo, clone_modules(state.modules)) if improved else state.best
-    state = state.replace(epoch=record.epoch, history=state.history + (record,), best=best, wall_time=session.wall())
+    state = state.replace(epoch=record.epoch, history=state.history + (record,), best=best, wall_time=session.wall(),
+                          rng=capture_rng())
     if session.ckpt_dir is not None:
         ckpt = state_to_checkpoint(state, spec=spec_to_dict(session.train), data=session.data)
         save_checkpoint(session.ckpt_dir / "last.pt", ckpt)

@@ -54,6 +54,8 @@ class TrainState:
 
     ``last``: the modules' states at the end of the last epoch, kept when a finished fit loaded
     the best-validation states into the modules; continuing the state starts from them.
+    ``rng``: the global RNG streams at the end of the last epoch (torch, numpy, Python), restored
+    when the state is continued, so that draws made in between do not change the fit.
     """
 
     modules: Mapping[str, nn.Module]
@@ -65,6 +67,7 @@ class TrainState:
     samples: int = 0
     wall_time: float = 0.0
     last: Mapping[str, Mapping[str, torch.Tensor]] | None = None
+    rng: Mapping[str, Any] | None = None
 
     @property
     def program(self) -> nn.Module:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import shutil
 
 import numpy as np
 import pytest
@@ -180,3 +181,21 @@ def test_every_file_of_a_run_is_an_ordinary_file(tmp_path):
     for path in written:
         assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
         assert not path.name.endswith(".tmp"), path
+
+
+def test_overwrite_removes_the_old_tensorboard_logs_too(tmp_path):
+    """TensorBoard logs belong to the run: they count as a run in the folder, and --overwrite removes them,
+    so the new run's curves are not drawn over the old run's."""
+    event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    run_dir = tmp_path / "run"
+    train(tiny(epochs=2), run_dir, eval_samples=5, tensorboard=True, progress=False)
+    for name in ("config.yaml", "metrics.json", "report.md"):
+        (run_dir / name).unlink()
+    for name in ("checkpoints", "figures"):
+        shutil.rmtree(run_dir / name)
+    with pytest.raises(ConfigError, match="already holds a run"):  # only the logs are left: still a run
+        train(tiny(), run_dir, eval_samples=5, progress=False)
+    train(tiny(), run_dir, overwrite=True, eval_samples=5, tensorboard=True, progress=False)
+    acc = event_accumulator.EventAccumulator(str(run_dir / "tensorboard"))
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("elbo/train")] == [1]

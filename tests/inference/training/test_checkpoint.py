@@ -89,3 +89,16 @@ def test_vae_state_picks_best_or_last():
     assert vae_state({"vae": last, "best": {"epoch": None, "vae": None}}, "best") is last  # no validation split
     with pytest.raises(ConfigError, match="'best' or 'last'"):
         vae_state({"vae": last}, "middle")
+
+
+def test_a_checkpoint_of_this_format_without_its_checksum_is_refused(tmp_path):
+    """Deleting the checksum must not be a way round it: a format-2 file without one is not trusted."""
+    from inference.training.checkpoint import FORMAT
+
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, {"format": FORMAT, "epoch": 1, "w": torch.ones(3)})
+    state = torch.load(path, weights_only=True)
+    del state["checksum"]
+    torch.save(state, path)
+    with pytest.raises(TrainingError, match="checksum"):
+        load_checkpoint(path)

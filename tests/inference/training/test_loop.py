@@ -114,3 +114,28 @@ def test_continuing_in_memory_equals_one_uninterrupted_fit(monkeypatch):
     assert [(r.epoch, r.train_elbo, r.val_elbo) for r in rest.history] == values
     for k, v in whole.state.last["program"].items():
         assert torch.equal(v, rest.state.last["program"][k]), k
+
+
+def test_a_continued_fit_is_exact_whatever_draws_random_numbers_in_between(monkeypatch):
+    """The state carries the RNG streams: random draws between two sessions (here a check that runs the
+    guide, and a stray torch.randn) must not change the continued fit (meanfield, whose check traces the guide)."""
+    digits = load_dataset("digits", binarize="dynamic")
+    spec = dict(latent_dim=2, encoder={"name": "mlp", "hidden": [8]}, decoder={"name": "mlp", "hidden": [8]})
+
+    def train(epochs):
+        return TrainSpec(elbo="meanfield", epochs=epochs, lr=1e-2, batch_size=200, seed=0)
+
+    whole = svi_fit(build_vae(data_dim=64, seed=0, **spec), digits, train(3), progress=False)
+    part = svi_fit(build_vae(data_dim=64, seed=0, **spec), digits, train(1), progress=False)
+    torch.randn(10)
+    rest = svi_fit(part.vae, digits, train(3), state=part.state, progress=False)
+    assert [r.train_elbo for r in rest.history] == [r.train_elbo for r in whole.history]
+
+
+def test_max_seconds_stops_an_epoch_of_one_step_too():
+    """With one minibatch per epoch the budget must still stop the fit (after that epoch, nothing more)."""
+    data = splits(n=100)
+    program = Program(3)
+    result = fit(mean_task(program, 100), data, TrainSpec(epochs=40, lr=1e-3, batch_size=100), max_seconds=1e-9,
+                 progress=False)
+    assert result.stopped == "budget" and len(result.history) == 1 and "batches" not in result.history[0].stats
