@@ -20,14 +20,12 @@ Both ELBO estimators are unbiased for E_q[log w]; the IS estimate is a lower bou
 expectation that does not decrease with K (Burda et al. 2015). Values are in nats per
 datapoint; an :class:`Estimate` also carries the standard error of the mean over datapoints.
 
-Per-datapoint values are never scaled: the model and guide are called with ``num_data=None``
-and ``beta=1`` (when they accept those keywords), and site scales (subsampling N/B, KL
-annealing beta) are divided out by using each site's unscaled log-density.
+Per-datapoint values are never scaled: whatever keywords the model and guide get, site scales
+(subsampling N/B, KL annealing beta) are set aside by using each site's unscaled log-density.
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
 from dataclasses import dataclass
@@ -97,35 +95,17 @@ class Evaluation:
 
 
 # -- per-datapoint log-densities (inference.log_weights) -------------------------------------------
-def _call_kwargs(fn: Callable[..., Any], kwargs: dict[str, Any]) -> dict[str, Any]:
-    """kwargs plus num_data=None, beta=1.0 where ``fn`` accepts them and the caller did not set them."""
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return dict(kwargs)
-    out = dict(kwargs)
-    for key, value in (("num_data", None), ("beta", 1.0)):
-        if key in params and key not in out:
-            out[key] = value
-    return out
-
-
-def _unscaled(fn: Callable[..., Any], kwargs: dict[str, Any]) -> Callable[..., Any]:
-    """``fn`` called with ``num_data=None, beta=1`` (no minibatch or KL scaling) where it accepts them."""
-    extra = _call_kwargs(fn, kwargs)
-    return lambda *args, **kw: fn(*args, **{**extra, **kw})
-
-
 def log_importance_weights(
     model: Callable, guide: Callable, x: torch.Tensor, num_particles: int, **kwargs: Any
 ) -> torch.Tensor:
     """log w_ik = log p(x_i, z_ik) - log q(z_ik | x_i), z_ik ~ q(z | x_i); shape (K, B).
 
-    :func:`inference.log_weights.log_weights` with model and guide called unscaled
-    (``num_data=None, beta=1`` where they take those keywords): the K particles are drawn in
-    one vectorized pass, and each site contributes its unscaled, masked ``log_prob``.
+    :func:`inference.log_weights.log_weights` with every site's scale set aside
+    (``site_scales=False``: minibatch N / B and KL weight beta do not enter, whatever ``kwargs``
+    the program gets): the K particles are drawn in one vectorized pass, and each site
+    contributes its unscaled, masked ``log_prob``.
     """
-    return log_weights(_unscaled(model, kwargs), _unscaled(guide, kwargs), int(num_particles), x, site_scales=False).log_w
+    return log_weights(model, guide, int(num_particles), x, site_scales=False, **kwargs).log_w
 
 
 def _kl_sites(model_trace, guide_trace) -> set[str]:
@@ -159,7 +139,7 @@ def elbo_samples(
     if estimator == "A":
         return log_importance_weights(model, guide, x, num_particles, **kwargs)
     shape = (int(num_particles), x.shape[0])
-    model_trace, guide_trace = traces(_unscaled(model, kwargs), _unscaled(guide, kwargs), shape[0], x)
+    model_trace, guide_trace = traces(model, guide, shape[0], x, **kwargs)
     guide_sites = sample_sites(guide_trace)
     analytic_ok = _kl_sites(model_trace, guide_trace)
     out = x.new_zeros(shape)
