@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+from inference.training.resume import changed_settings
 from inference.training.settings import RESUMABLE_CHANGES
 from pyro_vae.errors import ConfigError
 from pyro_vae.spec import RunSpec, load_spec, spec_to_dict
@@ -104,12 +105,8 @@ def check_resume_spec(run_dir: str | os.PathLike, spec: RunSpec) -> None:
     if not saved_path.is_file():
         raise ConfigError(f"cannot resume: {saved_path} does not exist; start the run without --resume")
     saved, now = spec_to_dict(load_spec(saved_path)), spec_to_dict(spec)
-    changed = []
-    for section in ("model", "data", "train"):
-        for key in sorted(set(saved[section]) | set(now[section])):
-            resumable = section == "train" and key in RESUMABLE_CHANGES
-            if not resumable and saved[section].get(key) != now[section].get(key):
-                changed.append(f"{section}.{key}: {saved[section].get(key)!r} -> {now[section].get(key)!r}")
+    changed = [line for section in ("model", "data", "train") for line in changed_settings(
+        saved[section], now[section], resumable=RESUMABLE_CHANGES if section == "train" else (), prefix=f"{section}.")]
     if changed:
         raise ConfigError(
             f"cannot resume {str(saved_path.parent)!r} with a different spec ({'; '.join(changed)}); only "

@@ -41,6 +41,13 @@ def data_info(data: DataSplits, *, with_fingerprint: bool = True) -> dict[str, A
     return {**info, "fingerprint": fingerprint(data)} if with_fingerprint else info
 
 
+def changed_settings(saved: Mapping[str, Any], now: Mapping[str, Any], *, resumable: tuple[str, ...] = (),
+                     prefix: str = "") -> list[str]:
+    """``"key: old -> new"`` for every key whose value differs between two plain-data specs, but the ``resumable``."""
+    keys = sorted((set(saved) | set(now)) - set(resumable), key=str)
+    return [f"{prefix}{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in keys if saved.get(k) != now.get(k)]
+
+
 def check_resumable(ckpt: Mapping[str, Any], train: TrainSpec, data: Mapping[str, Any], path: Path, *,
                     allow_data_change: bool = False) -> None:
     """ConfigError unless ``ckpt`` was trained with ``train`` (up to RESUMABLE_CHANGES) on ``data``.
@@ -49,9 +56,9 @@ def check_resumable(ckpt: Mapping[str, Any], train: TrainSpec, data: Mapping[str
     ``allow_data_change`` a different fingerprint is only logged.
     """
     saved, now = ckpt.get("spec") or {}, spec_to_dict(train)
-    changed = sorted(k for k in set(saved) | set(now) if k not in RESUMABLE_CHANGES and saved.get(k) != now.get(k))
+    changed = changed_settings(saved, now, resumable=RESUMABLE_CHANGES)
     if changed:
-        diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed)
+        diffs = ", ".join(changed)
         raise ConfigError(
             f"cannot resume {str(path)!r} with different training settings ({diffs}); only "
             f"{', '.join(RESUMABLE_CHANGES)} may change. Resume with the original settings or start a new run folder"
@@ -82,4 +89,4 @@ def check_resumable(ckpt: Mapping[str, Any], train: TrainSpec, data: Mapping[str
         )
 
 
-__all__ = ["fingerprint", "data_info", "check_resumable"]
+__all__ = ["fingerprint", "data_info", "changed_settings", "check_resumable"]
