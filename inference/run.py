@@ -26,10 +26,9 @@ import pyro
 import torch
 
 from inference import evaluate, svi
-from inference.objectives import check_objective, kl_mode, make_objective
+from inference.objectives import kl_mode
 from inference.run_folder import check_fresh, check_resume_spec, clear_run, locked
 from inference.training import FitResult, check_resumable, check_train_spec, data_info, load_checkpoint, vae_state
-from inference.training.checks import check_splits
 from inference.training.settings import check_fit_inputs
 from inference.training.tracking import TensorBoardTracker, require_tensorboard
 from pyro_vae.checks import positive_int
@@ -155,14 +154,9 @@ def train(
 
 
 def _check_run_data(vae: VAE, data: DataSplits, spec: RunSpec) -> None:
-    """What svi.fit and the evaluation would refuse, refused before the folder is touched: the data against the
-    program (support, widths, batch size), an objective the guide cannot serve, and a test split with too few
-    rows to score."""
-    check_fit_inputs(vae, data, spec.train)
-    check_splits(vae, data)
-    with torch.random.fork_rng(devices=[]):  # tracing the guide draws z: the run's streams stay as seeded
-        check_objective(make_objective(spec.train.elbo, spec.train.num_particles), spec.train.elbo, vae.guide,
-                        x=data.train[:2])
+    """What svi.fit and the evaluation would refuse, refused before the folder is touched: the fit's inputs
+    (:func:`inference.svi.check_program_data`) and a test split with too few rows to score."""
+    svi.check_program_data(vae, data, check_fit_inputs(vae, data, spec.train))
     if data.test.shape[0] < 2:
         raise DataError(
             f"the test split has {data.test.shape[0]} row(s); a run scores its held-out log p(x) on at least 2 "

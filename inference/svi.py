@@ -93,6 +93,15 @@ def svi_task(program: nn.Module, data: DataSplits, train: TrainSpec) -> Task:
     )
 
 
+def check_program_data(program: nn.Module, data: DataSplits, train: TrainSpec) -> None:
+    """What SVI refuses before training, beyond the arguments' own checks (``check_fit_inputs``): a split
+    outside the program's likelihood, and an objective the guide cannot serve (traced once, under
+    ``fork_rng``: the global RNG streams are untouched)."""
+    check_splits(program, data)
+    with torch.random.fork_rng(devices=[]):
+        check_objective(make_objective(train.elbo, train.num_particles), train.elbo, program.guide, x=data.train[:2])
+
+
 def fit(
     vae: nn.Module,
     data: DataSplits,
@@ -128,9 +137,7 @@ def fit(
     if state is not None and not isinstance(state, TrainState):
         raise ConfigError(f"state must be None or the TrainState of an earlier fit (result.state), {got(state)}")
     optional_positive_float("max_seconds", max_seconds)
-    check_splits(vae, data)
-    objective = make_objective(train.elbo, train.num_particles)
-    check_objective(objective, train.elbo, vae.guide, x=data.train[:2])
+    check_program_data(vae, data, train)
     if state is None:
         logger.info(
             "data checked once against the likelihood's support; Pyro's argument validation runs on the first "
@@ -144,4 +151,4 @@ def fit(
                     allow_data_change=allow_data_change, callbacks=callbacks, progress=progress)
 
 
-__all__ = ["fit", "svi_task", "mean_elbo", "elbo_terms", "program_inputs", "VAL_CHUNK"]
+__all__ = ["fit", "check_program_data", "svi_task", "mean_elbo", "elbo_terms", "program_inputs", "VAL_CHUNK"]
