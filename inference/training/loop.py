@@ -252,7 +252,7 @@ def _epoch(state: TrainState, session: _Session, data: DataSplits, epoch: int,
         if max_seconds is not None and session.wall() > max_seconds:
             out_of_time = True
             break
-    if not all(bool(torch.isfinite(p).all()) for m in state.modules.values() for p in m.parameters()):
+    if not _parameters_finite(state):
         _diverged(state, session, epoch, step, steps_per_epoch, float("nan"))  # a NaN gradient in the last step
     summary = dict(task.summarize(stats)) if any(stats) else {}
     if out_of_time and step < steps_per_epoch:
@@ -265,6 +265,11 @@ def _epoch(state: TrainState, session: _Session, data: DataSplits, epoch: int,
     return state.replace(samples=samples), record, out_of_time
 
 
+def _parameters_finite(state: TrainState) -> bool:
+    """Whether every parameter of every module of the fit is finite."""
+    return all(bool(torch.isfinite(p).all()) for m in state.modules.values() for p in m.parameters())
+
+
 def _guarded_step(state: TrainState, session: _Session, batch: Batch, beta: float,
                   epoch: int, step: int, steps_per_epoch: int) -> StepResult:
     """The task's step under Pyro's validation (first step of a session), with the non-finite checks."""
@@ -273,8 +278,7 @@ def _guarded_step(state: TrainState, session: _Session, batch: Batch, beta: floa
         with pyro.validation_enabled(session.validate_next or train.validate_every_step):
             result = session.task.step(state, batch, beta)
     except ValueError as err:  # validation rejecting a distribution's NaN/inf arguments
-        finite = all(bool(torch.isfinite(p).all()) for m in state.modules.values() for p in m.parameters())
-        if session.validate_next or (finite and not _NON_FINITE.search(str(err))):
+        if session.validate_next or (_parameters_finite(state) and not _NON_FINITE.search(str(err))):
             raise  # first step of the session: a model/shape problem, Pyro's message says it best
         _diverged(state, session, epoch, step, steps_per_epoch, float("nan"), cause=err)
     session.validate_next = False
