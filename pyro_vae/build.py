@@ -18,14 +18,15 @@ def build_program(
     data_sample: torch.Tensor | None = None,
     seed: int | None = None,
 ) -> Program:
-    """A fresh program of the kind ``spec.program`` names, for data of ``data_dim`` features (weights fixed by ``seed``).
+    """A fresh program of the kind ``spec.program`` names, with its options, for data of ``data_dim`` features (weights fixed by ``seed``).
 
     ``spec`` is a :class:`~pyro_vae.spec.ModelSpec` or a mapping of its keys (None: the defaults).
     """
     spec = as_section(ModelSpec, spec, "model spec")
     check_build_args(data_dim, image_shape, data_sample, seed)
-    factory = PROGRAMS.get(spec.program)
-    return factory(spec, data_dim=data_dim, image_shape=image_shape, data_sample=data_sample, seed=seed)
+    factory = PROGRAMS.get(spec.program.name)
+    return factory(spec, data_dim=data_dim, image_shape=image_shape, data_sample=data_sample, seed=seed,
+                   **spec.program.options)
 
 
 __all__ = ["build_program"]

@@ -12,7 +12,10 @@ A program is a ``torch.nn.Module`` with
 
 The training loop, the evaluator, diagnostics and the command line never special-case a
 program. A program registers a factory ``factory(spec, *, data_dim, image_shape, data_sample,
-seed)`` with ``@PROGRAMS.register("name")``; :func:`pyro_vae.build.build_program` builds the one a spec names.
+seed, **options)`` with ``@PROGRAMS.register("name")``: its keyword-only parameters other than
+these build arguments are the program's options, declared and type-checked like any component's
+(``model.program: {name: ..., option: value}``); :func:`pyro_vae.build.build_program` builds the
+one a spec names.
 """
 
 from __future__ import annotations
@@ -47,7 +50,10 @@ class NamesProgram(Protocol):
     program: str
 
 
-PROGRAMS: Registry[Program] = Registry("program")
+# the build arguments every program factory takes (check_build_args); its other keyword-only
+# parameters are the program's options, declared in the spec: ``program: {name: cvae, task: superres}``
+BUILD_ARGS = ("data_dim", "image_shape", "data_sample", "seed")
+PROGRAMS: Registry[Program] = Registry("program", reserved=BUILD_ARGS)
 
 
 def check_build_args(data_dim: Any, image_shape: Any, data_sample: Any, seed: Any) -> None:
@@ -78,4 +84,4 @@ def check_program(program: Any, name: str = "program") -> Any:
     return program
 
 
-__all__ = ["Program", "PROGRAMS", "NamesProgram", "check_build_args", "check_program"]
+__all__ = ["Program", "PROGRAMS", "NamesProgram", "check_build_args", "check_program", "BUILD_ARGS"]

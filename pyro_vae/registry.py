@@ -33,8 +33,10 @@ T = TypeVar("T")
 class Registry(Generic[T]):
     """Name -> factory mapping for one kind of component (``kind`` is used in messages)."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, reserved: tuple[str, ...] = ()) -> None:
         self.kind = kind
+        # keyword-only parameters the library passes itself (never user options); "context" always is one
+        self.reserved = ("context", *reserved)
         self._factories: dict[str, Callable[..., T]] = {}
 
     def register(self, name: str, factory: Callable[..., T] | None = None) -> Any:
@@ -60,7 +62,7 @@ class Registry(Generic[T]):
     def build(self, name: str, *args: Any, **options: Any) -> T:
         """Call the factory for ``name`` with ``args`` and ``options``; bad options are named."""
         factory = self.get(name)
-        self.check_options(name, {k: v for k, v in options.items() if k != "context"})
+        self.check_options(name, {k: v for k, v in options.items() if k not in self.reserved})
         return factory(*args, **options)
 
     def check_options(self, name: str, options: dict[str, Any]) -> None:
@@ -93,7 +95,7 @@ class Registry(Generic[T]):
             hints = {}
         out = {}
         for p in inspect.signature(factory).parameters.values():
-            if p.kind is not p.KEYWORD_ONLY or p.name == "context":
+            if p.kind is not p.KEYWORD_ONLY or p.name in self.reserved:
                 continue
             default = None if p.default is p.empty else p.default
             annotation = hints.get(p.name)
@@ -111,7 +113,7 @@ class Registry(Generic[T]):
         return [
             p.name
             for p in sig.parameters.values()
-            if p.kind is p.KEYWORD_ONLY and p.name != "context"
+            if p.kind is p.KEYWORD_ONLY and p.name not in self.reserved
         ]
 
     def describe(self, name: str) -> str:

@@ -98,7 +98,7 @@ class ModelSpec:
     """Which program (``vae``, ``ppca``, ...) and its parts: p(z) (prior), p_theta(x|z) (likelihood, decoder), q_phi(z|x) (guide, encoder)."""
 
     latent_dim: int = 10
-    program: str = "vae"
+    program: Component | str | Mapping[str, Any] = "vae"  # a name, or {name: ..., **the program's options}
     prior: Component | str | Mapping[str, Any] = "normal"
     likelihood: Component | str | Mapping[str, Any] = "bernoulli"
     encoder: Component | str | Mapping[str, Any] = "mlp"
@@ -107,8 +107,7 @@ class ModelSpec:
 
     def __post_init__(self) -> None:
         positive_int("model.latent_dim", self.latent_dim)
-        choice("model.program", self.program, PROGRAMS.names())
-        for name, reg in (("prior", PRIORS), ("likelihood", LIKELIHOODS), ("encoder", NETWORKS), ("decoder", NETWORKS), ("guide", GUIDES)):
+        for name, reg in (("program", PROGRAMS), ("prior", PRIORS), ("likelihood", LIKELIHOODS), ("encoder", NETWORKS), ("decoder", NETWORKS), ("guide", GUIDES)):
             object.__setattr__(self, name, Component.parse(getattr(self, name), reg, f"model.{name}"))
 
 

@@ -19,10 +19,33 @@ SMALL = dict(latent_dim=2, encoder={"name": "mlp", "hidden": [8]}, decoder={"nam
 
 def test_vae_and_ppca_are_registered_and_unknown_names_list_them():
     assert {"vae", "ppca"} <= set(PROGRAMS.names())
-    with pytest.raises(ConfigError, match=r"model.program='gan' is not valid; choose one of: .*ppca.*vae"):
+    with pytest.raises(ConfigError, match=r"unknown program 'gan'; valid programs are: .*ppca.*vae"):
         ModelSpec(program="gan")
     assert spec_to_dict(spec_from_dict({"model": {"program": "ppca"}}))["model"]["program"] == "ppca"
-    assert ModelSpec().program == "vae"  # a config.yaml written before programs existed still loads
+    assert ModelSpec().program.name == "vae"  # a config.yaml written before programs existed still loads
+
+
+def test_a_program_takes_its_options_from_the_spec_checked_like_any_component():
+    """program: {name, **options}: the factory's keyword-only parameters past the build arguments are its options."""
+    seen = {}
+
+    def scaled(spec, *, data_dim, image_shape=None, data_sample=None, seed=None, width: int = 3):
+        seen["width"] = width
+        return PROGRAMS.get("vae")(spec, data_dim=data_dim, image_shape=image_shape, data_sample=data_sample, seed=seed)
+
+    PROGRAMS.register("_test_scaled", scaled)
+    try:
+        assert PROGRAMS.options("_test_scaled") == ["width"]
+        spec = spec_from_dict({"model": {"program": {"name": "_test_scaled", "width": 7}, **SMALL}})
+        assert spec_to_dict(spec)["model"]["program"] == {"name": "_test_scaled", "width": 7}
+        build_program(spec.model, data_dim=4, seed=0)
+        assert seen["width"] == 7
+        with pytest.raises(ConfigError, match=r"program '_test_scaled' got unknown option\(s\) \['depth'\]; it accepts: width"):
+            ModelSpec(program={"name": "_test_scaled", "depth": 2})
+        with pytest.raises(ConfigError, match=r"program '_test_scaled' option width"):
+            ModelSpec(program={"name": "_test_scaled", "width": "wide"})
+    finally:
+        PROGRAMS._factories.pop("_test_scaled")
 
 
 @pytest.mark.parametrize("name", sorted(PROGRAMS.names()))
