@@ -33,6 +33,7 @@ import torch
 
 from pyro_vae.checks import boolean, check_fractions, choice, got, optional_positive_int, path_like, seed as check_seed
 from pyro_vae.errors import ConfigError, DataError
+from pyro_vae.labels import class_labels
 from pyro_vae.idx import (  # noqa: F401 - the resources are re-exported: users and tests read them here
     FASHION_MNIST_RESOURCES, IDX_DATASETS as _IDX_DATASETS, IDX_MAGIC_IMAGES, IDX_MAGIC_LABELS, MNIST_RESOURCES,
     download_idx, file_md5, read_idx,
@@ -182,12 +183,7 @@ def _split_sizes(n: int, fractions: tuple[float, float]) -> tuple[int, int, int]
 
 # ----------------------------------------------------------------------------- splitting
 def _labels(y: object, n: int, name: str) -> torch.Tensor:
-    arr = np.asarray(y)
-    if arr.ndim != 1 or arr.shape[0] != n:
-        raise DataError(f"{name} has shape {arr.shape}; expected one label per row, i.e. ({n},)")
-    if arr.dtype.kind not in "biuf" or (arr.dtype.kind == "f" and not np.all(arr == np.round(arr))):
-        raise DataError(f"{name} must hold integer class labels (got dtype {arr.dtype})")
-    return torch.from_numpy(arr.astype(np.int64))
+    return class_labels(y, n, name)  # pyro_vae.labels: length, NaN, integer and sign checks
 
 
 def _split(x: torch.Tensor, y: torch.Tensor | None, fractions: tuple[float, float], seed: int

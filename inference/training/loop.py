@@ -35,7 +35,7 @@ import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, NamedTuple, Sequence
+from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 import pyro
@@ -88,7 +88,9 @@ class Task:
     ``validate()``: the validation score (higher is better, nats per datapoint) or None for
     none; ``report()``: more numbers for the epoch's ``stats``, computed with the validation (e.g.
     the ELBO's terms); ``scheduled``: the optimizers whose learning rate follows ``train.lr_schedule``;
-    ``summarize``: an epoch's step stats -> the record's ``stats``; ``label``: progress text.
+    ``summarize``: an epoch's step stats -> the record's ``stats``; ``label``: progress text;
+    ``batches(data, train, generator)``: one epoch's minibatches, ceil(N / batch_size) of them
+    (None: :func:`pyro_vae.data.batches` over ``data.train``; semi-supervised M2 mixes labelled rows in).
     """
 
     modules: Mapping[str, nn.Module]
@@ -99,6 +101,7 @@ class Task:
     scheduled: tuple[str, ...] = ("theta",)
     summarize: Callable[[Sequence[Mapping[str, float]]], Mapping[str, float]] = mean_stats
     label: str = "fit"
+    batches: Callable[[DataSplits, TrainSpec, torch.Generator], Iterable[Batch]] | None = None
 
 
 def generator_seed(seed: int, stream: int = 0x5EED_BA7C) -> int:
@@ -242,8 +245,10 @@ def _epoch(state: TrainState, session: _Session, data: DataSplits, epoch: int,
     steps_per_epoch = math.ceil(n / train.batch_size)
     warmup = train.kl_warmup_epochs * steps_per_epoch
     total, beta, step, samples, stats, out_of_time = 0.0, 1.0, 0, state.samples, [], False
-    for step, batch in enumerate(batches(data.train, train.batch_size, shuffle=True, generator=state.generator,
-                                         binarize=data.binarize == "dynamic"), start=1):
+    stream = (task.batches(data, train, state.generator) if task.batches is not None else
+              batches(data.train, train.batch_size, shuffle=True, generator=state.generator,
+                      binarize=data.binarize == "dynamic"))
+    for step, batch in enumerate(stream, start=1):
         beta = kl_beta((epoch - 1) * steps_per_epoch + step, warmup)
         result = _guarded_step(state, session, batch, beta, epoch, step, steps_per_epoch)
         total += result.loss
