@@ -1,4 +1,4 @@
-"""Command line: ``pyro-vae train | evaluate | sample | export | compare | diagnose | list``.
+"""Command line: ``pyro-vae train | evaluate | classify | sample | export | compare | diagnose | list``.
 
 Only parses arguments and calls library functions (``inference.run``); every number it
 prints comes from the run folder it writes. Flags list their valid values from the registries.
@@ -45,7 +45,7 @@ def _train(args: argparse.Namespace) -> int:
     spec = override(
         spec,
         data__dataset=args.dataset, data__data_dir=args.data_dir, data__binarize=args.binarize,
-        data__max_train=args.max_train,
+        data__max_train=args.max_train, data__labels=args.labels,
         model__program=args.program, model__prior=args.prior, model__likelihood=args.likelihood,
         model__latent_dim=args.latent_dim,
         model__guide=args.guide,
@@ -70,6 +70,7 @@ def _train(args: argparse.Namespace) -> int:
     print(f"test log p(x) (IS, K={ll['num_samples']}): {ll['mean']:.3f} +- {ll['stderr']:.3f} nats")
     print(f"test ELBO A: {t['elbo_a']['mean']:.3f} +- {t['elbo_a']['stderr']:.3f}   B: {t['elbo_b']['mean']:.3f} +- {t['elbo_b']['stderr']:.3f}")
     print(f"active units: {t['active_units']} of {len(t['kl_per_dim'])}")
+    _print_semi_supervised(t)
     print(f"wall time: training {result.fit.wall_time:.1f} s, evaluation {t['seconds']:.1f} s "
           f"({ll['n']} test rows x K={ll['num_samples']})")
     return 0
@@ -101,6 +102,26 @@ def _evaluate(args: argparse.Namespace) -> int:
     print(f"test log p(x) (IS, K={ll['num_samples']}): {ll['mean']:.3f} +- {ll['stderr']:.3f} nats over {ll['n']} datapoints")
     print(f"test ELBO A: {t['elbo_a']['mean']:.3f} +- {t['elbo_a']['stderr']:.3f}   B: {t['elbo_b']['mean']:.3f} +- {t['elbo_b']['stderr']:.3f}")
     print(f"evaluation wall time {t['seconds']:.1f} s")
+    _print_semi_supervised(t)
+    return 0
+
+
+def _print_semi_supervised(test: dict) -> None:
+    """The accuracy and calibration lines of an M2 run (nothing for other programs)."""
+    s = test.get("semi_supervised")
+    if s:
+        ll = s["log_likelihood_summed"]
+        print(f"test accuracy {s['accuracy']:.4f} +- {s['accuracy_stderr']:.4f} (error {100 * s['error']:.2f} %), "
+              f"ECE {s['ece']:.4f}; log p(x) with y summed out {ll['mean']:.3f} +- {ll['stderr']:.3f} nats")
+
+
+def _classify(args: argparse.Namespace) -> int:
+    from inference import run
+    from inference.semisup.results import accuracy_of
+
+    path = run.classify_run(args.run_dir, dataset=args.dataset, out=args.out)
+    accuracy = accuracy_of(path)
+    print(f"predictions and class probabilities: {path}" + ("" if accuracy is None else f" (accuracy {accuracy:.4f})"))
     return 0
 
 
@@ -178,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_train(sub)
     _add_evaluate(sub)
+    _add_classify(sub)
     _add_sample(sub)
     _add_export(sub)
     _add_compare(sub)
@@ -197,6 +219,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--download", action="store_true", help="download MNIST/Fashion-MNIST (checksummed) first")
     t.add_argument("--binarize", help=f"{_names(BINARIZE)} (default: static for binarized-mnist, else dynamic)")
     t.add_argument("--max-train", type=int, help="use only the first N training rows")
+    t.add_argument("--labels", type=int, help="semi-supervised (program m2): keep the labels of N training rows, balanced over the classes")
     t.add_argument("--program", help=f"{_names(PROGRAMS.names())} (default vae)")
     t.add_argument("--prior", help=_names(PRIORS.names()))
     t.add_argument("--likelihood", help=_names(LIKELIHOODS.names()))
@@ -236,6 +259,15 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--eval-rows", type=int, help="score only the first N test rows (default: all)")
     e.add_argument("-q", "--quiet", action="store_true")
     e.set_defaults(func=_evaluate)
+
+
+def _add_classify(sub: argparse._SubParsersAction) -> None:
+    """The ``classify`` command's flags."""
+    c = sub.add_parser("classify", help="predictions and class probabilities of an M2 run (CSV)")
+    c.add_argument("run_dir")
+    c.add_argument("--dataset", default="test", help="test | val | train (the run's splits) or a .npy/.npz/.csv file")
+    c.add_argument("--out", help="the CSV to write (default RUN/predictions/<dataset>.csv)")
+    c.set_defaults(func=_classify)
 
 
 def _add_sample(sub: argparse._SubParsersAction) -> None:

@@ -25,7 +25,8 @@ from typing import Any, NamedTuple
 import pyro
 import torch
 
-from inference import evaluate, svi
+from inference import evaluate, semisup, svi
+from inference.semisup import results as semisup_results
 from inference.objectives import kl_mode
 from inference.run_folder import check_fresh, check_resume_spec, clear_run, locked
 from inference.training import FitResult, check_resumable, check_train_spec, data_info, load_checkpoint, vae_state
@@ -33,6 +34,7 @@ from inference.training.settings import check_fit_inputs
 from inference.training.tracking import TensorBoardTracker, require_tensorboard
 from pyro_vae.checks import positive_int
 from pyro_vae.data import DataSplits, load_dataset
+from pyro_vae.labels import semi_supervised
 from pyro_vae.errors import ConfigError, DataError, TrainingError
 from pyro_vae.spec import RunSpec, load_spec, save_spec, spec_to_dict
 from pyro_vae.export import export_program
@@ -56,10 +58,13 @@ class RunResult:
 def load_data(spec: RunSpec) -> DataSplits:
     """The dataset a spec names, split deterministically by the run's seed."""
     d = spec.data
-    return load_dataset(
+    data = load_dataset(
         d.dataset, data_dir=d.data_dir, binarize=d.binarize, val_fraction=d.val_fraction,
         test_fraction=d.test_fraction, seed=spec.train.seed, max_train=d.max_train,
     )
+    if d.labels is not None:  # semi-supervised: the labels of d.labels balanced training rows kept, the others hidden
+        data = semi_supervised(data, d.labels, num_classes=spec.model.program.options.get("classes"), seed=spec.train.seed)
+    return data
 
 
 def new_program(spec: RunSpec, data: DataSplits) -> VAE:
@@ -143,10 +148,14 @@ def train(
             stack.callback(tracker.close)
             callbacks.append(tracker)
         logger.info("training %s on %s (%d train rows)", type(vae).__name__, data.name, len(data.train))
-        fit = svi.fit(vae, data, spec.train, run_dir=run_dir, resume=resume, allow_data_change=allow_data_change,
-                      callbacks=callbacks, progress=progress)
-        metrics = _run_metrics(spec, data, vae, fit, test_metrics(vae, data, num_samples=eval_samples, rows=eval_rows,
-                                                                  progress=progress))
+        fitter = semisup.fit if semisup.is_semi_supervised(vae) else svi.fit
+        fit = fitter(vae, data, spec.train, run_dir=run_dir, resume=resume, allow_data_change=allow_data_change,
+                     callbacks=callbacks, progress=progress)
+        test = test_metrics(vae, data, num_samples=eval_samples, rows=eval_rows, progress=progress)
+        if semisup.is_semi_supervised(vae):
+            test["semi_supervised"] = semisup_results.record(vae, data, run_dir / "figures", num_samples=eval_samples,
+                                                             rows=eval_rows, progress=progress)
+        metrics = _run_metrics(spec, data, vae, fit, test)
         write_json(run_dir / "metrics.json", metrics)
         save_run_figures(vae, data, fit.history, run_dir / "figures")
         write_report(run_dir, metrics)
@@ -157,6 +166,11 @@ def _check_run_data(vae: VAE, data: DataSplits, spec: RunSpec) -> None:
     """What svi.fit and the evaluation would refuse, refused before the folder is touched: the fit's inputs
     (:func:`inference.svi.check_program_data`) and a test split with too few rows to score."""
     svi.check_program_data(vae, data, check_fit_inputs(vae, data, spec.train))
+    if semisup.is_semi_supervised(vae):
+        semisup.check_semi_supervised(vae, data, spec.train)
+    elif spec.data.labels is not None:
+        raise ConfigError(f"data.labels={spec.data.labels} hides labels for semi-supervised training, but the program "
+                          f"{spec.model.program.name!r} takes none; use model.program: m2, or drop data.labels (--labels)")
     if data.test.shape[0] < 2:
         raise DataError(
             f"the test split has {data.test.shape[0]} row(s); a run scores its held-out log p(x) on at least 2 "
@@ -246,12 +260,31 @@ def evaluate_run(run_dir: str | Path, *, num_samples: int = 5000, rows: int | No
     _, data, vae = load_run(run_dir)
     with locked(run_dir):
         test = test_metrics(vae, data, num_samples=num_samples, rows=rows, progress=progress)
+        if semisup.is_semi_supervised(vae):
+            test["semi_supervised"] = semisup_results.record(vae, data, run_dir / "figures", num_samples=num_samples,
+                                                             rows=rows, progress=progress)
         path = run_dir / "metrics.json"
         metrics = json.loads(path.read_text()) if path.is_file() else {}
         metrics["test"] = test
         write_json(path, metrics)
         write_report(run_dir, metrics)
     return test
+
+
+def classify_run(run_dir: str | Path, *, dataset: str = "test", out: str | Path | None = None) -> Path:
+    """Write argmax q(y | x) and q(y = c | x) of an M2 run for a split (test | val | train) or a data file.
+
+    The file (default ``RUN/predictions/<split or file stem>.csv``) is written atomically.
+    """
+    run_dir = Path(run_dir)
+    _, data, program = load_run(run_dir)
+    if not semisup.is_semi_supervised(program):
+        raise ConfigError(f"{run_dir} holds a {type(program).__name__}, which has no classifier; classify runs of "
+                          "model.program: m2")
+    x, labels, name = semisup_results.rows_to_classify(data, dataset)
+    with locked(run_dir):
+        return semisup_results.write_predictions(program, x, labels, Path(out) if out else
+                                                 run_dir / "predictions" / f"{name}.csv")
 
 
 class Samples(NamedTuple):
@@ -314,6 +347,8 @@ def write_report(run_dir: Path, metrics: dict[str, Any]) -> Path:
             f"Active units (Cov_x E_q[z_u] > 0.01): {test['active_units']} of {len(test['kl_per_dim'])}.",
             "",
         ]
+    if "semi_supervised" in test:
+        lines += semisup_results.report_lines(test["semi_supervised"])
     figs = sorted((run_dir / "figures").glob("*.png")) if (run_dir / "figures").is_dir() else []
     for fig in figs:
         lines += [f"![{fig.stem}](figures/{fig.name})", ""]

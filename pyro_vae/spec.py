@@ -121,6 +121,7 @@ class DataSpec:
     val_fraction: float = 0.1
     test_fraction: float = 0.2
     max_train: int | None = None
+    labels: int | None = None  # semi-supervised: keep the labels of this many balanced training rows (pyro_vae.labels)
 
     def __post_init__(self) -> None:
         name_string("data.dataset", self.dataset, what="a built-in dataset name or a .npy/.npz/.csv path")
@@ -131,6 +132,7 @@ class DataSpec:
         choice("data.binarize", self.binarize, BINARIZE)
         check_fractions(self.val_fraction, self.test_fraction, prefix="data.")
         optional_positive_int("data.max_train", self.max_train)
+        optional_positive_int("data.labels", self.labels)
 
 
 @dataclass(frozen=True)
