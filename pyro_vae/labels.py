@@ -45,7 +45,7 @@ def class_labels(y: Any, n: int, name: str = "labels") -> torch.Tensor:
                             "must be complete: drop those rows, or leave the label out for unlabelled data")
         if not np.all(arr == np.round(arr)):
             row = int(np.flatnonzero(arr != np.round(arr))[0])
-            raise DataError(f"{name} must hold integer class labels 0..C-1, got {arr[row]!r} at row {row}")
+            raise DataError(f"{name} must hold integer class labels 0..C-1, got {float(arr[row]):g} at row {row}")
     if arr.size and arr.min() < 0:
         row = int(np.argmin(arr))
         raise DataError(f"{name} holds the negative label {int(arr[row])} at row {row}; class labels are 0..C-1")
