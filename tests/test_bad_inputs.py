@@ -678,6 +678,65 @@ CLI = [
 ]
 
 
+# --------------------------------------------------------------------------- semi-supervised M2 (labels, m2, M1+M2)
+CLI_FILES["m2five.yaml"] = yaml.safe_dump({"model": {**TINY_MODEL, "program": {"name": "m2", "classes": 5}},
+                                           "data": {"labels": 20}, "train": {"elbo": "enum"}})
+CLI_FILES["nanlabels.csv"] = "a,b,label\n" + "".join(f"{i / 20},{(i % 3) / 3},{'nan' if i == 7 else i % 2}\n" for i in range(20))
+CLI.extend([
+    cli("m2-labels-below-classes", ["--program", "m2", "--labels", "5"], "labels"),
+    cli("m2-labels-0", ["--program", "m2", "--labels", "0"], "data.labels"),
+    cli("labels-without-m2", ["--labels", "20"], "data.labels"),
+    cli("m2-labels-outside-classes", ["--config", "{files}/m2five.yaml"], "classes"),
+    cli("m2-nan-label-column", ["--program", "m2", "--labels", "2", "--dataset", "{files}/nanlabels.csv", "--binarize", "none"], "labels"),
+    cli("classify-not-a-run", ["{files}"], "config.yaml", base=["classify"]),
+])
+
+
+def semi(n_labels: Any, **kwargs: Any) -> Callable[[], Any]:
+    from pyro_vae.labels import semi_supervised
+
+    return lambda: semi_supervised(load_dataset("digits", binarize="threshold"), n_labels, **kwargs)
+
+
+def m2_fit(data: Callable[[], DataSplits], **program: Any) -> Callable[[], Any]:
+    def call():
+        from inference import semisup
+
+        m2 = build_program({**TINY_MODEL, "program": {"name": "m2", **program}}, data_dim=64, seed=0)
+        return semisup.fit(m2, data(), {"elbo": "enum", "epochs": 1, "batch_size": 50}, progress=False)
+    return call
+
+
+def class_labels(y: Any, n: int) -> Callable[[], Any]:
+    from pyro_vae.labels import class_labels as check
+
+    return lambda: check(y, n, "labels")
+
+
+SEMI_SUPERVISED = [
+    case("labels-below-classes", semi(9), ConfigError, "labels"),
+    case("labels-text", semi("100"), ConfigError, "labels"),
+    case("labels-above-rows", semi(10**6), ConfigError, "labels"),
+    case("labels-classes-too-few", semi(20, num_classes=5), DataError, "train_labels"),
+    case("labels-seed-negative", semi(20, seed=-1), ConfigError, "seed"),
+    case("label-array-nan", class_labels(np.array([0.0, NAN, 1.0]), 3), DataError, "labels"),
+    case("label-array-short", class_labels(np.array([0, 1]), 3), DataError, "labels"),
+    case("label-array-negative", class_labels(np.array([0, -3, 1]), 3), DataError, "labels"),
+    case("label-array-text", class_labels(np.array(["a", "b", "c"]), 3), DataError, "labels"),
+    case("m2-classes-1", lambda: build_program({"program": {"name": "m2", "classes": 1}}, data_dim=4), ConfigError, "classes"),
+    case("m2-alpha-negative", lambda: build_program({"program": {"name": "m2", "alpha": -1.0}}, data_dim=4), ConfigError, "alpha"),
+    case("m2-fit-without-labels", m2_fit(lambda: splits(digits().train, digits().val, digits().test)), DataError, "labels"),
+    case("m2-fit-classes-too-few", m2_fit(lambda: semi(20)(), classes=5), DataError, "train_labels"),
+    case("m2-fit-vae", lambda: __import__("inference.semisup", fromlist=["fit"]).fit(vae(), semi(20)(), {"epochs": 1}),
+         ConfigError, "m2"),
+]
+
+
+@pytest.mark.parametrize("call, error, names", group("semi-supervised", SEMI_SUPERVISED))
+def test_bad_semi_supervised_inputs_are_refused(call, error, names):
+    assert_refused(call, error, names)
+
+
 @pytest.fixture(scope="module")
 def cli_files(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("cli-files")
