@@ -1,0 +1,50 @@
+r"""M1+M2 (Kingma et al. 2014): M2 trained on the latent means of a trained VAE (M1).
+
+M1 is any run folder of a VAE (``pyro-vae train``). Every row x of the train, validation and test
+splits becomes its posterior mean
+
+    u = E_{q_M1}[z | x]                     (the M1 guide's mean, an R^{d_1} feature vector),
+
+with the labels carried over unchanged (hidden ones stay :data:`pyro_vae.labels.UNLABELLED`), and
+M2 is fitted to the u's as to any real-valued data (a Gaussian likelihood, e.g.
+``gaussian_learned``). Rows under dynamic binarization are encoded as their grey values (the
+mean of the Bernoulli draws M1 was trained on).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from pyro_vae.checks import positive_int
+from pyro_vae.data import DataSplits
+from pyro_vae.errors import ConfigError, DataError
+from pyro_vae.plots.latents import posterior_means
+
+
+def latent_features(m1_run: str | Path, data: DataSplits | None = None, *, latent_dim: int | None = None) -> DataSplits:
+    """``data`` (default: the M1 run's own splits) with every row replaced by its M1 posterior mean (module docstring).
+
+    ``latent_dim``: the feature size the caller's M2 expects; a run with another latent size is
+    refused (ConfigError), as is data whose feature count differs from the run's (DataError).
+    """
+    from inference.run import load_run  # run folders import this package: loaded when used
+
+    run_dir = Path(m1_run)
+    _, own, m1 = load_run(run_dir)
+    data = own if data is None else data
+    size = getattr(m1, "latent_dim", None)
+    if latent_dim is not None and positive_int("latent_dim", latent_dim) != size:
+        raise ConfigError(f"the M1 run {str(run_dir)!r} has latent_dim {size}, but the M2 here expects {latent_dim} "
+                          f"features; build M2 for data_dim={size}, or train M1 with latent_dim={latent_dim}")
+    if data.feature_dim != m1.data_dim:
+        raise DataError(f"the M1 run {str(run_dir)!r} encodes rows of {m1.data_dim} features, but {data.name} has "
+                        f"{data.feature_dim}; use the data that M1 was trained on")
+    with torch.no_grad():
+        means = [posterior_means(m1, x) if x.shape[0] else torch.zeros(0, size) for x in (data.train, data.val, data.test)]
+    return DataSplits(f"{data.name} as M1 ({run_dir.name}) means", *means, data.train_labels, data.val_labels,
+                      data.test_labels, None, "none")
+
+
+__all__ = ["latent_features"]

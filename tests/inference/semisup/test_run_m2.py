@@ -1,0 +1,65 @@
+"""An M2 run folder end to end from the command line, and M1+M2 on the latent means of a VAE run."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+import yaml
+
+from inference import semisup
+from inference.cli import main
+from inference.semisup.m1 import latent_features
+from pyro_vae import build_program, load_dataset
+from pyro_vae.errors import ConfigError
+from pyro_vae.labels import labelled_rows, semi_supervised
+from pyro_vae.spec import ModelSpec, TrainSpec
+
+SMALL = {"name": "mlp", "hidden": [16]}
+M2 = {"model": {"program": {"name": "m2", "classes": 10}, "latent_dim": 3, "encoder": SMALL, "decoder": SMALL},
+      "data": {"dataset": "digits", "max_train": 300}, "train": {"elbo": "enum", "batch_size": 100, "epochs": 2}}
+
+
+def test_train_resume_evaluate_and_classify_an_m2_run(tmp_path, capsys):
+    config = tmp_path / "m2.yaml"
+    config.write_text(yaml.safe_dump(M2))
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(config), "--labels", "20", "--out", str(run), "--eval-samples", "4", "-q"]) == 0
+    assert "test accuracy" in capsys.readouterr().out
+    metrics = json.loads((run / "metrics.json").read_text())
+    s = metrics["test"]["semi_supervised"]
+    assert set(s) >= {"accuracy", "error", "ece", "confusion", "reliability", "log_likelihood_summed", "khat"}
+    assert sum(map(sum, s["confusion"])) == metrics["num_test"] and 0 <= s["ece"] <= 1
+    assert len(metrics["history"]) == 2 and "val_accuracy" in metrics["history"][0]["stats"]
+    assert yaml.safe_load((run / "config.yaml").read_text())["data"]["labels"] == 20
+    for name in ("reliability", "confusion", "analogies", "class_samples"):
+        assert (run / "figures" / f"{name}.png").is_file()
+    assert "Semi-supervised (M2)" in (run / "report.md").read_text()
+    assert main(["train", "--resume", "--out", str(run), "--epochs", "3", "--eval-samples", "4", "-q"]) == 0
+    assert len(json.loads((run / "metrics.json").read_text())["history"]) == 3
+    assert main(["evaluate", str(run), "-K", "4", "-q"]) == 0
+    assert "ECE" in capsys.readouterr().out
+    assert main(["classify", str(run), "--dataset", "val"]) == 0
+    with open(run / "predictions" / "val.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 180 and all(abs(sum(float(r[f"p{c}"]) for c in range(10)) - 1) < 1e-4 for r in rows)
+
+
+def test_m1_m2_trains_m2_on_the_latent_means_of_a_vae_run_and_refuses_another_latent_size(tmp_path):
+    vae_config = tmp_path / "vae.yaml"
+    vae_config.write_text(yaml.safe_dump({"model": {"latent_dim": 4, "encoder": SMALL, "decoder": SMALL},
+                                          "data": {"dataset": "digits", "max_train": 300}, "train": {"epochs": 1}}))
+    m1 = tmp_path / "m1"
+    assert main(["train", "--config", str(vae_config), "--out", str(m1), "--eval-samples", "2", "-q"]) == 0
+    data = semi_supervised(load_dataset("digits", binarize="dynamic", max_train=300), 20, seed=0)
+    features = latent_features(m1, data, latent_dim=4)
+    assert features.feature_dim == 4 and torch.equal(features.train_labels, data.train_labels)
+    assert len(labelled_rows(features)) == 20 and features.test.shape == (len(data.test), 4)
+    m2 = build_program(ModelSpec(program={"name": "m2", "classes": 10}, latent_dim=2, likelihood="gaussian_learned",
+                                 encoder=SMALL, decoder=SMALL), data_dim=4, seed=0)
+    result = semisup.fit(m2, features, TrainSpec(elbo="enum", epochs=2, batch_size=100), progress=False)
+    assert len(result.history) == 2
+    with pytest.raises(ConfigError, match=r"has latent_dim 4, but the M2 here expects 50 features"):
+        latent_features(m1, data, latent_dim=50)
