@@ -1,0 +1,116 @@
+"""Semi-supervised MNIST: M2 (and M1+M2) test error with few labels, against the same classifier on the labels alone.
+
+For each label count n and draw d (seed d), the n labelled rows are drawn balanced over the 10
+classes (pyro_vae.labels.semi_supervised), M2 is fitted by inference.semisup.fit (y enumerated,
+alpha = 0.1 N) and the labelled-only classifier with the same network by
+inference.semisup.baseline.fit_classifier, both stopping early on the labelled validation split.
+Printed per label count: test error of argmax q(y | x), mean and standard deviation over draws,
+for M2, the labelled-only floor and (with --m1 RUN) M1+M2, the wall time per run, and the
+anchors: Kingma et al. 2014 Table 1 (M2 11.97 / 4.94 / 3.60 / 3.92 %, M1+M2 3.33 / 2.59 / 2.40 /
+2.18 % for 100 / 600 / 1000 / 3000 labels) and Pyro's ss_vae_M2 example (accuracy 93.19 / 94.37 /
+94.87 / 95.82 %).
+
+    python benchmarks/semi_supervised.py --quick                  # minutes: 10000 train rows, 100 labels, 1 draw
+    python benchmarks/semi_supervised.py --labels 100 --draws 5   # the paper's row (hours on 2 cores)
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+from benchmarks._common import default_data_dir  # noqa: E402
+from inference import semisup  # noqa: E402
+from inference.semisup.baseline import baseline_for, fit_classifier  # noqa: E402
+from pyro_vae import build_program, load_dataset  # noqa: E402
+from pyro_vae.labels import semi_supervised  # noqa: E402
+from pyro_vae.spec import ModelSpec, TrainSpec  # noqa: E402
+
+PAPER_M2 = {100: 11.97, 600: 4.94, 1000: 3.60, 3000: 3.92}
+PAPER_M1M2 = {100: 3.33, 600: 2.59, 1000: 2.40, 3000: 2.18}
+PYRO_ACCURACY = {100: 93.19, 600: 94.37, 1000: 94.87, 3000: 95.82}
+
+
+def m2_spec(latent_dim: int, hidden: int, likelihood: str = "bernoulli") -> ModelSpec:
+    net = {"name": "mlp", "hidden": [hidden], "activation": "softplus"}
+    return ModelSpec(program={"name": "m2", "classes": 10}, latent_dim=latent_dim, likelihood=likelihood,
+                     encoder=net, decoder=net)
+
+
+def error(model, x: torch.Tensor, y: torch.Tensor) -> float:
+    with torch.no_grad():
+        pred = torch.cat([model.classify(x[s:s + 2000]).probs.argmax(-1) for s in range(0, len(x), 2000)])
+    return 100.0 * float((pred != y).double().mean())
+
+
+def one_draw(data, n_labels: int, draw: int, args: argparse.Namespace) -> dict[str, float]:
+    semi = semi_supervised(data, n_labels, seed=draw)
+    train = TrainSpec(elbo="enum", epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, patience=args.patience,
+                      seed=draw)
+    program = build_program(m2_spec(args.latent_dim, args.hidden), data_dim=data.feature_dim, seed=draw)
+    floor = baseline_for(program, seed=draw)
+    t0 = time.perf_counter()
+    fit = semisup.fit(program, semi, train, progress=not args.quiet)
+    seconds = time.perf_counter() - t0
+    fit_classifier(floor, semi, TrainSpec(epochs=args.epochs * 5, lr=args.lr, batch_size=args.batch_size,
+                                          patience=args.patience, seed=draw), progress=False)
+    out = {"m2": error(program, semi.test, semi.test_labels), "floor": error(floor, semi.test, semi.test_labels),
+           "seconds": seconds, "epochs": len(fit.history)}
+    if args.m1:
+        from inference.semisup.m1 import latent_features
+
+        features = latent_features(args.m1, semi)
+        m1m2 = build_program(m2_spec(args.latent_dim, args.hidden, "gaussian_learned"), data_dim=features.feature_dim,
+                             seed=draw)
+        semisup.fit(m1m2, features, train, progress=not args.quiet)
+        out["m1m2"] = error(m1m2, features.test, features.test_labels)
+    return out
+
+
+def summary(values: list[float]) -> str:
+    sd = statistics.stdev(values) if len(values) > 1 else float("nan")
+    return f"{statistics.fmean(values):6.2f} +- {sd:5.2f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="10000 train rows, 100 labels, 1 draw, 10 epochs")
+    p.add_argument("--labels", default="100,600,1000,3000")
+    p.add_argument("--draws", type=int, default=5)
+    p.add_argument("--epochs", type=int, default=300)
+    p.add_argument("--patience", type=int, default=30)
+    p.add_argument("--max-train", type=int)
+    p.add_argument("--latent-dim", type=int, default=50)
+    p.add_argument("--hidden", type=int, default=500)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--m1", help="a VAE run folder on MNIST: also fit M1+M2 on its latent means")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("-q", "--quiet", action="store_true")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.labels, args.draws, args.epochs, args.max_train = "100", 1, 10, args.max_train or 10000
+        args.lr = 1e-3
+    torch.set_num_threads(args.threads)
+    data = load_dataset("mnist", data_dir=default_data_dir(), binarize="dynamic", val_fraction=1 / 6, seed=0,
+                        max_train=args.max_train)
+    print(f"MNIST: {len(data.train)} train, {len(data.val)} labelled validation, {len(data.test)} test rows; "
+          f"M2 784-{args.hidden}-{args.latent_dim}, {args.epochs} epochs max, lr {args.lr}, {args.threads} threads")
+    print("labels | M2 error %        | labelled-only %   | M1+M2 %           | s/run | paper M2 / M1+M2 | Pyro ex. acc")
+    for n in (int(v) for v in args.labels.split(",")):
+        runs = [one_draw(data, n, d, args) for d in range(args.draws)]
+        m1m2 = summary([r["m1m2"] for r in runs]) if args.m1 else "       -       "
+        print(f"{n:6d} | {summary([r['m2'] for r in runs])} | {summary([r['floor'] for r in runs])} | {m1m2} | "
+              f"{statistics.fmean(r['seconds'] for r in runs):5.0f} | {PAPER_M2.get(n, float('nan')):5.2f} / "
+              f"{PAPER_M1M2.get(n, float('nan')):4.2f}    | {PYRO_ACCURACY.get(n, float('nan')):.2f} "
+              f"(epochs run: {[r['epochs'] for r in runs]})", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
