@@ -33,14 +33,12 @@ prior, likelihood, networks and guide family come from the registries as for the
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import pyro
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
-from pyro import poutine
 from torch import nn
 
 from pyro_vae.checks import integer, positive_float, positive_int
@@ -53,6 +51,7 @@ from pyro_vae.priors import PRIORS
 from pyro_vae.programs import PROGRAMS, check_build_args
 from pyro_vae.registry import BuildContext
 from pyro_vae.spec import ModelSpec, as_section
+from pyro_vae.vae import VAE, _kl_weight  # the same shape check and KL weight as the VAE
 
 
 def joined(a: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
@@ -100,9 +99,14 @@ class M2(nn.Module):
         """q_phi(z | x, y), batch_shape the broadcast of x.shape[:-1] and y.shape."""
         return self.family(self.encoder(joined(x, self.onehot(y))))
 
-    def decode(self, z: torch.Tensor, y: torch.Tensor) -> dist.Distribution:
-        """p_theta(x | y, z), batch_shape the broadcast of z.shape[:-1] and y.shape."""
-        return self.likelihood(self.decoder(joined(z, self.onehot(y))))
+    def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> dist.Distribution:
+        """p_theta(x | y, z), batch_shape the broadcast of z.shape[:-1] and y.shape; for ``y=None`` the label
+        summed out, p(x | z) = sum_y pi_y p_theta(x | y, z) (a mixture, batch_shape z.shape[:-1])."""
+        if y is not None:
+            return self.likelihood(self.decoder(joined(z, self.onehot(y))))
+        per_class = self.likelihood(self.decoder(joined(z.unsqueeze(-2), self.onehot(torch.arange(self.num_classes)))))
+        pi = dist.Categorical(logits=self.class_logits.expand(*z.shape[:-1], self.num_classes))
+        return dist.MixtureSameFamily(pi, per_class)
 
     def posterior(self, x: torch.Tensor) -> dist.Distribution:
         """q_phi(z | x) = sum_y q_phi(y | x) q_phi(z | x, y), summarized by the diagonal Gaussian of its mean and variance.
@@ -141,12 +145,8 @@ class M2(nn.Module):
 
     # -- conveniences ---------------------------------------------------------------------
     def check_data(self, x: torch.Tensor, name: str = "data") -> None:
-        """Refuse data of the wrong shape or outside the likelihood's support (DataError)."""
-        if not torch.is_tensor(x) or x.dim() != 2 or x.shape[1] != self.data_dim:
-            shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
-            raise DataError(f"{name} must be a float tensor of shape (N, {self.data_dim}) for this model, got {shape}; "
-                            "flatten images to rows, and build the model for the data's feature count")
-        self.likelihood.check(x, name)
+        """Refuse data of the wrong shape or outside the likelihood's support (DataError), as the VAE does."""
+        VAE.check_data(self, x, name)
 
     def check_labels(self, y: torch.Tensor, n: int, name: str = "labels") -> None:
         """Refuse labels that are not n integers in 0..C-1 (DataError naming the first bad one)."""
@@ -183,11 +183,6 @@ class M2(nn.Module):
     def analytic_kl(self) -> bool:
         """False: estimator B uses closed forms site by site where torch registers them (z), Monte Carlo otherwise."""
         return False
-
-
-def _kl_weight(beta: float):
-    """poutine.scale(beta) on the z site; no handler at all when beta = 1 (the common case)."""
-    return contextlib.nullcontext() if beta == 1.0 else poutine.scale(scale=beta)
 
 
 @PROGRAMS.register("m2")

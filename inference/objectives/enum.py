@@ -36,33 +36,29 @@ from pyro_vae.checks import number, positive_int
 MAX_PLATE_NESTING = 1  # the data plate; enumerated dims and the particle plate sit to its left
 
 
-class EnumeratedELBO:
-    """``TraceEnum_ELBO`` over ``config_enumerate(guide, "parallel")`` with Pyro's ELBO calling convention."""
+class EnumeratedELBO(TraceEnum_ELBO):
+    """Pyro's ``TraceEnum_ELBO`` that enumerates the guide's discrete sites itself (``config_enumerate(guide, "parallel")``)."""
 
     def __init__(self, num_particles: int = 1) -> None:
-        self.num_particles = positive_int("num_particles", num_particles)
-        self.elbo = TraceEnum_ELBO(num_particles=num_particles, vectorize_particles=num_particles > 1,
-                                   max_plate_nesting=MAX_PLATE_NESTING)
+        positive_int("num_particles", num_particles)
+        super().__init__(num_particles=num_particles, vectorize_particles=num_particles > 1,
+                         max_plate_nesting=MAX_PLATE_NESTING)
 
     def differentiable_loss(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> torch.Tensor:
-        """-ELBO with the guide's discrete sites summed out (module docstring)."""
+        """-ELBO with the guide's discrete sites summed out (module docstring); a plain tensor under no_grad."""
         with warnings.catch_warnings():  # a labelled batch has nothing to enumerate: that is estimator A, not a mistake
             warnings.filterwarnings("ignore", message="TraceEnum_ELBO found no sample sites configured for enumeration")
-            guide = config_enumerate(guide, "parallel")
             if not torch.is_grad_enabled():  # Pyro's differentiable_loss refuses a value without gradients
-                return torch.tensor(self.elbo.loss(model, guide, *args, **kwargs))
-            return self.elbo.differentiable_loss(model, guide, *args, **kwargs)
+                return torch.tensor(super().loss(model, config_enumerate(guide, "parallel"), *args, **kwargs))
+            return super().differentiable_loss(model, config_enumerate(guide, "parallel"), *args, **kwargs)
 
     def loss(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> float:
         """The value of :meth:`differentiable_loss` (no gradients)."""
-        with torch.no_grad():
-            return float(self.differentiable_loss(model, guide, *args, **kwargs))
+        return super().loss(model, config_enumerate(guide, "parallel"), *args, **kwargs)
 
     def loss_and_grads(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> float:
-        """:meth:`differentiable_loss` with ``backward()``."""
-        loss = self.differentiable_loss(model, guide, *args, **kwargs)
-        loss.backward()
-        return float(loss.detach())
+        """The value, with gradients of the enumerated ELBO accumulated (``pyro.infer.SVI``'s call)."""
+        return super().loss_and_grads(model, config_enumerate(guide, "parallel"), *args, **kwargs)
 
 
 @OBJECTIVES.register("enum")

@@ -67,13 +67,23 @@ def test_the_enumerated_elbo_is_the_explicit_sum_over_classes_value_and_gradient
             torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-5)
 
 
+def test_decoding_without_a_label_is_the_mixture_over_classes():
+    program = tiny_m2()
+    z = torch.randn(5, 2)
+    per_class = torch.stack([program.decode(z, torch.full((5,), c)).mean for c in range(3)])
+    torch.testing.assert_close(program.decode(z).mean, per_class.mean(0))  # pi = 1/C
+    x = torch.rand(5, 4).round()
+    expected = torch.stack([program.decode(z, torch.full((5,), c)).log_prob(x) for c in range(3)]).logsumexp(0) - math.log(3)
+    torch.testing.assert_close(program.decode(z).log_prob(x), expected)
+
+
 def test_the_classification_term_is_alpha_times_the_labelled_mean_log_q():
     program = tiny_m2()
     x, y = torch.rand(4, 4).round(), torch.tensor([0, 2, 1, 1])
     expected = F.log_softmax(program.classifier(x), -1)[torch.arange(4), y].sum()
     # 4 of 10 labelled rows in the batch: scale 10 / 4; weight alpha / 10 makes it alpha x the mean over 10 rows
     value = ClassificationLoss(7.0 / 10).differentiable_loss(program.model, program.guide, x=x, y=y, num_data=10)
-    assert float(value) == pytest.approx(-7.0 / 10 * 10 / 4 * float(expected), rel=1e-6)
+    assert float(value.detach()) == pytest.approx(-7.0 / 10 * 10 / 4 * float(expected.detach()), rel=1e-6)
 
 
 def linear_gaussian_mixture():
