@@ -713,7 +713,27 @@ def class_labels(y: Any, n: int) -> Callable[[], Any]:
     return lambda: check(y, n, "labels")
 
 
+def m1_run() -> Path:
+    """A VAE run folder (latent_dim 2, one epoch on 200 digits): the M1 of M1+M2."""
+    from inference import run
+
+    folder = files_dir() / "m1"
+    if not (folder / "metrics.json").is_file():
+        run.train({"model": TINY_MODEL, "data": {"max_train": 200}, "train": {"epochs": 1, "batch_size": 50}},
+                  folder, eval_samples=2, progress=False, overwrite=True)
+    return folder
+
+
+def m1_features(**kwargs: Any) -> Callable[[], Any]:
+    from inference.semisup.m1 import latent_features
+
+    return lambda: latent_features(m1_run(), **kwargs)
+
+
 SEMI_SUPERVISED = [
+    case("m1-latent-size-mismatch", m1_features(latent_dim=50), ConfigError, "latent_dim"),
+    case("m1-data-other-width", m1_features(data=splits(torch.zeros(4, 10), torch.zeros(2, 10), torch.zeros(2, 10))),
+         DataError, "features"),
     case("labels-below-classes", semi(9), ConfigError, "labels"),
     case("labels-text", semi("100"), ConfigError, "labels"),
     case("labels-above-rows", semi(10**6), ConfigError, "labels"),

@@ -14,7 +14,8 @@ from torch import nn
 
 from inference.semisup.yardstick import class_probabilities, semi_supervised_metrics
 from pyro_vae.checks import choice
-from pyro_vae.data import DataSplits, load_dataset
+from pyro_vae.data import DataSplits
+from pyro_vae.data_file import read_rows
 from pyro_vae.errors import DataError
 from pyro_vae.files import write_text
 from pyro_vae.plots.classes import save_class_figures
@@ -60,8 +61,8 @@ def rows_to_classify(data: DataSplits, dataset: str) -> tuple[torch.Tensor, torc
         return x, getattr(data, f"{dataset}_labels"), dataset
     if not Path(dataset).suffix:
         choice("dataset", dataset, SPLITS)  # neither a split nor a file: name the valid splits
-    other = load_dataset(dataset, val_fraction=0.0, test_fraction=0.0)
-    return other.train, other.train_labels, Path(dataset).stem
+    x, labels = read_rows(dataset)
+    return x, labels, Path(dataset).stem
 
 
 def write_predictions(program: nn.Module, x: torch.Tensor, labels: torch.Tensor | None, out: Path) -> Path:

@@ -127,6 +127,9 @@ def fit(program: nn.Module, data: DataSplits, train: TrainSpec | Mapping[str, An
     """
     train = check_fit_inputs(program, data, train, program_name="program")
     check_semi_supervised(program, data, train)
+    if train.elbo != "enum":
+        logger.warning("M2 with train.elbo=%r samples the label of unlabelled rows (score-function gradients); "
+                       "train.elbo='enum' sums it out exactly", train.elbo)
     task = m2_task(program, data, train)
     return run_loop(task, data, train, state=state, run_dir=run_dir, resume=resume, max_seconds=max_seconds,
                     allow_data_change=allow_data_change, callbacks=callbacks, progress=progress)

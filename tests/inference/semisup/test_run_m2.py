@@ -45,6 +45,27 @@ def test_train_resume_evaluate_and_classify_an_m2_run(tmp_path, capsys):
     with open(run / "predictions" / "val.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 180 and all(abs(sum(float(r[f"p{c}"]) for c in range(10)) - 1) < 1e-4 for r in rows)
+    digits = load_dataset("digits", binarize="threshold")
+    torch_file = tmp_path / "new_rows.npz"
+    __import__("numpy").savez(torch_file, x=digits.test[:12].numpy(), y=digits.test_labels[:12].numpy())
+    assert main(["classify", str(run), "--dataset", str(torch_file), "--out", str(tmp_path / "p.csv")]) == 0
+    with open(tmp_path / "p.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 12 and [int(r["label"]) for r in rows] == digits.test_labels[:12].tolist()
+
+
+def test_an_m2_fit_stopped_and_resumed_equals_one_uninterrupted_fit(tmp_path):
+    data = semi_supervised(load_dataset("digits", binarize="dynamic", max_train=200), 20, seed=0)
+    spec = ModelSpec(**{**M2["model"], "program": {"name": "m2", "classes": 10}})
+    whole = build_program(spec, data_dim=64, seed=0)
+    semisup.fit(whole, data, TrainSpec(elbo="enum", epochs=3, batch_size=50), progress=False)
+    parts = build_program(spec, data_dim=64, seed=0)
+    semisup.fit(parts, data, TrainSpec(elbo="enum", epochs=2, batch_size=50), run_dir=tmp_path, progress=False)
+    again = build_program(spec, data_dim=64, seed=0)
+    semisup.fit(again, data, TrainSpec(elbo="enum", epochs=3, batch_size=50), run_dir=tmp_path, resume=True,
+                progress=False)
+    for (name, a), b in zip(whole.state_dict().items(), again.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
 
 
 def test_m1_m2_trains_m2_on_the_latent_means_of_a_vae_run_and_refuses_another_latent_size(tmp_path):
