@@ -8,6 +8,9 @@ A run folder holds::
     checkpoints/         last.pt (every epoch, atomic) and best.pt (best validation ELBO)
     figures/*.png        ELBO curves, reconstructions, prior samples, latent space (+ manifold)
     report.md            a short human-readable summary
+    (M2 runs)            metrics.json test.semi_supervised: accuracy, ECE, confusion, log p(x) with y
+                         summed out; figures reliability/confusion/analogies/class_samples;
+                         predictions/*.csv from classify_run
 
 The CLI only parses arguments and calls these functions; notebooks call them too.
 """

@@ -80,6 +80,20 @@ def plot_class_samples(program: Any, image_shape: Sequence[int], path: str | os.
     return _grid_figure(means, image_shape, C, path, "Class-conditional samples E[x | y, z], z ~ p(z) (column = class)")
 
 
+def plot_error_by_labels(labels: Sequence[int], series: dict[str, tuple[Sequence[float], Sequence[float]]],
+                         path: str | os.PathLike, title: str = "Test error against the number of labels") -> Path:
+    """Test error (%) against the number of labels (log axis), one line per method: ``series[name] = (means, sds)``."""
+    fig = new_figure(5.0, 3.6)
+    ax = fig.add_subplot()
+    for name, (means, sds) in series.items():
+        ax.errorbar(labels, means, yerr=sds, marker="o", capsize=3, label=name)
+    ax.set(xscale="log", xlabel="labelled training rows", ylabel="test error (%)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, path, title)
+
+
 def save_class_figures(program: Any, x: torch.Tensor, metrics: dict[str, Any], image_shape: Sequence[int] | None,
                        folder: str | os.PathLike, rows: int = 8) -> list[Path]:
     """Reliability diagram and confusion matrix from ``metrics`` (inference.semisup.yardstick); for images also
@@ -95,5 +109,5 @@ def save_class_figures(program: Any, x: torch.Tensor, metrics: dict[str, Any], i
     return paths
 
 
-__all__ = ["CLASS_FIGURES", "plot_reliability", "plot_confusion", "plot_analogies", "plot_class_samples",
+__all__ = ["CLASS_FIGURES", "plot_error_by_labels", "plot_reliability", "plot_confusion", "plot_analogies", "plot_class_samples",
            "save_class_figures"]
