@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pyro_vae.checks import integer, positive_float, positive_int
-from pyro_vae.errors import DataError
+from pyro_vae.errors import ConfigError, DataError
 from pyro_vae.guides import GUIDES
 from pyro_vae.likelihoods import LIKELIHOODS
 from pyro_vae.networks import NETWORKS
@@ -185,6 +185,16 @@ class M2(nn.Module):
         return False
 
 
+def _check_widened_input(part: str, name: str, network: nn.Module, width: int, classes: int) -> None:
+    """ConfigError when a network cannot take M2's inputs with onehot(y) appended (e.g. a conv net wants images)."""
+    try:
+        with torch.no_grad():
+            network(torch.zeros(1, width))
+    except (RuntimeError, ValueError) as err:
+        raise ConfigError(f"model.{part} {name!r} cannot take M2's {width} inputs (its usual input plus onehot(y), "
+                          f"{classes} more values): {str(err).splitlines()[0][:120]}; use model.{part}: mlp") from err
+
+
 @PROGRAMS.register("m2")
 def m2_program(spec: ModelSpec, *, data_dim: int, image_shape: tuple[int, ...] | None = None,
                data_sample: torch.Tensor | None = None, seed: int | None = None,
@@ -219,6 +229,8 @@ def build_m2(spec: ModelSpec | Any = None, *, data_dim: int, image_shape: tuple[
     encoder = NETWORKS.build(spec.encoder.name, data_dim + classes, family.param_size, context=enc, **spec.encoder.options)
     decoder = NETWORKS.build(spec.decoder.name, d + classes, likelihood.params_per_feature * data_dim,
                              context=ctx.with_role("decoder"), **spec.decoder.options)
+    for part, net, width in (("encoder", encoder, data_dim + classes), ("decoder", decoder, d + classes)):
+        _check_widened_input(part, getattr(spec, part).name, net, width, classes)
     prior = PRIORS.build(spec.prior.name, d, context=ctx, **spec.prior.options)
     return M2(prior, likelihood, classifier, encoder, decoder, family, num_classes=classes, latent_dim=d,
               data_dim=data_dim, alpha=alpha, image_shape=image_shape)

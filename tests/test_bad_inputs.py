@@ -744,6 +744,8 @@ SEMI_SUPERVISED = [
     case("label-array-negative", class_labels(np.array([0, -3, 1]), 3), DataError, "labels"),
     case("label-array-text", class_labels(np.array(["a", "b", "c"]), 3), DataError, "labels"),
     case("m2-classes-1", lambda: build_program({"program": {"name": "m2", "classes": 1}}, data_dim=4), ConfigError, "classes"),
+    case("m2-conv-encoder", lambda: build_program({"program": "m2", "encoder": "conv", "decoder": "conv"}, data_dim=64,
+                                                  image_shape=(8, 8)), ConfigError, "model.encoder"),
     case("m2-alpha-negative", lambda: build_program({"program": {"name": "m2", "alpha": -1.0}}, data_dim=4), ConfigError, "alpha"),
     case("m2-fit-without-labels", m2_fit(lambda: splits(digits().train, digits().val, digits().test)), DataError, "labels"),
     case("m2-fit-classes-too-few", m2_fit(lambda: semi(20)(), classes=5), DataError, "train_labels"),
