@@ -28,7 +28,8 @@ and the training objective adds the classification term on the labelled rows
 Enumeration is switched on by the objective (``config_enumerate`` in
 :mod:`inference.objectives.enum`), so the same program also runs under any other estimator
 (the guide then samples y). Networks take y as a one-hot vector appended to their input; the
-prior, likelihood, networks and guide family come from the registries as for the VAE.
+prior, likelihood, networks and guide family come from the registries as for the VAE. KL
+annealing (beta < 1) scales the z site only, as in the VAE; the label's terms stay unscaled.
 """
 
 from __future__ import annotations
