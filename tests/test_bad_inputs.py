@@ -730,7 +730,17 @@ def m1_features(**kwargs: Any) -> Callable[[], Any]:
     return lambda: latent_features(m1_run(), **kwargs)
 
 
+def npz_labels(y: np.ndarray) -> Callable[[], Any]:
+    def call():
+        path = files_dir() / "labels.npz"
+        np.savez(path, x=np.random.default_rng(0).random((10, 3)), y=y)
+        return load_dataset(path, binarize="none")
+    return call
+
+
 SEMI_SUPERVISED = [
+    case("npz-labels-wrong-length", npz_labels(np.arange(9) % 2), DataError, "labels"),
+    case("npz-labels-nan", npz_labels(np.array([0, 1, np.nan, 1, 0, 1, 0, 1, 0, 1])), DataError, "labels"),
     case("m1-latent-size-mismatch", m1_features(latent_dim=50), ConfigError, "latent_dim"),
     case("m1-data-other-width", m1_features(data=splits(torch.zeros(4, 10), torch.zeros(2, 10), torch.zeros(2, 10))),
          DataError, "features"),
