@@ -88,6 +88,10 @@ class M2(nn.Module):
         """onehot(y) as floats, shape y.shape + (C,)."""
         return F.one_hot(y.long(), self.num_classes).to(self.class_logits.dtype)
 
+    def classes(self) -> torch.Tensor:
+        """0, 1, ..., C-1 on the program's device."""
+        return torch.arange(self.num_classes, device=self.class_logits.device)
+
     def class_prior(self) -> dist.Categorical:
         """p(y) = Cat(pi), pi = 1/C."""
         return dist.Categorical(logits=self.class_logits)
@@ -105,7 +109,7 @@ class M2(nn.Module):
         summed out, p(x | z) = sum_y pi_y p_theta(x | y, z) (a mixture, batch_shape z.shape[:-1])."""
         if y is not None:
             return self.likelihood(self.decoder(joined(z, self.onehot(y))))
-        per_class = self.likelihood(self.decoder(joined(z.unsqueeze(-2), self.onehot(torch.arange(self.num_classes)))))
+        per_class = self.likelihood(self.decoder(joined(z.unsqueeze(-2), self.onehot(self.classes()))))
         pi = dist.Categorical(logits=self.class_logits.expand(*z.shape[:-1], self.num_classes))
         return dist.MixtureSameFamily(pi, per_class)
 
@@ -115,7 +119,7 @@ class M2(nn.Module):
         mean = sum_y q(y|x) mu_y;  var = sum_y q(y|x) (var_y + mu_y^2) - mean^2 (law of total variance);
         batch_shape x.shape[:-1] (what the latent-space figures and active units read).
         """
-        ys = torch.arange(self.num_classes).reshape(-1, *([1] * (x.dim() - 1)))  # (C, 1...)
+        ys = self.classes().reshape(-1, *([1] * (x.dim() - 1)))  # (C, 1...)
         comp = self.posterior_given(x, ys)  # batch (C, B...)
         w = self.classify(x).probs.movedim(-1, 0).unsqueeze(-1)  # (C, B..., 1)
         mean = (w * comp.mean).sum(0)
@@ -178,7 +182,7 @@ class M2(nn.Module):
         """E[x | y = c, z = E_q[z | x, y*]] for every row and class: the style of each row under every class, (N, C, D)."""
         y = self.classify(x).probs.argmax(-1)
         z = self.posterior_given(x, y).mean  # (N, d)
-        ys = torch.arange(self.num_classes)
+        ys = self.classes()
         return self.decode(z[:, None, :], ys[None, :]).mean
 
     def analytic_kl(self) -> bool:

@@ -72,7 +72,7 @@ def m2_task(program: nn.Module, data: DataSplits, train: TrainSpec) -> Task:
     val, val_y = data.val, data.val_labels
 
     def loss(batch: Mapping[str, torch.Tensor], beta: float) -> torch.Tensor:
-        total = torch.zeros(())
+        total = torch.zeros((), device=batch["x"].device)
         if batch["x"].shape[0]:
             total = total + objective.differentiable_loss(program.model, program.guide, x=batch["x"], num_data=n_u,
                                                           beta=beta)

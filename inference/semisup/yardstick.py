@@ -98,7 +98,7 @@ def summed_log_likelihood(program: nn.Module, x: torch.Tensor, *, num_samples: i
     values, khats = [], []
     for start in bar(range(0, x.shape[0], rows), enabled=progress, desc="log p(x), y summed out", leave=False):
         xb = x[start:start + rows]
-        log_w = torch.stack([log_importance_weights(program.model, program.guide, xb, K, y=torch.tensor(c))
+        log_w = torch.stack([log_importance_weights(program.model, program.guide, xb, K, y=torch.tensor(c, device=xb.device))
                              for c in range(C)])  # (C, K, B)
         values.append((log_w.logsumexp(1) - math.log(K)).logsumexp(0))
         khats.append(pareto_smooth(log_w.reshape(C * K, -1).T)[1])

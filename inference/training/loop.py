@@ -89,8 +89,8 @@ class Task:
     none; ``report()``: more numbers for the epoch's ``stats``, computed with the validation (e.g.
     the ELBO's terms); ``scheduled``: the optimizers whose learning rate follows ``train.lr_schedule``;
     ``summarize``: an epoch's step stats -> the record's ``stats``; ``label``: progress text;
-    ``batches(data, train, generator)``: one epoch's minibatches, ceil(N / batch_size) of them
-    (None: :func:`pyro_vae.data.batches` over ``data.train``; semi-supervised M2 mixes labelled rows in).
+    ``batches(data, train, generator)``: one epoch's minibatches (None: :func:`pyro_vae.data.batches`
+    over ``data.train``; semi-supervised M2 mixes labelled rows in); KL warm-up counts ceil(N / batch_size) steps an epoch.
     """
 
     modules: Mapping[str, nn.Module]

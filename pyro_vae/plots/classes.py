@@ -75,7 +75,7 @@ def plot_class_samples(program: Any, image_shape: Sequence[int], path: str | os.
     C = program.num_classes
     with torch.random.fork_rng(devices=[]), evaluating(program):
         torch.manual_seed(seed)
-        y = torch.arange(C).repeat(per_class)
+        y = program.classes().repeat(per_class)
         means = program.sample(C * per_class, mean=True, y=y)
     return _grid_figure(means, image_shape, C, path, "Class-conditional samples E[x | y, z], z ~ p(z) (column = class)")
 
