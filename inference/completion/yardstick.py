@@ -10,8 +10,8 @@ for an unconditional VAE and a mask (observed features x_obs, missing x_miss),
     log p(x_miss,i | x_obs,i) = log p(x_i) - log p(x_obs,i),
 
 each term by importance sampling: log p(x) with the VAE's guide q(z | x), log p(x_obs) on the
-masked program :class:`pyro_vae.observation.ObservedPart` with a proposal (its guide q(z | x_fill),
-the prior, or any guide). Beside each value: the standard error over datapoints, the PSIS k-hat of
+masked program :class:`pyro_vae.observation.ObservedPart` with a proposal (by default the defensive
+mixture of q(z | x_fill) and the prior, or any guide). Beside each value: the standard error over datapoints, the PSIS k-hat of
 each proposal (Pareto-smoothed tail index of the weights; above 0.7 the IS estimate is unreliable)
 and the negative ELBO with ``elbo_particles`` particles (the figure Pyro's CVAE tutorial reports;
 for a VAE, -ELBO of x minus the IS log p(x_obs), i.e. the bound on -log p(x_miss | x_obs)).
@@ -27,6 +27,7 @@ import numpy as np
 import pyro
 import torch
 
+from inference.completion.proposals import defensive_guide
 from inference.diagnostics.psis import pareto_smooth
 from inference.evaluate import Estimate
 from inference.log_weights import log_weights
@@ -116,12 +117,13 @@ def score_conditional(program: Any, x: torch.Tensor, *, num_samples: int = 1000,
 
 
 def score_vae_completion(vae: Any, x: torch.Tensor, mask: torch.Tensor, *, num_samples: int = 1000,
-                         elbo_particles: int = 10, proposal: str | Callable = "encoder", seed: int = 0
+                         elbo_particles: int = 10, proposal: str | Callable = "defensive", seed: int = 0
                          ) -> CompletionScore:
     """log p(x_miss | x_obs) = log p(x) - log p(x_obs) of an unconditional VAE (module docstring).
 
-    ``proposal`` for log p(x_obs): ``"encoder"`` (q(z | x with the missing features 0)), ``"prior"``
-    (p(z)), or a guide callable ``guide(x)`` sampling site "z" in the data plate. The k-hat is the
+    ``proposal`` for log p(x_obs): ``"defensive"`` (1/2 q(z | x with the missing features 0) + 1/2 p(z),
+    bounded weights: :mod:`inference.completion.proposals`), ``"encoder"`` (q(z | x with the missing
+    features 0)), ``"prior"`` (p(z)), or a guide callable ``guide(x)`` sampling site "z" in the data plate. The k-hat is the
     larger of the two proposals' per row.
     """
     _check(x, num_samples, elbo_particles, seed)
@@ -142,13 +144,15 @@ def _proposal(part: ObservedPart, proposal: str | Callable) -> Callable:
         return proposal
     if proposal == "encoder":
         return part.guide
+    if proposal == "defensive":
+        return defensive_guide(part)
     if proposal == "prior":
         def prior_guide(x: torch.Tensor, **_: Any) -> torch.Tensor:
             with data_plate(x.shape[0], None):
                 return pyro.sample("z", part.prior())
 
         return prior_guide
-    raise ConfigError(f"proposal={proposal!r} is not valid; choose 'encoder', 'prior' or a guide callable")
+    raise ConfigError(f"proposal={proposal!r} is not valid; choose 'defensive', 'encoder', 'prior' or a guide callable")
 
 
 __all__ = ["CompletionScore", "score_conditional", "score_vae_completion", "importance_log_likelihood"]
