@@ -67,7 +67,7 @@ def _train(args: argparse.Namespace) -> int:
     t = result.metrics["test"]
     ll = t["log_likelihood"]
     print(f"run folder: {result.run_dir}")
-    print(f"test log p(x) (IS, K={ll['num_samples']}): {ll['mean']:.3f} +- {ll['stderr']:.3f} nats")
+    print(f"test {t.get('quantity', 'log p(x)')} (IS, K={ll['num_samples']}): {ll['mean']:.3f} +- {ll['stderr']:.3f} nats")
     print(f"test ELBO A: {t['elbo_a']['mean']:.3f} +- {t['elbo_a']['stderr']:.3f}   B: {t['elbo_b']['mean']:.3f} +- {t['elbo_b']['stderr']:.3f}")
     print(f"active units: {t['active_units']} of {len(t['kl_per_dim'])}")
     print(f"wall time: training {result.fit.wall_time:.1f} s, evaluation {t['seconds']:.1f} s "
