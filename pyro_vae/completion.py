@@ -87,7 +87,7 @@ def same_task(trained: CompletionTask, asked: CompletionTask) -> None:
     if not trained.matches(asked):
         raise ConfigError(f"this conditional program was trained for {trained.label!r} and cannot complete "
                           f"{asked.label!r}; ask for --mask matching its task, or complete with an unconditional "
-                          "VAE run by inference (--method is|nuts|mwg|...)")
+                          "VAE run by inference (--method naive|sir|nuts|mwg|pseudo_gibbs)")
 
 
 __all__ = ["TASKS", "CompletionTask", "build_task", "same_task"]
