@@ -25,13 +25,11 @@ Networks see vectors ([z, c], [c, y], c), so the CVAE's networks are MLP-like (`
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro import poutine
 from torch import nn
 from torch.distributions import kl_divergence
 
@@ -45,10 +43,7 @@ from pyro_vae.priors import PRIORS
 from pyro_vae.programs import PROGRAMS, check_build_args
 from pyro_vae.registry import BuildContext
 from pyro_vae.spec import ModelSpec
-
-
-def _kl_weight(beta: float):
-    return contextlib.nullcontext() if beta == 1.0 else poutine.scale(scale=beta)
+from pyro_vae.vae import _kl_weight
 
 
 def _cat(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
