@@ -86,12 +86,16 @@ def quadrants(cfg, data_dir) -> list[dict]:
                                                      time.perf_counter() - t0, data.image_shape)})
             mask = prog.task.mask
         score = score_vae_completion(vae, x, mask, num_samples=cfg["K"])
+        t0 = time.perf_counter()
+        nuts_score = score_vae_completion(vae, x, mask, num_samples=cfg["K"], proposal="nuts")
+        rows.append({"observed": observed, **row("vae (NLL with proposal=nuts)", nuts_score, train_s=vae_s,
+                                                 complete_s=time.perf_counter() - t0)})
         for method in cfg["methods"]:
             out = complete_by_inference(ObservedPart(vae, mask), x, method=method, num_samples=10,
                                         warmup=100, proposals=1000)
             rows.append({"observed": observed, **row(f"vae+{method}", score, out.means, x, ~mask, vae_s,
                                                      out.seconds, data.image_shape)})
-        print_rows(rows[-(2 + len(cfg["methods"])):])
+        print_rows(rows[-(3 + len(cfg["methods"])):])
     return rows
 
 

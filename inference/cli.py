@@ -120,7 +120,7 @@ def _complete(args: argparse.Namespace) -> int:
     from inference.completion.api import complete_run
 
     out = complete_run(args.run_dir, mask=args.mask, method=args.method, rows=args.rows, samples=args.samples,
-                       num_samples=args.K, sigma=args.sigma, seed=args.seed)
+                       num_samples=args.K, sigma=args.sigma, proposal=args.proposal, seed=args.seed)
     m = out.metrics
     if m.get("conditional_nll") is not None:
         print(f"conditional NLL (IS, K={m['num_samples']}): {m['conditional_nll']:.3f} +- {m['conditional_nll_stderr']:.3f} "
@@ -276,6 +276,8 @@ def _add_complete(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--samples", type=int, default=8, help="completions per row (default 8)")
     c.add_argument("-K", type=int, default=1000, help="importance samples of the conditional NLL (default 1000)")
     c.add_argument("--sigma", type=float, default=0.05, help="noise sd of the low-resolution observation (VAE downsample)")
+    c.add_argument("--proposal", default="defensive",
+                   help="IS proposal of log p(x_obs) for a VAE run: defensive (encoder + prior) | nuts (fitted to NUTS draws)")
     c.add_argument("--seed", type=int, default=0)
     c.set_defaults(func=_complete)
 

@@ -26,7 +26,7 @@ from inference.completion.samplers import METHODS, complete_by_inference
 from inference.completion.yardstick import score_conditional, score_vae_completion
 from inference.run import load_run
 from inference.run_folder import locked
-from pyro_vae.checks import positive_float, positive_int, seed as check_seed
+from pyro_vae.checks import choice, positive_float, positive_int, seed as check_seed
 from pyro_vae.completion import build_task, same_task
 from pyro_vae.cvae import is_conditional
 from pyro_vae.errors import ConfigError
@@ -37,6 +37,7 @@ from pyro_vae.plots.completion import plot_completion_grid
 
 MODEL_METHOD = "model"  # a conditional program completes with its own p(y | c)
 ALL_METHODS = (MODEL_METHOD, *METHODS)
+PROPOSALS = ("defensive", "nuts")  # of log p(x_obs) for a VAE run
 
 
 class CompletionResult(NamedTuple):
@@ -75,14 +76,14 @@ def _check(program: Any, method: str | None, rows: int, samples: int, data: Any)
 
 
 def _complete_vae(vae: Any, task: Any, x: torch.Tensor, method: str, samples: int, num_samples: int,
-                  sigma: float, seed: int) -> tuple[torch.Tensor, dict[str, Any]]:
+                  sigma: float, seed: int, proposal: str) -> tuple[torch.Tensor, dict[str, Any]]:
     if task.kind == "superres":
         obs = LowResolution(vae, task.image_shape, task.factor, sigma)
         out = complete_by_inference(obs, task.condition(x), method=method, num_samples=samples, seed=seed)
         return out.means, {"seconds": out.seconds, "conditional_nll": None}
     obs = ObservedPart(vae, task.mask)
     out = complete_by_inference(obs, x, method=method, num_samples=samples, seed=seed)
-    score = score_vae_completion(vae, x, task.mask, num_samples=num_samples, seed=seed)
+    score = score_vae_completion(vae, x, task.mask, num_samples=num_samples, proposal=proposal, seed=seed)
     extra = {"seconds": out.seconds, **score.metrics()}
     if out.accept_rate is not None:
         extra["accept_rate"] = out.accept_rate
@@ -90,19 +91,23 @@ def _complete_vae(vae: Any, task: Any, x: torch.Tensor, method: str, samples: in
 
 
 def complete_run(run_dir: str | Path, *, mask: str = "quadrants:1", method: str | None = None, rows: int = 100,
-                 samples: int = 8, num_samples: int = 1000, sigma: float = 0.05, seed: int = 0) -> CompletionResult:
+                 samples: int = 8, num_samples: int = 1000, sigma: float = 0.05, proposal: str = "defensive",
+                 seed: int = 0) -> CompletionResult:
     """Complete the first ``rows`` test rows of a run under ``mask`` (``quadrants:N``, ``random:F``, ``center``,
     ``rows:F``, ``downsample:F``) with ``samples`` completions each (module docstring).
 
     ``method``: ``model`` for a conditional run (the default there), else one of
     :data:`~inference.completion.samplers.METHODS` (default ``sir``). ``num_samples``: K of the
     importance-sampled conditional NLL. ``sigma``: noise sd of the low-resolution observation model
-    (VAE super-resolution). Every argument is checked before anything is computed or written.
+    (VAE super-resolution). ``proposal``: of log p(x_obs) for a VAE run, ``defensive`` or ``nuts``
+    (:func:`~inference.completion.yardstick.score_vae_completion`). Every argument is checked before
+    anything is computed or written.
     """
     run_dir = Path(run_dir)
     positive_int("num_samples", num_samples)
     positive_float("sigma", sigma)
     check_seed("seed", seed)
+    choice("proposal", proposal, PROPOSALS)
     spec, data, program = load_run(run_dir)
     task = _task_of(mask, data)
     method = _check(program, method, rows, samples, data)
@@ -116,7 +121,7 @@ def complete_run(run_dir: str | Path, *, mask: str = "quadrants:1", method: str 
             comps = program.complete(x, samples, mean=True)
             extra = score_conditional(program, x, num_samples=num_samples, seed=seed).metrics()
         else:
-            comps, extra = _complete_vae(program, task, x, method, samples, num_samples, sigma, seed)
+            comps, extra = _complete_vae(program, task, x, method, samples, num_samples, sigma, seed, proposal)
     low = task.condition(x) if task.kind == "superres" else None
     missing = ~task.mask if task.kind == "inpaint" else None
     metrics = {"setting": setting, "mask": mask, "method": method, "task": task.label, "rows": rows,
@@ -158,4 +163,4 @@ def _report(m: dict[str, Any], grid: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["complete_run", "CompletionResult", "ALL_METHODS", "MODEL_METHOD"]
+__all__ = ["complete_run", "CompletionResult", "ALL_METHODS", "MODEL_METHOD", "PROPOSALS"]

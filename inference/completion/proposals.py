@@ -2,7 +2,8 @@ r"""A defensive importance-sampling proposal (Hesterberg 1995) for p(z | x_obs).
 
     r(z | x) = alpha q_phi(z | x_fill) + (1 - alpha) p(z),
 
-the VAE's encoder on the naively filled row mixed with the prior. The weights
+the VAE's encoder on the naively filled row (or a Gaussian fitted to NUTS draws of z | x_obs) mixed
+with the prior. The weights
 p(x_obs | z) p(z) / r(z | x) <= p(x_obs | z) / (1 - alpha) are bounded, so importance sampling and
 resampling stay consistent even where the encoder on a filled row is too narrow or off-centre.
 """
@@ -10,7 +11,7 @@ resampling stay consistent even where the encoder on a filled row is too narrow 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
 import pyro
 import torch
@@ -46,13 +47,15 @@ class DefensiveMixture(TorchDistribution):
                                math.log1p(-self.alpha) + self.p.log_prob(value))
 
 
-def defensive_guide(obs: Any, alpha: float = 0.5):
-    """A guide ``guide(x)`` sampling site "z" from r(z | x) = alpha q_phi(z | x_fill) + (1 - alpha) p(z)."""
+def defensive_guide(obs: Any, alpha: float = 0.5, posterior: Callable[[torch.Tensor], Any] | None = None):
+    """A guide ``guide(x)`` sampling site "z" from r(z | x) = alpha q(z | x) + (1 - alpha) p(z), with
+    q = ``posterior`` (default: the encoder on the filled row, ``obs.posterior``)."""
     alpha = fraction("alpha (the encoder's share of the defensive proposal)", alpha, closed=False, below_one=True)
+    posterior = posterior or obs.posterior
 
     def guide(x: torch.Tensor, **_: Any) -> torch.Tensor:
         with data_plate(x.shape[0], None):
-            return pyro.sample("z", DefensiveMixture(obs.posterior(x), obs.prior(), alpha))
+            return pyro.sample("z", DefensiveMixture(posterior(x), obs.prior(), alpha))
 
     return guide
 

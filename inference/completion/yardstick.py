@@ -31,6 +31,7 @@ from inference.completion.proposals import defensive_guide
 from inference.diagnostics.psis import pareto_smooth
 from inference.evaluate import Estimate
 from inference.log_weights import log_weights
+from inference.mcmc import sample_latents
 from pyro_vae.checks import positive_int, seed as check_seed
 from pyro_vae.cvae import is_conditional
 from pyro_vae.errors import ConfigError
@@ -38,6 +39,7 @@ from pyro_vae.observation import ObservedPart
 from pyro_vae.plates import data_plate
 
 MAX_FLOATS = 2e7  # rows per chunk: K * rows * D <= this
+NUTS_DRAWS = 200  # warm-up and draws of the NUTS run behind proposal='nuts'
 
 
 @dataclass(frozen=True)
@@ -122,26 +124,33 @@ def score_vae_completion(vae: Any, x: torch.Tensor, mask: torch.Tensor, *, num_s
     """log p(x_miss | x_obs) = log p(x) - log p(x_obs) of an unconditional VAE (module docstring).
 
     ``proposal`` for log p(x_obs): ``"defensive"`` (1/2 q(z | x with the missing features 0) + 1/2 p(z),
-    bounded weights: :mod:`inference.completion.proposals`), ``"encoder"`` (q(z | x with the missing
-    features 0)), ``"prior"`` (p(z)), or a guide callable ``guide(x)`` sampling site "z" in the data plate. The k-hat is the
+    bounded weights: :mod:`inference.completion.proposals`), ``"nuts"`` (9/10 a Gaussian fitted to
+    200 NUTS draws of z | x_obs per row, sd x 1.2, + 1/10 p(z): the best proposal here, at NUTS's
+    cost), ``"encoder"`` (q(z | x with the missing features 0)), ``"prior"`` (p(z)), or a guide callable ``guide(x)`` sampling site "z" in the data plate. The k-hat is the
     larger of the two proposals' per row.
     """
     _check(x, num_samples, elbo_particles, seed)
     vae.check_data(x, "x")
     part = ObservedPart(vae, mask)
-    guide = _proposal(part, proposal)
+    x_obs = part.observed_value(x)  # the rows as the observation model reads them (missing entries ignored)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
+        guide = _proposal(part, proposal, x_obs, seed)
         ll_x, k_x = importance_log_likelihood(vae.model, vae.guide, x, num_samples)
-        ll_obs, k_obs = importance_log_likelihood(part.model, guide, x, num_samples)
+        ll_obs, k_obs = importance_log_likelihood(part.model, guide, x_obs, num_samples)
         elbo_x = _mean_log_weight(vae.model, vae.guide, x, elbo_particles)
     return CompletionScore(Estimate.from_values(ll_x - ll_obs, num_samples),
                            Estimate.from_values(ll_obs - elbo_x, elbo_particles), np.maximum(k_x, k_obs), num_samples)
 
 
-def _proposal(part: ObservedPart, proposal: str | Callable) -> Callable:
+def _proposal(part: ObservedPart, proposal: str | Callable, x_obs: torch.Tensor, seed: int) -> Callable:
     if callable(proposal):
         return proposal
+    if proposal == "nuts":  # a Gaussian fitted to NUTS draws of z | x_obs, 9:1 with the prior
+        with torch.enable_grad():
+            post = sample_latents(part, x_obs, num_samples=NUTS_DRAWS, warmup=NUTS_DRAWS, num_chains=1,
+                                  init="encoder", seed=seed, progress=False)
+        return defensive_guide(part, 0.9, post.gaussian_proposal().distribution)
     if proposal == "encoder":
         return part.guide
     if proposal == "defensive":
@@ -152,7 +161,7 @@ def _proposal(part: ObservedPart, proposal: str | Callable) -> Callable:
                 return pyro.sample("z", part.prior())
 
         return prior_guide
-    raise ConfigError(f"proposal={proposal!r} is not valid; choose 'defensive', 'encoder', 'prior' or a guide callable")
+    raise ConfigError(f"proposal={proposal!r} is not valid; choose 'defensive', 'nuts', 'encoder', 'prior' or a guide callable")
 
 
 __all__ = ["CompletionScore", "score_conditional", "score_vae_completion", "importance_log_likelihood"]
