@@ -98,7 +98,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     t = run.evaluate_run(args.run_dir, num_samples=args.K, rows=args.eval_rows, progress=not args.quiet)
     ll = t["log_likelihood"]
-    print(f"test log p(x) (IS, K={ll['num_samples']}): {ll['mean']:.3f} +- {ll['stderr']:.3f} nats over {ll['n']} datapoints")
+    print(f"test {t.get('quantity', 'log p(x)')} (IS, K={ll['num_samples']}): {ll['mean']:.3f} +- {ll['stderr']:.3f} nats "
+          f"over {ll['n']} datapoints")
     print(f"test ELBO A: {t['elbo_a']['mean']:.3f} +- {t['elbo_a']['stderr']:.3f}   B: {t['elbo_b']['mean']:.3f} +- {t['elbo_b']['stderr']:.3f}")
     print(f"evaluation wall time {t['seconds']:.1f} s")
     return 0
