@@ -1,4 +1,4 @@
-"""Command line: ``pyro-vae train | evaluate | classify | sample | export | compare | diagnose | list``.
+"""Command line: ``pyro-vae train | evaluate | classify | sample | complete | export | compare | diagnose | list``.
 
 Only parses arguments and calls library functions (``inference.run``); every number it
 prints comes from the run folder it writes. Flags list their valid values from the registries.
@@ -67,7 +67,7 @@ def _train(args: argparse.Namespace) -> int:
     t = result.metrics["test"]
     ll = t["log_likelihood"]
     print(f"run folder: {result.run_dir}")
-    print(f"test log p(x) (IS, K={ll['num_samples']}): {ll['mean']:.3f} +- {ll['stderr']:.3f} nats")
+    print(f"test {t.get('quantity', 'log p(x)')} (IS, K={ll['num_samples']}): {ll['mean']:.3f} +- {ll['stderr']:.3f} nats")
     print(f"test ELBO A: {t['elbo_a']['mean']:.3f} +- {t['elbo_a']['stderr']:.3f}   B: {t['elbo_b']['mean']:.3f} +- {t['elbo_b']['stderr']:.3f}")
     print(f"active units: {t['active_units']} of {len(t['kl_per_dim'])}")
     _print_semi_supervised(t)
@@ -99,7 +99,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     t = run.evaluate_run(args.run_dir, num_samples=args.K, rows=args.eval_rows, progress=not args.quiet)
     ll = t["log_likelihood"]
-    print(f"test log p(x) (IS, K={ll['num_samples']}): {ll['mean']:.3f} +- {ll['stderr']:.3f} nats over {ll['n']} datapoints")
+    print(f"test {t.get('quantity', 'log p(x)')} (IS, K={ll['num_samples']}): {ll['mean']:.3f} +- {ll['stderr']:.3f} nats "
+          f"over {ll['n']} datapoints")
     print(f"test ELBO A: {t['elbo_a']['mean']:.3f} +- {t['elbo_a']['stderr']:.3f}   B: {t['elbo_b']['mean']:.3f} +- {t['elbo_b']['stderr']:.3f}")
     print(f"evaluation wall time {t['seconds']:.1f} s")
     _print_semi_supervised(t)
@@ -134,6 +135,21 @@ def _sample(args: argparse.Namespace) -> int:
     for kind in ("draws", "means"):
         if kind in out.files:
             print(f"{kind}: {out.files[kind]}")
+    return 0
+
+
+def _complete(args: argparse.Namespace) -> int:
+    from inference.completion.api import complete_run
+
+    out = complete_run(args.run_dir, mask=args.mask, method=args.method, rows=args.rows, samples=args.samples,
+                       num_samples=args.K, sigma=args.sigma, proposal=args.proposal, seed=args.seed)
+    m = out.metrics
+    if m.get("conditional_nll") is not None:
+        print(f"conditional NLL (IS, K={m['num_samples']}): {m['conditional_nll']:.3f} +- {m['conditional_nll_stderr']:.3f} "
+              f"nats; -ELBO(10) {m['neg_elbo']:.3f}; k-hat max {m['khat_max']:.2f}")
+    print(f"PSNR mean {m['psnr_mean']:.2f} dB, best of {m['samples']} {m['psnr_best']:.2f} dB"
+          + (f"; SSIM mean {m['ssim_mean']:.3f}, best {m['ssim_best']:.3f}" if "ssim_mean" in m else ""))
+    print(f"completion folder: {out.files['metrics'].parent}")
     return 0
 
 
@@ -201,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(sub)
     _add_classify(sub)
     _add_sample(sub)
+    _add_complete(sub)
     _add_export(sub)
     _add_compare(sub)
     _add_diagnose(sub)
@@ -277,6 +294,25 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
     s.add_argument("-n", type=int, default=64)
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=_sample)
+
+
+def _add_complete(sub: argparse._SubParsersAction) -> None:
+    """The ``complete`` command's flags."""
+    from inference.completion.samplers import METHODS
+
+    c = sub.add_parser("complete", help="complete test data of a run (cvae, or any VAE by inference); writes RUN/completion/")
+    c.add_argument("run_dir")
+    c.add_argument("--mask", default="quadrants:1",
+                   help="quadrants:1|2|3 | random:FRACTION | center | rows:FRACTION | downsample:2|4 (default quadrants:1)")
+    c.add_argument("--method", help=f"model (a cvae run, the default there) | {_names(METHODS)} (a VAE run; default sir)")
+    c.add_argument("--rows", type=int, default=100, help="test rows to complete (default 100)")
+    c.add_argument("--samples", type=int, default=8, help="completions per row (default 8)")
+    c.add_argument("-K", type=int, default=1000, help="importance samples of the conditional NLL (default 1000)")
+    c.add_argument("--sigma", type=float, default=0.05, help="noise sd of the low-resolution observation (VAE downsample)")
+    c.add_argument("--proposal", default="defensive",
+                   help="IS proposal of log p(x_obs) for a VAE run: defensive (encoder + prior) | nuts (fitted to NUTS draws)")
+    c.add_argument("--seed", type=int, default=0)
+    c.set_defaults(func=_complete)
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:

@@ -45,6 +45,7 @@ from pyro_vae.files import atomic_write, write_json, write_text
 from pyro_vae.plots import plot_sample_grid, save_run_figures
 from pyro_vae.build import build_program
 from pyro_vae.vae import VAE
+from pyro_vae.cvae import is_conditional
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +89,10 @@ def test_metrics(vae: VAE, data: DataSplits, *, num_samples: int, rows: int | No
     """
     if rows is not None:
         positive_int("eval_rows", rows)
+    if is_conditional(vae):  # a conditional program (cvae): the completion yardstick, log p(y | c)
+        from inference.completion.runs import conditional_test_metrics  # imports diagnostics (ArviZ): when used
+
+        return conditional_test_metrics(vae, data.test[:rows], num_samples=num_samples, progress=progress)
     t0 = time.perf_counter()
     ev = evaluate.evaluate_vae(vae, data.test[:rows], num_samples=num_samples, progress=progress)
     out: dict[str, Any] = {"seconds": time.perf_counter() - t0}
@@ -160,7 +165,11 @@ def train(
                                                              rows=eval_rows, progress=progress)
         metrics = _run_metrics(spec, data, vae, fit, test)
         write_json(run_dir / "metrics.json", metrics)
-        save_run_figures(vae, data, fit.history, run_dir / "figures")
+        if is_conditional(vae):
+            from inference.completion.runs import save_conditional_figures as figures
+        else:
+            figures = save_run_figures
+        figures(vae, data, fit.history, run_dir / "figures")
         write_report(run_dir, metrics)
     return RunResult(run_dir, fit, metrics)
 
@@ -311,6 +320,9 @@ def sample_run(run_dir: str | Path, *, n: int = 64, seed: int = 0) -> Samples:
         raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
     run_dir = Path(run_dir)
     _, data, vae = load_run(run_dir)
+    if is_conditional(vae):
+        raise ConfigError(f"{run_dir} holds a conditional program ({vae.task.label}): it samples completions of given "
+                          f"data, not new datapoints; use `pyro-vae complete {run_dir} --mask ...`")
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         torch.manual_seed(seed)
         z = vae.prior().sample((n,))
@@ -343,7 +355,7 @@ def write_report(run_dir: Path, metrics: dict[str, Any]) -> Path:
         lines += [
             "| metric (test, nats per datapoint) | value | std. error |",
             "|---|---|---|",
-            f"| log p(x), importance sampling, K = {ll['num_samples']} | {ll['mean']:.3f} | {ll['stderr']:.3f} |",
+            f"| {test.get('quantity', 'log p(x)')}, importance sampling, K = {ll['num_samples']} | {ll['mean']:.3f} | {ll['stderr']:.3f} |",
             f"| ELBO, estimator A | {test['elbo_a']['mean']:.3f} | {test['elbo_a']['stderr']:.3f} |",
             f"| ELBO, estimator B | {test['elbo_b']['mean']:.3f} | {test['elbo_b']['stderr']:.3f} |",
             "",

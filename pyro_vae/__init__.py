@@ -18,6 +18,7 @@ from pyro_vae.spec import DataSpec, ModelSpec, RunSpec, TrainSpec, load_spec, sa
 from pyro_vae.vae import VAE, build_vae
 import pyro_vae.linear_gaussian  # noqa: E402,F401 - registers the "linear" network and the "ppca" program
 import pyro_vae.m2  # noqa: E402,F401 - registers the "m2" program (semi-supervised)
+import pyro_vae.cvae  # noqa: E402,F401 - registers the "cvae" and "cvae_baseline" programs
 from pyro_vae.build import build_program
 from pyro_vae.programs import PROGRAMS
 

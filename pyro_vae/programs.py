@@ -9,6 +9,8 @@ A program is a ``torch.nn.Module`` with
   baselines find them there), all inside the data plate :func:`pyro_vae.plates.data_plate`,
   which scales a minibatch of B rows by N / B when ``num_data = N`` and the KL terms by ``beta``;
 * ``data_dim`` and ``check_data(x, name)``, which refuses data outside its likelihood's support.
+* optionally ``observed``, its observed sites when they are not its inputs (a conditional program
+  takes ``x`` and observes the part ``y`` it completes, :mod:`pyro_vae.cvae`).
 
 The training loop, the evaluator, diagnostics and the command line never special-case a
 program. A program registers a factory ``factory(spec, *, data_dim, image_shape, data_sample,

@@ -595,8 +595,46 @@ METHODS = [
 ]
 
 
+def _cvae(data_dim=16, image_shape=(4, 4), **options):
+    return build_program({"program": {"name": "cvae", **options}, **TINY_MODEL}, data_dim=data_dim,
+                         image_shape=image_shape, seed=0)
+
+
+def _complete_ppca(method, x=None):
+    from inference.completion.samplers import complete_by_inference
+    from pyro_vae.linear_gaussian import linear_gaussian_vae
+    from pyro_vae.observation import LowResolution
+
+    vae = linear_gaussian_vae(torch.zeros(16, 2), torch.zeros(16), 0.1)
+    return complete_by_inference(LowResolution(vae, (4, 4), 2), torch.zeros(3, 4) if x is None else x, method=method)
+
+
+def _other_task():
+    from pyro_vae.completion import build_task, same_task
+
+    same_task(build_task("inpaint", 16, (4, 4), observed=1), build_task("superres", 16, (4, 4), factor=2))
+
+
+COMPLETION = [
+    case("cvae-mask-hides-nothing", lambda: _cvae(mask="random", fraction=0.0), ConfigError, "hides nothing"),
+    case("cvae-mask-hides-everything", lambda: _cvae(mask="rows", fraction=1.0), ConfigError, "hides every"),
+    case("cvae-factor-not-dividing", lambda: _cvae(36, (6, 6), task="superres", factor=4), DataError, "factor 4"),
+    case("cvae-factor-3", lambda: _cvae(task="superres", factor=3), ConfigError, "factor"),
+    case("cvae-quadrants-non-image", lambda: _cvae(10, None), DataError, "image_shape"),
+    case("cvae-observed-4", lambda: _cvae(observed=4), ConfigError, "observed"),
+    case("cvae-task-unknown", lambda: _cvae(task="denoise"), ConfigError, "task"),
+    case("cvae-mask-unknown", lambda: _cvae(mask="stripes"), ConfigError, "mask"),
+    case("cvae-other-task", _other_task, ConfigError, "trained for"),
+    case("complete-method-unknown", lambda: _complete_ppca("gibbs"), ConfigError, "method"),
+    case("complete-mwg-superres", lambda: _complete_ppca("mwg"), ConfigError, "mwg"),
+    case("complete-low-res-shape", lambda: _complete_ppca("sir", torch.zeros(3, 5)), DataError, "low-resolution"),
+    case("parse-mask-unknown", lambda: __import__("pyro_vae.masks").masks.parse_mask("quadrant:1"), ConfigError, "--mask"),
+]
+
+
 @pytest.mark.parametrize("call, error, names", group("load_dataset", LOAD_DATASET) + group("build", BUILD)
-                         + group("svi.fit", SVI_FIT) + group("evaluate", EVALUATE) + group("methods", METHODS))
+                         + group("svi.fit", SVI_FIT) + group("evaluate", EVALUATE) + group("methods", METHODS)
+                         + group("completion", COMPLETION))
 def test_bad_python_arguments_are_refused(call, error, names):
     assert_refused(call, error, names)
 
@@ -665,6 +703,7 @@ CLI = [
     cli("evaluate-not-a-run", ["{files}", "-K", "10", "-q"], "config.yaml", base=["evaluate"]),
     cli("sample-not-a-run", ["{files}"], "config.yaml", base=["sample"]),
     cli("diagnose-not-a-run", ["{files}"], "config.yaml", base=["diagnose"]),
+    cli("complete-not-a-run", ["{files}"], "config.yaml", base=["complete"]),
     cli("compare-train-sizes-text", ["--train-sizes", "abc", "--budget", "1epochs", "--out", "{out}"], "abc", base=["compare"]),
     cli("compare-train-sizes-0", ["--train-sizes", "0", "--budget", "1epochs", "--out", "{out}"], "training size", base=["compare"]),
     cli("compare-budget-text", ["--train-sizes", "100", "--budget", "abc", "--out", "{out}"], "budget", base=["compare"]),

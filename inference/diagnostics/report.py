@@ -54,6 +54,7 @@ from inference.diagnostics.psis import PSISResult, psis_khat
 from inference.evaluate import Estimate, active_units, kl_per_dimension
 from inference.mcmc import sample_latents
 from inference.run import load_run
+from pyro_vae.cvae import is_conditional
 from inference.run_folder import locked
 from pyro_vae.files import write_json, write_text
 from pyro_vae.data import DataSplits
@@ -273,6 +274,9 @@ def _diagnose(run_dir: Path, s: _Settings, *, seed: int, progress: bool) -> Diag
 def _diagnose_locked(run_dir: Path, s: _Settings, *, seed: int, progress: bool) -> Diagnosis:
     t0 = time.perf_counter()
     _, data, vae = load_run(run_dir)
+    if is_conditional(vae):  # before anything is written
+        raise ConfigError(f"{run_dir} holds a conditional program ({vae.task.label}); diagnose reads an unconditional "
+                          f"VAE's p(x | z). Score it with `pyro-vae complete {run_dir} --mask ...` (k-hat included)")
     vae.eval()
     split, x = _split(data)
     x = x[: s.rows]

@@ -50,10 +50,13 @@ def test_a_program_takes_its_options_from_the_spec_checked_like_any_component():
 
 @pytest.mark.parametrize("name", sorted(PROGRAMS.names()))
 def test_every_program_declares_its_inputs_and_latents_inside_the_data_plate(name):
-    """The names a program declares are the sites its model has: the observed inputs and the latents, all in "data"."""
-    program = build_program(ModelSpec(program=name, **SMALL), data_dim=6, seed=0)
+    """The names a program declares are the sites its model has: the observed sites and the latents, all in "data".
+
+    The observed sites are ``program.observed`` where a program declares them (a conditional program
+    takes ``x`` and observes the part ``y`` it completes), else its inputs."""
+    program = build_program(ModelSpec(program=name, **SMALL), data_dim=6, image_shape=(2, 3), seed=0)
     x = torch.randn(5, 6)
-    try:  # real-valued rows, or 0/1 rows for a program whose likelihood is Bernoulli (vae, m2)
+    try:  # real-valued rows, or 0/1 rows for a program whose likelihood is Bernoulli (vae, m2, cvae)
         program.check_data(x)
     except DataError:
         x = torch.rand(5, 6).round()
@@ -62,7 +65,7 @@ def test_every_program_declares_its_inputs_and_latents_inside_the_data_plate(nam
         trace = poutine.trace(program.model).get_trace(**{k: x for k in program.inputs}, num_data=50, beta=0.5)
         guide_trace = poutine.trace(program.guide).get_trace(**{k: x for k in program.inputs}, num_data=50)
     sites = {n: s for n, s in trace.nodes.items() if s["type"] == "sample" and n != "data"}
-    assert {n for n, s in sites.items() if s["is_observed"]} == set(program.inputs)
+    assert {n for n, s in sites.items() if s["is_observed"]} == set(getattr(program, "observed", program.inputs))
     assert {n for n, s in sites.items() if not s["is_observed"]} == set(program.latents)
     assert set(program.latents) <= set(guide_trace.nodes)
     for site in sites.values():

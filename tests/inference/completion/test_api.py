@@ -1,0 +1,57 @@
+"""complete_run / pyro-vae complete on run folders: a cvae run and a VAE run on digits (two epochs each)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from inference import run
+from inference.cli import main
+from inference.completion.api import complete_run
+from pyro_vae import ConfigError
+
+NETS = {"latent_dim": 2, "encoder": {"name": "mlp", "hidden": [16]}, "decoder": {"name": "mlp", "hidden": [16]}}
+
+
+def spec(program):
+    return {"model": {"program": program, **NETS}, "data": {"dataset": "digits", "binarize": "threshold"},
+            "train": {"epochs": 2, "batch_size": 100, "seed": 0}}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("completion-runs")
+    run.train(spec({"name": "cvae", "task": "superres", "factor": 2}), root / "cvae", eval_samples=20, progress=False)
+    run.train(spec("vae"), root / "vae", eval_samples=20, progress=False)
+    return root
+
+
+def test_a_cvae_run_completes_its_own_task_and_refuses_another(runs):
+    out = complete_run(runs / "cvae", mask="downsample:2", rows=10, samples=3, num_samples=20)
+    m = json.loads((runs / "cvae" / "completion" / "downsample-2_model" / "metrics.json").read_text())
+    assert m["conditional_nll"] == pytest.approx(out.metrics["conditional_nll"]) and m["reobservation_rmse"] >= 0
+    assert {p.name for p in out.files.values()} == {"metrics.json", "grid.png", "report.md"}
+    before = sorted((runs / "cvae" / "completion").rglob("*"))
+    with pytest.raises(ConfigError, match="trained for 'superres downsample:2'"):
+        complete_run(runs / "cvae", mask="quadrants:1", rows=10)
+    with pytest.raises(ConfigError, match="--method model"):
+        complete_run(runs / "cvae", mask="downsample:2", method="sir", rows=10)
+    assert sorted((runs / "cvae" / "completion").rglob("*")) == before  # refused before writing
+
+
+@pytest.mark.parametrize("method", ["naive", "sir", "mwg"])
+def test_a_vae_run_completes_by_inference(runs, method, capsys):
+    assert main(["complete", str(runs / "vae"), "--mask", "quadrants:2", "--method", method, "--rows", "6",
+                 "--samples", "2", "-K", "20"]) == 0
+    assert "conditional NLL" in capsys.readouterr().out
+    index = json.loads((runs / "vae" / "completion" / "metrics.json").read_text())
+    assert index[f"quadrants-2_{method}"]["pixel_sd"] >= 0
+
+
+def test_bad_completion_requests_are_refused(runs):
+    with pytest.raises(ConfigError, match="--rows 5000"):
+        complete_run(runs / "vae", rows=5000)
+    with pytest.raises(ConfigError, match="--method model needs a conditional run"):
+        complete_run(runs / "vae", method="model", rows=5)
+    assert main(["complete", str(runs / "vae"), "--mask", "random:1.0", "--rows", "5"]) == 2
