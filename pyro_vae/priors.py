@@ -70,7 +70,14 @@ class FactorizedPrior(nn.Module):
 
     def __init__(self, base: dist.Distribution) -> None:
         super().__init__()
-        self.base = base
+        # the parameters as buffers, so that .to(device) / .double() move them with the module
+        self._family, self._names = type(base), tuple(base.arg_constraints)
+        for name in self._names:
+            self.register_buffer(name, getattr(base, name).detach().clone())
+
+    @property
+    def base(self) -> dist.Distribution:
+        return self._family(**{name: getattr(self, name) for name in self._names})
 
     def forward(self) -> dist.Distribution:
         return self.base.to_event(1)

@@ -103,9 +103,9 @@ class GaussianProposal:
         q = self.distribution(x)
         batch = x.shape[0]
         if num_data is None or num_data == batch:
-            plate = pyro.plate("data", batch, dim=-1)
+            plate = pyro.plate("data", batch, dim=-1, device=x.device)
         else:
-            plate = pyro.plate("data", num_data, subsample=torch.arange(batch), dim=-1)
+            plate = pyro.plate("data", num_data, subsample=torch.arange(batch, device=x.device), dim=-1, device=x.device)
         with plate:
             return pyro.sample("z", q)
 
