@@ -7,6 +7,8 @@ one fails), and checkpoints load onto another device through ``map_location``.
 
 from __future__ import annotations
 
+import math
+
 import pyro
 import pytest
 import torch
@@ -108,3 +110,35 @@ def test_device_argument_overrides_the_spec_and_is_checked(digits):
     with pytest.raises(ConfigError, match="device='gpu'"):
         svi.fit(vae, digits, TrainSpec(epochs=1, batch_size=50), device="gpu", progress=False)
     pyro.clear_param_store()
+
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (benchmarks/gpu_check.py runs it)")
+
+
+@CUDA
+def test_cuda_fit_round_trips_through_a_cpu_resume_and_back(digits, tmp_path):
+    vae = build_vae(data_dim=digits.feature_dim, seed=0, **SMALL)
+    svi.fit(vae, digits, TrainSpec(epochs=1, batch_size=50), device="cuda", run_dir=tmp_path, progress=False)
+    assert module_placement(vae)[0].type == "cuda"
+    on_cpu = build_vae(data_dim=digits.feature_dim, seed=0, **SMALL)  # a GPU run resumed on the CPU ...
+    svi.fit(on_cpu, digits, TrainSpec(epochs=2, batch_size=50), device="cpu", run_dir=tmp_path, resume=True,
+            progress=False)
+    assert module_placement(on_cpu)[0].type == "cpu"
+    back = build_vae(data_dim=digits.feature_dim, seed=0, **SMALL)  # ... and back on the GPU
+    result = svi.fit(back, digits, TrainSpec(epochs=3, batch_size=50), device="cuda:0", run_dir=tmp_path,
+                     resume=True, progress=False)
+    assert [r.epoch for r in result.history] == [1, 2, 3] and all(math.isfinite(r.train_elbo) for r in result.history)
+    ckpt = load_checkpoint(tmp_path / "checkpoints" / "last.pt", map_location="cuda")
+    assert {t.device.type for t in ckpt["vae"].values()} == {"cuda"}
+
+
+@CUDA
+def test_cuda_run_folder_evaluates_and_samples_on_the_cpu(tmp_path):
+    from inference import run
+
+    spec = {"model": {"latent_dim": 2, **{k: SMALL[k] for k in ("encoder", "decoder")}},
+            "data": {"dataset": "digits", "max_train": 200}, "train": {"epochs": 1, "batch_size": 50, "device": "auto"}}
+    result = run.train(spec, tmp_path / "run", eval_samples=10, progress=False)
+    assert result.metrics["device"]["device"].startswith("cuda")
+    assert run.evaluate_run(tmp_path / "run", num_samples=10, progress=False, device="cpu")["log_likelihood"]["n"] > 0
+    assert run.sample_run(tmp_path / "run", n=4, device="cuda").draws.device.type == "cpu"

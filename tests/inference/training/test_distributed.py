@@ -110,3 +110,21 @@ def test_the_launcher_drops_its_own_flag_and_says_where_to_resume(tmp_path):
     assert cmd[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     assert "no checkpoint had been written yet" in launch.failure_message(2, 1, tmp_path)
     assert "exit status 1" in launch.failure_message(2, 1, None)
+
+
+@pytest.mark.slow
+def test_cli_nproc_trains_resumes_and_records_the_processes_and_device(tmp_path, monkeypatch):
+    import json
+
+    from inference.cli import main
+
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    out = tmp_path / "run"
+    common = ["train", "--nproc", "2", "--out", str(out), "--max-train", "300", "--latent-dim", "2", "--hidden", "16",
+              "--eval-samples", "10", "--device", "auto", "-q"]
+    assert main([*common, "--epochs", "1"]) == 0
+    assert main([*common, "--epochs", "2", "--resume"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2]
+    assert metrics["device"]["processes"] == 2
+    assert metrics["device"]["device"] == ("cuda:0" if torch.cuda.is_available() else "cpu")
