@@ -59,7 +59,7 @@ def _train(args: argparse.Namespace) -> int:
         train__batch_size=args.batch_size, train__num_particles=args.num_particles,
         train__kl_warmup_epochs=args.kl_warmup, train__patience=args.patience,
         train__lr_schedule=args.lr_schedule, train__lr_final=args.lr_final, train__optimizer=args.optimizer,
-        train__device=args.device,
+        train__device=args.device, train__mixed_precision=args.mixed_precision or None,
     )
     spec = _with_widths(spec, args.hidden, args.activation)
     if args.resume and args.overwrite:
@@ -239,6 +239,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="log losses, lr, KL terms and sample grids to RUN/tensorboard (pip install 'pyro-vae[tensorboard]')")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     _add_device(t)
+    t.add_argument("--mixed-precision", action="store_true",
+                   help="networks in bfloat16 under autocast, densities in float32 (off by default; measure first)")
     t.add_argument("--nproc", type=int, default=1,
                    help="train on N local processes (data parallel; runs this command under torchrun, gloo on CPU, "
                         "NCCL on CUDA); for several machines call torchrun yourself (README: Scale out)")

@@ -158,6 +158,7 @@ class TrainSpec:
     seed: int = 0
     validate_every_step: bool = False
     device: str = "cpu"  # cpu | cuda | cuda:N | mps | auto (CUDA, then MPS, then CPU): inference.devices
+    mixed_precision: bool = False  # networks under bfloat16 autocast, densities in float32 (inference.training.precision)
 
     def __post_init__(self) -> None:
         # elbo, optimizer and lr_schedule are names resolved by the inference side (its registries list
@@ -176,6 +177,7 @@ class TrainSpec:
         seed("train.seed", self.seed)
         boolean("train.validate_every_step", self.validate_every_step)
         check_device_form("train.device", self.device)
+        boolean("train.mixed_precision", self.mixed_precision)
 
 
 def check_device_form(name: str, value: Any) -> str:

@@ -318,6 +318,7 @@ TRAIN_SPEC = [
     case("device-gpu", train(device="gpu"), ConfigError, "train.device"),
     case("device-cuda-x", train(device="cuda:x"), ConfigError, "train.device"),
     case("device-number", train(device=0), ConfigError, "train.device"),
+    case("mixed_precision-text", train(mixed_precision="yes"), ConfigError, "train.mixed_precision"),
     case("TrainSpec-direct", lambda: TrainSpec(lr=INF), ConfigError, "train.lr"),
     case("check_train_spec-not-a-spec", lambda: check_train_spec({"epochs": 1}), ConfigError, "train"),
 ]

@@ -36,6 +36,7 @@ state in memory, reaches exactly the parameters and history of an uninterrupted 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import re
@@ -53,6 +54,7 @@ from torch import nn
 from inference.devices import module_placement, resolve_device, to_placement
 from inference.progress import EpochLines, bar
 from inference.training import distributed
+from inference.training.precision import networks_autocast
 from inference.training.checkpoint import (
     capture_rng, load_checkpoint, restore_rng, restore_state, save_checkpoint, state_to_checkpoint,
 )
@@ -183,9 +185,8 @@ def fit(
     good checkpoint kept), ConfigError for bad settings or an incompatible checkpoint.
     """
     train = check_train_spec(train)
-    source = as_source(data.train, binarize=data.binarize == "dynamic") if isinstance(data, DataSplits) else as_source(data)
+    source, device = _placement(task, data, train, max_seconds)
     n_val = int(data.val.shape[0]) if isinstance(data, DataSplits) else int(task.validate is not None)
-    distributed.check_shardable(task.label, task.shardable, max_seconds)
     if train.patience is not None and (n_val == 0 or task.validate is None):
         raise ConfigError(
             "train.patience (early stopping) needs a validation split and a method with a validation score; "
@@ -193,7 +194,6 @@ def fit(
         )
     if source.num_rows == 0:
         raise ConfigError("the training split is empty; load more data or lower val/test fractions")
-    device = resolve_device(train.device, name="train.device")
     for module in task.modules.values():
         module.to(device)
     session = _Session(train, task, source.num_rows, Path(run_dir) / "checkpoints" if run_dir else None,
@@ -209,6 +209,8 @@ def fit(
     epochs = bar(range(state.epoch + 1, train.epochs + 1), enabled=progress, initial=state.epoch, total=train.epochs,
                  desc=task.label, unit="epoch", leave=False)
     lines = EpochLines(task.label, train.epochs, enabled=progress)
+    precision = contextlib.ExitStack()  # train.mixed_precision: the networks under autocast for the session
+    precision.enter_context(networks_autocast(task.modules["program"], train.mixed_precision))
     try:
         for epoch in epochs:
             state, record, out_of_time = _epoch(state, session, data, epoch, max_seconds)
@@ -227,10 +229,20 @@ def fit(
                             epoch, train.patience, state.best.epoch)
                 break
     finally:
+        precision.close()
         epochs.close()
         for name, was in training.items():
             state.modules[name].train(was)
     return FitResult(_finish(state, session), stopped)
+
+
+def _placement(task: Task, data: Any, train: TrainSpec, max_seconds: float | None) -> tuple[Source, torch.device]:
+    """Where the fit runs: its source of training rows, its device, and (under torchrun) its process group."""
+    source = as_source(data.train, binarize=data.binarize == "dynamic") if isinstance(data, DataSplits) else as_source(data)
+    device = resolve_device(train.device, name="train.device")
+    distributed.init_from_env(device)  # started by torchrun: join its process group (nothing otherwise)
+    distributed.check_shardable(task.label, task.shardable, max_seconds)
+    return source, device
 
 
 def _start(task: Task, train: TrainSpec, session: _Session, state: TrainState | None, resume: bool) -> TrainState:
