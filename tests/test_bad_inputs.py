@@ -601,6 +601,8 @@ METHODS = [
     case("fit-spec-unknown-key", lambda: method_fit({"modle": {}}, digits(), method="svi-trace", budget="1epochs"), ConfigError, "modle"),
     case("fit-spec-number", lambda: method_fit(5, digits(), method="svi-trace", budget="1epochs"), ConfigError, "5"),
     case("fit-batch_size-above-rows", lambda: method_fit({**SPEC, "train": {"batch_size": 1000}}, digits(), method="map", budget="1epochs"), ConfigError, "batch_size"),
+    case("fit-device-gpu", lambda: method_fit({**SPEC, "train": {"batch_size": 50, "device": "cuda:0"}}, digits(),
+                                             method="svi-trace", budget="1epochs"), ConfigError, "train.device"),
     case("fit-progress-text", lambda: method_fit(SPEC, digits(), method="svi-trace", budget="1epochs", progress="no"), ConfigError, "progress"),
 ]
 

@@ -142,3 +142,12 @@ def test_cuda_run_folder_evaluates_and_samples_on_the_cpu(tmp_path):
     assert result.metrics["device"]["device"].startswith("cuda")
     assert run.evaluate_run(tmp_path / "run", num_samples=10, progress=False, device="cpu")["log_likelihood"]["n"] > 0
     assert run.sample_run(tmp_path / "run", n=4, device="cuda").draws.device.type == "cpu"
+
+
+def test_figures_of_a_program_elsewhere_are_drawn_on_a_cpu_float32_copy(digits, tmp_path):
+    from pyro_vae.plots import save_run_figures
+
+    vae = build_vae(data_dim=digits.feature_dim, seed=0, **SMALL).double()
+    paths = save_run_figures(vae, digits, None, tmp_path)
+    assert {p.name for p in paths} >= {"reconstructions.png", "latent_space.png"}
+    assert next(vae.parameters()).dtype == torch.float64  # the program itself is left where it was
