@@ -202,7 +202,9 @@ class LoaderSource:
         if not isinstance(loader, DataLoader):
             raise DataError(f"loader must be a torch.utils.data.DataLoader, {got(loader)}")
         self.loader, self.binarize, self.name = loader, boolean("binarize", binarize), name
-        first = next(iter(loader))
+        first = next(iter(loader), None)
+        if first is None:
+            raise DataError("the DataLoader yields no batches; give it a dataset with rows")
         self._dim = int(self._batch(first)["x"].shape[1])
 
     @staticmethod

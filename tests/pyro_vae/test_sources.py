@@ -95,5 +95,7 @@ def test_bad_sources_are_refused(rows, tmp_path):
         TensorSource(rows[0])
     with pytest.raises(DataError, match=".npy"):
         NpyRows(tmp_path / "missing.npy")
+    with pytest.raises(DataError, match="no batches"):
+        LoaderSource(DataLoader(TensorDataset(rows[:0]), batch_size=5))
     with pytest.raises(DataError, match=r"\[0, 1\]"):
         epoch(TensorSource(rows * 2, binarize=True), world=2)
