@@ -9,7 +9,8 @@ repository (synthetic binary data of MNIST's shape, so no data folder):
    the same network (784-200-200-2x50, Bernoulli, estimator A: log p(x|z) + log p(z) - log q(z|x)
    at z = mu + sigma * eps, scaled by N / B) with the same Adam, at batch 100 and 1000;
    ``ratio`` = library / hand-written (target <= 1.15); rows/s of both;
-3. the same hand-written step under ``torch.compile`` (what compilation would buy the
+3. the library with ``train.mixed_precision`` (bfloat16 networks) against float32;
+4. the same hand-written step under ``torch.compile`` (what compilation would buy the
    network's part; Pyro's per-step tracing is not compiled).
 
     python benchmarks/gpu_check.py [--rows 20000] [--epochs 3] [--skip-tests]
@@ -91,10 +92,11 @@ def hand_written(x_train: torch.Tensor, epochs: int, batch: int, compiled: bool 
     return times
 
 
-def library(data: DataSplits, epochs: int, batch: int) -> list[float]:
+def library(data: DataSplits, epochs: int, batch: int, mixed_precision: bool = False) -> list[float]:
     vae = build_vae(data_dim=784, latent_dim=LATENT, seed=0, encoder={"name": "mlp", "hidden": HIDDEN},
                     decoder={"name": "mlp", "hidden": HIDDEN[::-1]}, likelihood="bernoulli")
-    fit = svi.fit(vae, data, TrainSpec(epochs=epochs, batch_size=batch, lr=LR, seed=0), device="cuda", progress=False)
+    train = TrainSpec(epochs=epochs, batch_size=batch, lr=LR, seed=0, mixed_precision=mixed_precision)
+    fit = svi.fit(vae, data, train, device="cuda", progress=False)
     return [r.seconds for r in fit.history]
 
 
@@ -120,6 +122,8 @@ def main() -> int:
         lib = statistics.median(library(data, args.epochs, batch))
         print(f"batch {batch}: hand-written {hand:.3f} s/epoch ({args.rows / hand:.0f} rows/s), pyro-vae {lib:.3f} "
               f"s/epoch ({args.rows / lib:.0f} rows/s; validation: none); ratio {lib / hand:.3f} (target <= 1.15)")
+        mixed = statistics.median(library(data, args.epochs, batch, mixed_precision=True))
+        print(f"batch {batch}: pyro-vae with train.mixed_precision {mixed:.3f} s/epoch (x{lib / mixed:.2f} vs float32)")
         try:
             comp = statistics.median(hand_written(data.train, args.epochs + 1, batch, compiled=True)[1:])
             print(f"batch {batch}: hand-written under torch.compile {comp:.3f} s/epoch (x{hand / comp:.2f} vs eager)")
