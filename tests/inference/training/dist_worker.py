@@ -2,7 +2,9 @@
 
 A tiny VAE-like program whose guide draws its noise from a fixed per-row table (eps[idx]), so a
 step depends only on the rows of the global batch, not on how the processes split them or on
-their RNG streams: 1 and 2 processes must then reach the same parameters.
+their RNG streams: 1 and 2 processes must then reach the same parameters. Validation (no idx)
+evaluates at the posterior mean, so the validation ELBO, summed over the processes' slices of the
+validation rows, must equal one process's too.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ class FixedNoiseVAE(nn.Module):
     def guide(self, x, idx=None, num_data=None, beta=1.0):
         loc, raw = self.encoder(x).chunk(2, -1)
         scale = softplus(raw) + 1e-3
-        eps = self.eps[idx] if idx is not None else torch.randn_like(loc)
+        eps = self.eps[idx] if idx is not None else torch.zeros_like(loc)  # validation: at the mean, deterministic
         z = loc + scale * eps
         with data_plate(x.shape[0], num_data, device=x.device):
             with pyro.poutine.scale(scale=beta):

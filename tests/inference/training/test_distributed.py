@@ -4,7 +4,8 @@ The processes run tests/inference/training/dist_worker.py: a tiny program whose 
 fixed per-row table, so a step depends only on the rows of the global batch. With the gradient
 averaged as sum_r (b_r / b) grad L_r, 2 processes holding half of each global batch of 64 rows
 (including the short last batch, 300 = 4 x 64 + 44) must reach the parameters of 1 process up
-to float32 summation order: |difference| <= 1e-5 after 10 steps of lr 1e-2.
+to float32 summation order: |difference| <= 1e-5 after 10 steps of lr 1e-2; the reported train
+and validation ELBOs (about -47 nats, float32 sums of ~100 terms) agree to 1e-4.
 """
 
 from __future__ import annotations
@@ -57,8 +58,9 @@ def test_two_processes_equal_one_over_the_same_global_batches(one_process, tmp_p
     two = result(tmp_path)
     assert (one_process["world"], two["world"]) == (1, 2)
     assert_close_params(one_process["params"], two["params"])
-    for (e1, t1, _), (e2, t2, _) in zip(one_process["history"], two["history"]):  # the global batch's loss
-        assert e1 == e2 and abs(t1 - t2) < 1e-4
+    for (e1, t1, v1), (e2, t2, v2) in zip(one_process["history"], two["history"]):
+        assert e1 == e2 and abs(t1 - t2) < 1e-4  # the global batch's loss
+        assert abs(v1 - v2) < 1e-4  # validation sums reduced over the processes' slices
 
 
 @pytest.mark.slow
