@@ -162,7 +162,7 @@ def _diagnose(args: argparse.Namespace) -> int:
         args.run_dir, mcmc_points=args.mcmc_points, samples=args.samples, warmup=args.warmup, chains=args.chains,
         gap_points=args.gap_points, is_samples=args.is_samples, local_steps=args.local_steps, ppc_draws=args.ppc_draws,
         rows=args.rows,
-        seed=args.seed, threads=args.threads, progress=not args.quiet,
+        seed=args.seed, threads=args.threads, progress=not args.quiet, device=args.device,
     )
     for check in result.checks:
         print(f"{check.status:4s}  {check.name}: {check.detail}")
@@ -321,6 +321,7 @@ def _add_diagnose(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--threads", type=int, default=1, help="torch threads while diagnosing (default 1: small networks only contend)")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    _add_device(g)
     g.set_defaults(func=_diagnose)
 
 

@@ -636,6 +636,7 @@ CLI = [
     cli("nproc-0", ["--nproc", "0"], "nproc"),
     cli("evaluate-device-absent", ["{out}", "--device", "cuda:3"], "device", *NO_CUDA, base=["evaluate"]),
     cli("sample-device-bad", ["{files}", "--device", "tpu"], "device", base=["sample"]),
+    cli("diagnose-device-bad", ["{files}", "--device", "gpu0"], "device", base=["diagnose"]),
     cli("latent-dim-0", ["--latent-dim", "0"], "latent_dim"),
     cli("latent-dim-negative", ["--latent-dim", "-2"], "latent_dim"),
     cli("epochs-0", ["--epochs", "0"], "epochs"),

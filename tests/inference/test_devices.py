@@ -151,3 +151,16 @@ def test_figures_of_a_program_elsewhere_are_drawn_on_a_cpu_float32_copy(digits, 
     paths = save_run_figures(vae, digits, None, tmp_path)
     assert {p.name for p in paths} >= {"reconstructions.png", "latent_space.png"}
     assert next(vae.parameters()).dtype == torch.float64  # the program itself is left where it was
+
+
+@CUDA
+def test_cuda_diagnose_runs_on_the_gpu(tmp_path):
+    from inference import run
+    from inference.diagnostics import diagnose_run
+
+    spec = {"model": {"latent_dim": 2, **{k: SMALL[k] for k in ("encoder", "decoder")}},
+            "data": {"dataset": "digits", "max_train": 200}, "train": {"epochs": 1, "batch_size": 50}}
+    run.train(spec, tmp_path / "run", eval_samples=10, progress=False)
+    result = diagnose_run(tmp_path / "run", mcmc_points=2, samples=20, warmup=20, chains=2, gap_points=3,
+                          is_samples=50, local_steps=20, ppc_draws=5, rows=20, progress=False, device="cuda")
+    assert result.files["report"].is_file()
