@@ -23,6 +23,7 @@ from inference import svi
 from inference.training import distributed
 from pyro_vae.data import load_dataset
 from pyro_vae.plates import data_plate
+from pyro_vae.sources import DatasetSource, NpyRows
 from pyro_vae.spec import TrainSpec
 
 
@@ -67,6 +68,7 @@ def main() -> int:
     p.add_argument("--rows", type=int, default=300)
     p.add_argument("--resume", action="store_true")
     p.add_argument("--die-after", type=int, default=0, help="process 1 exits after this epoch (0: never)")
+    p.add_argument("--npy", help="train on these rows, memory-mapped (pyro_vae.sources.NpyRows), instead of the tensor")
     args = p.parse_args()
     torch.set_num_threads(1)
     distributed.init_from_env(torch.device("cpu"))
@@ -79,7 +81,8 @@ def main() -> int:
         if rank == 1 and record.epoch == args.die_after:
             os._exit(3)
 
-    result = svi.fit(program, data, train, run_dir=os.path.join(args.out, "run"), resume=args.resume,
+    rows, val = (DatasetSource(NpyRows(args.npy), binarize=True), data.val) if args.npy else (data, None)
+    result = svi.fit(program, rows, train, val=val, run_dir=os.path.join(args.out, "run"), resume=args.resume,
                      progress=False, callbacks=[die] if args.die_after else ())
     if distributed.is_main():
         last = result.state.last["program"] if result.state.last is not None else program.state_dict()

@@ -64,6 +64,18 @@ def test_two_processes_equal_one_over_the_same_global_batches(one_process, tmp_p
 
 
 @pytest.mark.slow
+def test_two_processes_reading_a_memory_mapped_npy_equal_one_on_the_tensor(one_process, tmp_path):
+    import numpy as np
+
+    from pyro_vae.data import load_dataset
+
+    rows = load_dataset("digits", binarize="dynamic", max_train=300, seed=0).train  # the worker's split
+    np.save(tmp_path / "rows.npy", rows.numpy())
+    run_worker(tmp_path, 2, "--npy", str(tmp_path / "rows.npy"))  # each process reads only its rows of each batch
+    assert_close_params(one_process["params"], result(tmp_path)["params"])
+
+
+@pytest.mark.slow
 def test_a_distributed_run_resumes_to_the_uninterrupted_parameters(one_process, tmp_path):
     run_worker(tmp_path, 2, "--epochs", "1")
     assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["epoch"] == 1
