@@ -17,7 +17,6 @@ from pyro import poutine
 from inference import svi
 from inference.log_weights import log_weights
 from inference.devices import available_devices, module_placement, resolve_device, to_placement
-from inference.objectives import make_objective
 from inference.training import load_checkpoint
 from pyro_vae import build_vae
 from pyro_vae.data import load_dataset

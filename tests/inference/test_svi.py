@@ -9,7 +9,6 @@ import pytest
 import torch
 
 import inference.svi as svi
-import inference.training.loop as loop
 import pyro_vae.sources as sources
 from inference.objectives import OBJECTIVES, describe_kl, kl_mode, make_objective
 from inference.svi import fit
