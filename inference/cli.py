@@ -331,12 +331,22 @@ def _add_list(sub: argparse._SubParsersAction) -> None:
     ls.set_defaults(func=_list)
 
 
+def _one_process_unless_training(command: str) -> None:
+    """ConfigError for a command other than ``train`` started by torchrun on several processes."""
+    from inference.training.distributed import launched
+
+    if command != "train" and launched():
+        raise ConfigError(f"`pyro-vae {command}` runs on one process; only `train` runs under torchrun "
+                          "(--nproc_per_node N): start it without torchrun")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv  # `train --nproc N` relaunches the same command line
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
+        _one_process_unless_training(args.command)
         return args.func(args)
     except (ConfigError, DataError, TrainingError) as err:
         print(f"pyro-vae: error: {err}", file=sys.stderr)

@@ -142,3 +142,11 @@ def test_cli_nproc_trains_resumes_and_records_the_processes_and_device(tmp_path,
     assert [h["epoch"] for h in metrics["history"]] == [1, 2]
     assert metrics["device"]["processes"] == 2
     assert metrics["device"]["device"] == ("cuda:0" if torch.cuda.is_available() else "cpu")
+
+
+def test_commands_other_than_train_refuse_torchrun(monkeypatch, capsys):
+    from inference.cli import main
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["compare", "--train-sizes", "100", "--budget", "1epochs", "--out", "x"]) == 2
+    assert "runs on one process" in capsys.readouterr().err
