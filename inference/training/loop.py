@@ -206,6 +206,7 @@ def fit(
     session.good, session.good_epoch = clone_modules(state.modules), state.epoch
     stopped = "completed"
     training = {name: m.training for name, m in state.modules.items()}
+    progress = progress and distributed.is_main()  # one bar for a torchrun job
     epochs = bar(range(state.epoch + 1, train.epochs + 1), enabled=progress, initial=state.epoch, total=train.epochs,
                  desc=task.label, unit="epoch", leave=False)
     lines = EpochLines(task.label, train.epochs, enabled=progress)
