@@ -70,10 +70,11 @@ class FactorizedPrior(nn.Module):
 
     def __init__(self, base: dist.Distribution) -> None:
         super().__init__()
-        # the parameters as buffers, so that .to(device) / .double() move them with the module
+        # the parameters as buffers, so that .to(device) / .double() move them with the module; not in the
+        # state_dict (they are fixed by the spec), so checkpoints written before keep loading
         self._family, self._names = type(base), tuple(base.arg_constraints)
         for name in self._names:
-            self.register_buffer(name, getattr(base, name).detach().clone())
+            self.register_buffer(name, getattr(base, name).detach().clone(), persistent=False)
 
     @property
     def base(self) -> dist.Distribution:
