@@ -31,7 +31,7 @@ def run_worker(out: Path, nproc: int, *args: str, check: bool = True) -> subproc
     cmd = launch.torchrun_command(nproc, target) if nproc > 1 else [sys.executable, *target]
     proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=240)
     if check:
-        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert proc.returncode == 0, f"exit {proc.returncode}\nstdout: {proc.stdout[-1500:]}\nstderr: {proc.stderr[-4000:]}"
     return proc
 
 
