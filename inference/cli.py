@@ -31,8 +31,14 @@ def _names(names) -> str:
 
 def _train(args: argparse.Namespace) -> int:
     from inference import run
+    from inference.training import distributed, launch
+    from pyro_vae.checks import positive_int
     from pyro_vae.spec import load_spec, override
 
+    if positive_int("--nproc", args.nproc) > 1 and not distributed.launched():
+        # the same command on N local processes under torchrun (inference.training.launch)
+        launch.launch(args.nproc, ["-m", "inference.cli", *launch.without_flag(args.argv, "--nproc")], run_dir=args.out)
+        return 0
     out = Path(args.out)
     saved = out / "config.yaml"
     if args.resume and not saved.is_file():
@@ -53,6 +59,7 @@ def _train(args: argparse.Namespace) -> int:
         train__batch_size=args.batch_size, train__num_particles=args.num_particles,
         train__kl_warmup_epochs=args.kl_warmup, train__patience=args.patience,
         train__lr_schedule=args.lr_schedule, train__lr_final=args.lr_final, train__optimizer=args.optimizer,
+        train__device=args.device, train__mixed_precision=args.mixed_precision or None,
     )
     spec = _with_widths(spec, args.hidden, args.activation)
     if args.resume and args.overwrite:
@@ -61,9 +68,14 @@ def _train(args: argparse.Namespace) -> int:
         from pyro_vae.data import download_dataset
 
         download_dataset(spec.data.dataset, spec.data.data_dir)
-    result = run.train(spec, out, resume=args.resume, overwrite=args.overwrite, allow_data_change=args.allow_data_change,
-                       eval_samples=args.eval_samples, eval_rows=args.eval_rows, tensorboard=args.tensorboard,
-                       progress=not args.quiet)
+    try:
+        result = run.train(spec, out, resume=args.resume, overwrite=args.overwrite,
+                           allow_data_change=args.allow_data_change, eval_samples=args.eval_samples,
+                           eval_rows=args.eval_rows, tensorboard=args.tensorboard, progress=not args.quiet)
+    finally:
+        distributed.close()
+    if not result.metrics:  # a process > 0 of a torchrun job: process 0 reports
+        return 0
     t = result.metrics["test"]
     ll = t["log_likelihood"]
     print(f"run folder: {result.run_dir}")
@@ -97,7 +109,8 @@ def _with_widths(spec: Any, hidden: list[int] | None, activation: str | None) ->
 def _evaluate(args: argparse.Namespace) -> int:
     from inference import run
 
-    t = run.evaluate_run(args.run_dir, num_samples=args.K, rows=args.eval_rows, progress=not args.quiet)
+    t = run.evaluate_run(args.run_dir, num_samples=args.K, rows=args.eval_rows, progress=not args.quiet,
+                         device=args.device)
     ll = t["log_likelihood"]
     print(f"test {t.get('quantity', 'log p(x)')} (IS, K={ll['num_samples']}): {ll['mean']:.3f} +- {ll['stderr']:.3f} nats "
           f"over {ll['n']} datapoints")
@@ -129,7 +142,7 @@ def _classify(args: argparse.Namespace) -> int:
 def _sample(args: argparse.Namespace) -> int:
     from inference import run
 
-    out = run.sample_run(args.run_dir, n=args.n, seed=args.seed)
+    out = run.sample_run(args.run_dir, n=args.n, seed=args.seed, device=args.device)
     print(f"{len(out.draws)} samples z ~ p(z): draws x ~ p(x | z) and their means E[x | z] in {out.files['tensors']} "
           "(keys z, draws, means)")
     for kind in ("draws", "means"):
@@ -186,7 +199,7 @@ def _diagnose(args: argparse.Namespace) -> int:
         args.run_dir, mcmc_points=args.mcmc_points, samples=args.samples, warmup=args.warmup, chains=args.chains,
         gap_points=args.gap_points, is_samples=args.is_samples, local_steps=args.local_steps, ppc_draws=args.ppc_draws,
         rows=args.rows,
-        seed=args.seed, threads=args.threads, progress=not args.quiet,
+        seed=args.seed, threads=args.threads, progress=not args.quiet, device=args.device,
     )
     for check in result.checks:
         print(f"{check.status:4s}  {check.name}: {check.detail}")
@@ -265,7 +278,21 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--tensorboard", action="store_true",
                    help="log losses, lr, KL terms and sample grids to RUN/tensorboard (pip install 'pyro-vae[tensorboard]')")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    _add_device(t)
+    t.add_argument("--mixed-precision", action="store_true",
+                   help="networks in bfloat16 under autocast, densities in float32 (off by default; measure first)")
+    t.add_argument("--nproc", type=int, default=1,
+                   help="train on N local processes (data parallel; runs this command under torchrun, gloo on CPU, "
+                        "NCCL on CUDA); for several machines call torchrun yourself (README: Scale out)")
     t.set_defaults(func=_train)
+
+
+def _add_device(parser: argparse.ArgumentParser) -> None:
+    """``--device`` (the commands that compute; ``complete`` should take it too when it lands)."""
+    from pyro_vae.spec import DEVICE_FORMS
+
+    parser.add_argument("--device", help=f"{_names(DEVICE_FORMS)} (auto: CUDA, then MPS, then CPU; default: the "
+                        "spec's train.device for train, cpu otherwise)")
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
@@ -275,6 +302,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     e.add_argument("-K", type=int, default=5000, help="importance samples per datapoint (default 5000)")
     e.add_argument("--eval-rows", type=int, help="score only the first N test rows (default: all)")
     e.add_argument("-q", "--quiet", action="store_true")
+    _add_device(e)
     e.set_defaults(func=_evaluate)
 
 
@@ -293,6 +321,7 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
     s.add_argument("run_dir")
     s.add_argument("-n", type=int, default=64)
     s.add_argument("--seed", type=int, default=0)
+    _add_device(s)
     s.set_defaults(func=_sample)
 
 
@@ -360,6 +389,7 @@ def _add_diagnose(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--threads", type=int, default=1, help="torch threads while diagnosing (default 1: small networks only contend)")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    _add_device(g)
     g.set_defaults(func=_diagnose)
 
 
@@ -369,10 +399,22 @@ def _add_list(sub: argparse._SubParsersAction) -> None:
     ls.set_defaults(func=_list)
 
 
+def _one_process_unless_training(command: str) -> None:
+    """ConfigError for a command other than ``train`` started by torchrun on several processes."""
+    from inference.training.distributed import launched
+
+    if command != "train" and launched():
+        raise ConfigError(f"`pyro-vae {command}` runs on one process; only `train` runs under torchrun "
+                          "(--nproc_per_node N): start it without torchrun")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # `train --nproc N` relaunches the same command line
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
+        _one_process_unless_training(args.command)
         return args.func(args)
     except (ConfigError, DataError, TrainingError) as err:
         print(f"pyro-vae: error: {err}", file=sys.stderr)

@@ -29,17 +29,19 @@ import pyro
 import torch
 
 from inference import evaluate, semisup, svi
+from inference.devices import device_record, module_placement, resolve_device
 from inference.semisup import results as semisup_results
 from inference.objectives import kl_mode
 from inference.run_folder import check_fresh, check_resume_spec, clear_run, locked
 from inference.training import FitResult, check_resumable, check_train_spec, data_info, load_checkpoint, vae_state
+from inference.training import distributed
 from inference.training.settings import check_fit_inputs
 from inference.training.tracking import TensorBoardTracker, require_tensorboard
 from pyro_vae.checks import positive_int
 from pyro_vae.data import DataSplits, load_dataset
 from pyro_vae.labels import semi_supervised
 from pyro_vae.errors import ConfigError, DataError, TrainingError
-from pyro_vae.spec import RunSpec, load_spec, save_spec, spec_to_dict
+from pyro_vae.spec import RunSpec, load_spec, override, save_spec, spec_to_dict
 from pyro_vae.export import export_program
 from pyro_vae.files import atomic_write, write_json, write_text
 from pyro_vae.plots import plot_sample_grid, save_run_figures
@@ -85,7 +87,7 @@ def test_metrics(vae: VAE, data: DataSplits, *, num_samples: int, rows: int | No
     """Held-out metrics of a trained VAE on the first ``rows`` of ``data.test`` (all for None): the one yardstick, IS log p(x).
 
     The test split is already in a seeded random order, so its first rows are a random subset.
-    ``seconds`` is the evaluation's wall time.
+    ``seconds`` is the evaluation's wall time. The rows are scored on the VAE's device, in its dtype.
     """
     if rows is not None:
         positive_int("eval_rows", rows)
@@ -94,7 +96,9 @@ def test_metrics(vae: VAE, data: DataSplits, *, num_samples: int, rows: int | No
 
         return conditional_test_metrics(vae, data.test[:rows], num_samples=num_samples, progress=progress)
     t0 = time.perf_counter()
-    ev = evaluate.evaluate_vae(vae, data.test[:rows], num_samples=num_samples, progress=progress)
+    device, dtype = module_placement(vae)
+    x = data.test[:rows].to(device=device, dtype=dtype)
+    ev = evaluate.evaluate_vae(vae, x, num_samples=num_samples, progress=progress)
     out: dict[str, Any] = {"seconds": time.perf_counter() - t0}
     for key in ("log_likelihood", "elbo_a", "elbo_b"):
         est = getattr(ev, key)
@@ -115,8 +119,13 @@ def train(
     eval_rows: int | None = None,
     tensorboard: bool = False,
     progress: bool = True,
+    device: str | None = None,
 ) -> RunResult:
     """Train ``spec`` into ``run_dir``: data -> program -> SVI -> test metrics -> figures -> report.
+
+    ``device``: where to train and evaluate (overrides ``spec.train.device``; metrics.json records
+    the device used). Under torchrun (:mod:`inference.training.distributed`) every process trains
+    and process 0 alone checks and writes the folder; the other processes return no metrics.
 
     Nothing is written before every check passes: the names in the spec, a fresh folder (or
     ``overwrite``), or for ``resume`` the saved spec (only train.epochs, patience and
@@ -128,13 +137,18 @@ def train(
     if resume and spec is None:
         spec = run_dir / "config.yaml"
     spec = load_spec(spec)
+    if device is not None:
+        spec = override(spec, train__device=device)
     check_train_spec(spec.train)
     positive_int("eval_samples", eval_samples)
     if eval_rows is not None:
         positive_int("eval_rows", eval_rows)
+    used = resolve_device(spec.train.device, name="train.device")
+    distributed.init_from_env(used)
+    main = distributed.is_main()
     if resume:
         check_resume_spec(run_dir, spec)
-    else:
+    elif main:
         check_fresh(run_dir, overwrite=overwrite)
     data = load_data(spec)
     if resume:
@@ -144,6 +158,10 @@ def train(
         require_tensorboard()
     vae = new_program(spec, data)
     _check_run_data(vae, data, spec)
+    if not main:  # another process of a torchrun job: train, write nothing
+        fit = svi.fit(vae, data, spec.train, run_dir=run_dir, resume=resume, allow_data_change=allow_data_change,
+                      progress=False)
+        return RunResult(run_dir, fit, {})
     with locked(run_dir), contextlib.ExitStack() as stack:
         if not resume:  # again under the lock: another run may have finished in the folder meanwhile
             check_fresh(run_dir, overwrite=overwrite)
@@ -164,6 +182,7 @@ def train(
             test["semi_supervised"] = semisup_results.record(vae, data, run_dir / "figures", num_samples=eval_samples,
                                                              rows=eval_rows, progress=progress)
         metrics = _run_metrics(spec, data, vae, fit, test)
+        metrics["device"] = {**device_record(module_placement(vae)[0]), "processes": distributed.world()[1]}
         write_json(run_dir / "metrics.json", metrics)
         if is_conditional(vae):
             from inference.completion.runs import save_conditional_figures as figures
@@ -215,8 +234,11 @@ class LoadedRun(NamedTuple):
     program: VAE
 
 
-def load_run(run_dir: str | Path, *, which: str = "best") -> LoadedRun:
+def load_run(run_dir: str | Path, *, which: str = "best", device: str | torch.device | None = None) -> LoadedRun:
     """Rebuild a finished run in one call: ``spec, data, program = load_run(RUN_DIR)``.
+
+    ``device``: where the program goes (default the CPU, whatever the run trained on; the
+    checkpoint's tensors are read onto the CPU and copied there).
 
     The program holds the parameters of the best validation epoch (``which="best"``) or of the
     last one (``"last"``), in eval mode; the data are reloaded from the spec's recipe with the
@@ -227,10 +249,11 @@ def load_run(run_dir: str | Path, *, which: str = "best") -> LoadedRun:
     if not config.is_file():
         raise ConfigError(f"{run_dir} is not a run folder (no config.yaml); train one with `pyro-vae train --out {run_dir}`")
     spec = load_spec(config)
+    target = resolve_device(device)
     data = load_data(spec)
     vae = new_program(spec, data)
     vae.load_state_dict(_run_state(run_dir / "checkpoints", which))
-    vae.eval()
+    vae.to(target).eval()
     return LoadedRun(spec, data, vae)
 
 
@@ -263,13 +286,14 @@ def _run_state(ckpt_dir: Path, which: str) -> dict[str, Any]:
 
 
 def evaluate_run(run_dir: str | Path, *, num_samples: int = 5000, rows: int | None = None,
-                 progress: bool = True) -> dict[str, Any]:
-    """Re-score the first ``rows`` of a run's test split (all for None) with K = ``num_samples``; update metrics.json."""
+                 progress: bool = True, device: str | torch.device | None = None) -> dict[str, Any]:
+    """Re-score the first ``rows`` of a run's test split (all for None) with K = ``num_samples`` on ``device``; update metrics.json."""
     run_dir = Path(run_dir)
     positive_int("num_samples", num_samples)
     if rows is not None:
         positive_int("rows", rows)
-    _, data, vae = load_run(run_dir)
+    resolve_device(device)
+    _, data, vae = load_run(run_dir, device=device)
     with locked(run_dir):
         test = test_metrics(vae, data, num_samples=num_samples, rows=rows, progress=progress)
         if semisup.is_semi_supervised(vae):
@@ -308,26 +332,28 @@ class Samples(NamedTuple):
     files: dict[str, Path]
 
 
-def sample_run(run_dir: str | Path, *, n: int = 64, seed: int = 0) -> Samples:
+def sample_run(run_dir: str | Path, *, n: int = 64, seed: int = 0, device: str | torch.device | None = None) -> Samples:
     """Draw ``n`` datapoints from a trained run: z ~ p(z), then x ~ p(x | z) and the decoder mean E[x | z].
 
     Writes ``samples/samples_n{n}_seed{seed}.pt`` (a dict with ``z``, ``draws``, ``means``) and,
     for image data, one PNG grid of the draws and one of the means. The same ``seed`` gives the
-    same samples; the global RNG is left as it was.
+    same samples on one device; the global RNG is left as it was. ``device``: where to draw
+    (the saved tensors are on the CPU).
     """
     positive_int("n", n)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
     run_dir = Path(run_dir)
-    _, data, vae = load_run(run_dir)
+    target = resolve_device(device)
+    _, data, vae = load_run(run_dir, device=target)
     if is_conditional(vae):
         raise ConfigError(f"{run_dir} holds a conditional program ({vae.task.label}): it samples completions of given "
                           f"data, not new datapoints; use `pyro-vae complete {run_dir} --mask ...`")
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
+    with torch.random.fork_rng(devices=[target] if target.type == "cuda" else []), torch.no_grad():
         torch.manual_seed(seed)
         z = vae.prior().sample((n,))
         px = vae.decode(z)
-        draws, means = px.sample(), px.mean
+        z, draws, means = z.cpu(), px.sample().cpu(), px.mean.cpu()
     stem = f"samples_n{n}_seed{seed}"
     out = run_dir / "samples"
     with locked(run_dir):

@@ -69,7 +69,7 @@ def _check_shapes(x: Tensor, W: Tensor, mu: Tensor) -> None:
 def marginal_covariance(W: Tensor, sigma: Tensor | float) -> Tensor:
     """C = W W^T + sigma^2 I_D, the covariance of x under pPCA (float64)."""
     W, sigma = _f64(W, sigma)
-    return W @ W.T + sigma**2 * torch.eye(W.shape[0], dtype=torch.float64)
+    return W @ W.T + sigma**2 * torch.eye(W.shape[0], dtype=torch.float64, device=W.device)
 
 
 def log_marginal(x: Tensor, W: Tensor, mu: Tensor, sigma: Tensor | float) -> Tensor:
@@ -92,7 +92,7 @@ def posterior(x: Tensor, W: Tensor, mu: Tensor, sigma: Tensor | float) -> tuple[
     """
     x, W, mu, sigma = _f64(x, W, mu, sigma)
     _check_shapes(x, W, mu)
-    M = W.T @ W + sigma**2 * torch.eye(W.shape[1], dtype=torch.float64)
+    M = W.T @ W + sigma**2 * torch.eye(W.shape[1], dtype=torch.float64, device=W.device)
     loc = torch.linalg.solve(M, W.T @ (x - mu).T).T
     cov = sigma**2 * torch.linalg.inv(M)
     return loc, 0.5 * (cov + cov.T)
@@ -143,7 +143,7 @@ def elbo_estimator_variance(
     c = (x - mu) @ W / sigma**2
     if estimator == "A":
         S_inv = torch.linalg.inv(S)
-        Q = Q - 0.5 * torch.eye(d, dtype=torch.float64) + 0.5 * S_inv
+        Q = Q - 0.5 * torch.eye(d, dtype=torch.float64, device=S_inv.device) + 0.5 * S_inv
         c = c - torch.einsum("...ij,...j->...i", S_inv, m)
     elif estimator != "B":
         raise ConfigError(f"estimator must be 'A' or 'B', got {estimator!r}")
@@ -205,7 +205,7 @@ def em_step(X: Tensor, W: Tensor, mu: Tensor, sigma: Tensor | float) -> tuple[Te
     _check_shapes(X, W, mu)
     D, d = W.shape
     S = _sample_covariance(X, mu)
-    eye = torch.eye(d, dtype=torch.float64)
+    eye = torch.eye(d, dtype=torch.float64, device=W.device)
     M = W.T @ W + sigma**2 * eye
     SW = S @ W
     Minv_WtSW = torch.linalg.solve(M, W.T @ SW)
@@ -316,7 +316,7 @@ def set_gaussian_posterior(vae: VAE, A: Tensor, b: Tensor, cov: Tensor) -> None:
         raise ConfigError(
             f"set_gaussian_posterior supports the 'full_normal' and 'diag_normal' guides, not {type(family).__name__}"
         )
-    weight = torch.cat([A, torch.zeros(len(scale_bias), vae.data_dim, dtype=torch.float64)])
+    weight = torch.cat([A, torch.zeros(len(scale_bias), vae.data_dim, dtype=torch.float64, device=A.device)])
     with torch.no_grad():
         enc.weight.copy_(weight)
         enc.bias.copy_(torch.cat([b, scale_bias]))
@@ -343,7 +343,7 @@ def set_exact_posterior(
         W0, mu0, s0 = pca_parameters(vae)
         W, mu, sigma = (W0 if W is None else W), (mu0 if mu is None else mu), (s0 if sigma is None else sigma)
     W, mu, sigma = _f64(W, mu, sigma)
-    eye = torch.eye(W.shape[1], dtype=torch.float64)
+    eye = torch.eye(W.shape[1], dtype=torch.float64, device=W.device)
     M = W.T @ W + sigma**2 * eye
     A = torch.linalg.solve(M, W.T)
     set_gaussian_posterior(vae, A, -A @ mu, sigma**2 * torch.linalg.inv(M))

@@ -70,7 +70,15 @@ class FactorizedPrior(nn.Module):
 
     def __init__(self, base: dist.Distribution) -> None:
         super().__init__()
-        self.base = base
+        # the parameters as buffers, so that .to(device) / .double() move them with the module; not in the
+        # state_dict (they are fixed by the spec), so checkpoints written before keep loading
+        self._family, self._names = type(base), tuple(base.arg_constraints)
+        for name in self._names:
+            self.register_buffer(name, getattr(base, name).detach().clone(), persistent=False)
+
+    @property
+    def base(self) -> dist.Distribution:
+        return self._family(**{name: getattr(self, name) for name in self._names})
 
     def forward(self) -> dist.Distribution:
         return self.base.to_event(1)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -44,6 +45,8 @@ from pyro_vae.programs import PROGRAMS
 from pyro_vae.registry import Registry
 
 BINARIZE = ("none", "threshold", "static", "dynamic")
+DEVICE_FORMS = ("cpu", "cuda", "cuda:N", "mps", "auto")  # train.device; resolved by inference.devices
+_DEVICE = re.compile(r"(cpu|cuda|cuda:\d+|mps|auto)")
 
 
 @dataclass(frozen=True)
@@ -156,6 +159,8 @@ class TrainSpec:
     patience: int | None = None
     seed: int = 0
     validate_every_step: bool = False
+    device: str = "cpu"  # cpu | cuda | cuda:N | mps | auto (CUDA, then MPS, then CPU): inference.devices
+    mixed_precision: bool = False  # networks under bfloat16 autocast, densities in float32 (inference.training.precision)
 
     def __post_init__(self) -> None:
         # elbo, optimizer and lr_schedule are names resolved by the inference side (its registries list
@@ -173,6 +178,17 @@ class TrainSpec:
         optional_positive_int("train.patience", self.patience)
         seed("train.seed", self.seed)
         boolean("train.validate_every_step", self.validate_every_step)
+        check_device_form("train.device", self.device)
+        boolean("train.mixed_precision", self.mixed_precision)
+
+
+def check_device_form(name: str, value: Any) -> str:
+    """``value`` if it is written like a device (one of :data:`DEVICE_FORMS`), else ConfigError; whether
+    this machine has it is checked where it is used (:func:`inference.devices.resolve_device`)."""
+    if not isinstance(value, str) or not _DEVICE.fullmatch(value):
+        raise ConfigError(f"{name}={value!r} is not a device; use one of: {', '.join(DEVICE_FORMS)} "
+                          "(N a CUDA device index, e.g. cuda:0)")
+    return value
 
 
 @dataclass(frozen=True)
@@ -325,6 +341,6 @@ def override(spec: RunSpec, **dotted: Any) -> RunSpec:
 
 
 __all__ = [
-    "Component", "ModelSpec", "DataSpec", "TrainSpec", "RunSpec", "as_section",
+    "Component", "DEVICE_FORMS", "check_device_form", "ModelSpec", "DataSpec", "TrainSpec", "RunSpec", "as_section",
     "spec_from_dict", "spec_to_dict", "load_spec", "save_spec", "override",
 ]

@@ -110,7 +110,7 @@ class VAE(nn.Module):
         batch = x.shape[0] if x is not None else num_samples
         if batch is None:
             raise ValueError("model(x=None) needs num_samples, the number of datapoints to generate")
-        with data_plate(batch, num_data):
+        with data_plate(batch, num_data, device=x.device if x is not None else self._placement()[0]):
             with _kl_weight(beta):
                 z = pyro.sample("z", self.prior())  # the plate broadcasts p(z) over the batch
             return pyro.sample("x", self.decode(z), obs=x)
@@ -124,7 +124,7 @@ class VAE(nn.Module):
         num_samples: int | None = None,
     ) -> torch.Tensor:
         """z ~ q_phi(z | x), the amortized posterior of each row of x."""
-        with data_plate(x.shape[0], num_data):
+        with data_plate(x.shape[0], num_data, device=x.device):
             with _kl_weight(beta):
                 return pyro.sample("z", self.posterior(x))
 
@@ -151,10 +151,16 @@ class VAE(nn.Module):
         """E[x | z = E_q[z | x]]: the decoder's mean at the posterior mean."""
         return self.decode(self.posterior(x).mean).mean
 
+    def _placement(self) -> tuple[torch.device, torch.dtype]:
+        """The device and dtype of the program's first floating parameter (CPU, float32 without one)."""
+        p = next((t for t in self.parameters() if t.is_floating_point()), None)
+        return (p.device, p.dtype) if p is not None else (torch.device("cpu"), torch.get_default_dtype())
+
     def analytic_kl(self) -> bool:
         """Whether KL(q(z|x) || p(z)) has a closed form (estimator B uses it; else Monte Carlo)."""
+        device, dtype = self._placement()
         with torch.no_grad():
-            q = self.family(torch.zeros(1, self.family.param_size))
+            q = self.family(torch.zeros(1, self.family.param_size, device=device, dtype=dtype))
             try:
                 kl_divergence(q, self.prior().expand([1]))
             except NotImplementedError:

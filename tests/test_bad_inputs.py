@@ -315,6 +315,10 @@ TRAIN_SPEC = [
     case("validate_every_step-text", train(validate_every_step="yes"), ConfigError, "train.validate_every_step"),
     case("validate_every_step-1", train(validate_every_step=1), ConfigError, "train.validate_every_step"),
     case("train-unknown-key", train(epoch=3), ConfigError, "epoch"),
+    case("device-gpu", train(device="gpu"), ConfigError, "train.device"),
+    case("device-cuda-x", train(device="cuda:x"), ConfigError, "train.device"),
+    case("device-number", train(device=0), ConfigError, "train.device"),
+    case("mixed_precision-text", train(mixed_precision="yes"), ConfigError, "train.mixed_precision"),
     case("TrainSpec-direct", lambda: TrainSpec(lr=INF), ConfigError, "train.lr"),
     case("check_train_spec-not-a-spec", lambda: check_train_spec({"epochs": 1}), ConfigError, "train"),
 ]
@@ -474,6 +478,12 @@ BUILD = [
 TRAIN_FAST = TrainSpec(epochs=1, batch_size=50)
 
 SVI_FIT = [
+    case("device-gpu", lambda: svi.fit(vae(), digits(), TRAIN_FAST, device="gpu", progress=False), ConfigError, "device"),
+    case("device-cuda-absent", lambda: svi.fit(vae(), digits(), TRAIN_FAST, device="cuda", progress=False), ConfigError,
+         "device", *([pytest.mark.skip("this machine has CUDA")] if torch.cuda.is_available() else [])),
+    case("val-with-splits", lambda: svi.fit(vae(), digits(), TRAIN_FAST, val=digits().val, progress=False), ConfigError, "val"),
+    case("data-dataset-wrong-width", lambda: svi.fit(vae(), torch.utils.data.TensorDataset(torch.rand(200, 5)), TRAIN_FAST,
+                                                     progress=False), DataError, "training rows"),
     case("train-unknown-key", lambda: svi.fit(vae(), digits(), {"epoch": 1}, progress=False), ConfigError, "epoch"),
     case("train-None", lambda: svi.fit(vae(), digits(), None, progress=False), ConfigError, "train"),
     case("train-text", lambda: svi.fit(vae(), digits(), "fast", progress=False), ConfigError, "train"),
@@ -591,6 +601,8 @@ METHODS = [
     case("fit-spec-unknown-key", lambda: method_fit({"modle": {}}, digits(), method="svi-trace", budget="1epochs"), ConfigError, "modle"),
     case("fit-spec-number", lambda: method_fit(5, digits(), method="svi-trace", budget="1epochs"), ConfigError, "5"),
     case("fit-batch_size-above-rows", lambda: method_fit({**SPEC, "train": {"batch_size": 1000}}, digits(), method="map", budget="1epochs"), ConfigError, "batch_size"),
+    case("fit-device-gpu", lambda: method_fit({**SPEC, "train": {"batch_size": 50, "device": "cuda:0"}}, digits(),
+                                             method="svi-trace", budget="1epochs"), ConfigError, "train.device"),
     case("fit-progress-text", lambda: method_fit(SPEC, digits(), method="svi-trace", budget="1epochs", progress="no"), ConfigError, "progress"),
 ]
 
@@ -655,7 +667,14 @@ def cli(id: str, args: list[str], names: str, *marks: Any, base: list[str] | Non
     return pytest.param((TRAIN if base is None else base) + args, names, id=id, marks=marks)
 
 
+NO_CUDA = [pytest.mark.skip("this machine has CUDA")] if torch.cuda.is_available() else []
 CLI = [
+    cli("device-gpu", ["--device", "gpu"], "device"),
+    cli("device-cuda-absent", ["--device", "cuda"], "available", *NO_CUDA),
+    cli("nproc-0", ["--nproc", "0"], "nproc"),
+    cli("evaluate-device-absent", ["{out}", "--device", "cuda:3"], "device", *NO_CUDA, base=["evaluate"]),
+    cli("sample-device-bad", ["{files}", "--device", "tpu"], "device", base=["sample"]),
+    cli("diagnose-device-bad", ["{files}", "--device", "gpu0"], "device", base=["diagnose"]),
     cli("latent-dim-0", ["--latent-dim", "0"], "latent_dim"),
     cli("latent-dim-negative", ["--latent-dim", "-2"], "latent_dim"),
     cli("epochs-0", ["--epochs", "0"], "epochs"),

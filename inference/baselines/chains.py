@@ -246,7 +246,7 @@ def sample_chains(
     x, z = chains.x, chains.z.clone()
     n, s, d = z.shape
     generator = torch.Generator().manual_seed(generator_seed(seed, 0x3CE3))
-    out = torch.empty(s, draws, n, d, dtype=z.dtype)
+    out = torch.empty(s, draws, n, d, dtype=z.dtype, device=z.device)
     accept, lp, evals = np.zeros((s, draws)), np.zeros((s, draws)), 0
     for t in bar(range(draws), enabled=progress, desc="MCEM chains", leave=False):
         est = e_step(vae, x, z, chains.step_size, hmc_steps=chains.hmc_steps, transitions=transitions_per_draw,

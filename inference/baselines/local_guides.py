@@ -129,7 +129,7 @@ class RowTable(nn.Module):
     ) -> Tensor:
         """z_i ~ q_i(z) for the rows of x (rows ``idx`` of the table), site "z" under the model's data plate."""
         q = self.distribution(self.rows(x, idx))
-        with data_plate(x.shape[0], num_data):
+        with data_plate(x.shape[0], num_data, device=x.device):
             with poutine.scale(scale=beta):
                 return pyro.sample("z", q)
 

@@ -247,7 +247,7 @@ def fit_mcem(
     if step_size_search and adapt_rate > 0:
         state = state.replace(samples=_search(vae, chains, x, dynamic, state.generator, settings))
     if step_size_mode == "per_datapoint":
-        chains.eps = torch.full((n,), float(chains.eps), dtype=x.dtype)
+        chains.eps = torch.full((n,), float(chains.eps), dtype=x.dtype, device=x.device)
     with contextlib.ExitStack() as stack:
         stack.enter_context(frozen(vae.encoder))  # not theta: no gradients into the encoder or guide family
         stack.enter_context(frozen(vae.family))

@@ -53,6 +53,7 @@ from inference.diagnostics.ppc import PPCResult, log_likelihood_draws, posterior
 from inference.diagnostics.psis import PSISResult, psis_khat
 from inference.evaluate import Estimate, active_units, kl_per_dimension
 from inference.mcmc import sample_latents
+from inference.devices import resolve_device
 from inference.run import load_run
 from pyro_vae.cvae import is_conditional
 from inference.run_folder import locked
@@ -139,6 +140,7 @@ def diagnose_run(
     seed: int = 0,
     threads: int | None = 1,
     progress: bool = True,
+    device: str | torch.device | None = None,
 ) -> Diagnosis:
     """Run every diagnostic on a trained run folder and write ``run_dir/diagnostics/`` (module docstring).
 
@@ -151,7 +153,11 @@ def diagnose_run(
     ``threads``: torch intra-op threads for the duration (restored after; None keeps the
     current setting). The default 1 is deliberate: every step evaluates small networks on small
     batches, where extra threads only contend.
+
+    ``device``: where the program and the diagnosed rows live (default the CPU; a GPU run is
+    checked by benchmarks/gpu_check.py's tests); every figure and file is computed from CPU copies.
     """
+    target = resolve_device(device)
     before = torch.get_num_threads()
     if threads is not None:
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
@@ -161,7 +167,7 @@ def diagnose_run(
         settings = _Settings(mcmc_points=mcmc_points, samples=samples, warmup=warmup, chains=chains,
                              gap_points=gap_points, is_samples=is_samples, local_steps=local_steps, ppc_draws=ppc_draws,
                              rows=rows)
-        return _diagnose(Path(run_dir), settings, seed=seed, progress=progress)
+        return _diagnose(Path(run_dir), settings, seed=seed, progress=progress, device=target)
     finally:
         torch.set_num_threads(before)
 
@@ -257,7 +263,7 @@ def _vs_mcmc_step(
         opt_idata = guide_to_inference_data(gaps.local_guide, x, s.chains * s.samples, vae=vae, datapoints=rows,
                                             log_likelihood=False, posterior_predictive=False, seed=step.seed + 3)
         vs_opt = compare_to_mcmc(opt_idata, mcmc.mcmc)
-    latents = list(np.argsort(-kl_per_dimension(vae, x).numpy())[: min(3, vae.latent_dim)])
+    latents = list(np.argsort(-kl_per_dimension(vae, x).cpu().numpy())[: min(3, vae.latent_dim)])
     step.files["overlay"] = plot_posterior_overlay(
         guide_z.reshape(-1, *guide_z.shape[2:])[:, shown], mcmc_z.reshape(-1, *mcmc_z.shape[2:])[:, shown],
         step.path("overlay"), datapoints=rows[shown].tolist(), latents=sorted(int(j) for j in latents),
@@ -266,20 +272,20 @@ def _vs_mcmc_step(
     return vs, vs_opt
 
 
-def _diagnose(run_dir: Path, s: _Settings, *, seed: int, progress: bool) -> Diagnosis:
+def _diagnose(run_dir: Path, s: _Settings, *, seed: int, progress: bool, device: torch.device) -> Diagnosis:
     with locked(run_dir):
-        return _diagnose_locked(run_dir, s, seed=seed, progress=progress)
+        return _diagnose_locked(run_dir, s, seed=seed, progress=progress, device=device)
 
 
-def _diagnose_locked(run_dir: Path, s: _Settings, *, seed: int, progress: bool) -> Diagnosis:
+def _diagnose_locked(run_dir: Path, s: _Settings, *, seed: int, progress: bool, device: torch.device) -> Diagnosis:
     t0 = time.perf_counter()
-    _, data, vae = load_run(run_dir)
+    _, data, vae = load_run(run_dir, device=device)
     if is_conditional(vae):  # before anything is written
         raise ConfigError(f"{run_dir} holds a conditional program ({vae.task.label}); diagnose reads an unconditional "
                           f"VAE's p(x | z). Score it with `pyro-vae complete {run_dir} --mask ...` (k-hat included)")
     vae.eval()
     split, x = _split(data)
-    x = x[: s.rows]
+    x = x[: s.rows].to(device)
     step = _Step(vae, run_dir / "diagnostics", seed, progress)
     step.out.mkdir(parents=True, exist_ok=True)
     order = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))
@@ -290,9 +296,9 @@ def _diagnose_locked(run_dir: Path, s: _Settings, *, seed: int, progress: bool) 
     step.files["khat"] = plot_khat_histogram(khat.khat, step.path("khat"))
     gaps, khat_opt = _gaps_step(step, x[idx_gaps], s)  # 3.
     vs, vs_opt = _vs_mcmc_step(step, x[idx_mcmc], idx_mcmc, mcmc, gaps, s)  # 4.
-    kl = kl_per_dimension(vae, x).numpy()  # 5.
+    kl = kl_per_dimension(vae, x).cpu().numpy()  # 5.
     _, variances = active_units(vae, x)
-    active = (variances > 0.01).numpy()
+    active = (variances > 0.01).cpu().numpy()
     step.files["kl"] = plot_kl_per_dimension(kl, active, step.path("kl"))
     ppc = posterior_predictive_check(vae, x, num_draws=s.ppc_draws, seed=seed)  # 6.
     step.files["ppc_moments"] = plot_ppc_moments(ppc, step.path("ppc_moments"))

@@ -147,7 +147,7 @@ def _initial_latents(vae, x: Tensor, init: str | Tensor, num_chains: int, prior:
                 raise ConfigError("init='encoder' needs a VAE with an encoder (vae.posterior); use init='prior'")
             return vae.posterior(x).mean.detach().expand(num_chains, N, d).clone()
         raise ConfigError(f"unknown init {init!r}; use one of {', '.join(INITS)} or a tensor of shape (chains, N, d)")
-    init = torch.as_tensor(init, dtype=x.dtype)
+    init = torch.as_tensor(init, dtype=x.dtype, device=x.device)
     if init.shape == (N, d):
         init = init.expand(num_chains, N, d)
     if init.shape != (num_chains, N, d):

@@ -69,7 +69,7 @@ class GaussianProposal:
         if not scale > 0:
             raise ConfigError(f"scale must be > 0, got {scale}")
         d = cov.shape[-1]
-        eye = torch.eye(d, dtype=cov.dtype)
+        eye = torch.eye(d, dtype=cov.dtype, device=cov.device)
         eps = jitter * cov.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(torch.finfo(cov.dtype).tiny)
         cov = scale**2 * 0.5 * (cov + cov.transpose(-1, -2)) + eps[:, None, None] * eye
         return cls(mean, torch.linalg.cholesky(cov), x)
@@ -80,7 +80,7 @@ class GaussianProposal:
             raise ConfigError(f"expected rows of shape (B, {self.x.shape[1]}), got {tuple(x.shape)}")
         x = x.detach().to(self.x.dtype)
         if x.shape == self.x.shape and torch.equal(x, self.x):
-            return torch.arange(x.shape[0])
+            return torch.arange(x.shape[0], device=self.x.device)
         index = {row.tobytes(): i for i, row in enumerate(self.x.cpu().numpy())}
         out = []
         for j, row in enumerate(x.cpu().numpy()):
@@ -91,7 +91,7 @@ class GaussianProposal:
                     "sample the latents of those rows (sample_latents) and fit a proposal to them"
                 )
             out.append(i)
-        return torch.tensor(out, dtype=torch.long)
+        return torch.tensor(out, dtype=torch.long, device=self.x.device)
 
     def distribution(self, x: Tensor) -> dist.MultivariateNormal:
         """q(z | x_i) for the rows of x: batch_shape (B,), event_shape (d,)."""
@@ -103,9 +103,9 @@ class GaussianProposal:
         q = self.distribution(x)
         batch = x.shape[0]
         if num_data is None or num_data == batch:
-            plate = pyro.plate("data", batch, dim=-1)
+            plate = pyro.plate("data", batch, dim=-1, device=x.device)
         else:
-            plate = pyro.plate("data", num_data, subsample=torch.arange(batch), dim=-1)
+            plate = pyro.plate("data", num_data, subsample=torch.arange(batch, device=x.device), dim=-1, device=x.device)
         with plate:
             return pyro.sample("z", q)
 

@@ -14,6 +14,7 @@ registered in :data:`METHODS` (see :mod:`inference.methods.svi_methods`,
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
 import logging
 import time
@@ -83,7 +84,7 @@ def fit(
     ``train.batch_size`` larger than the training rows is refused), the method's name, the
     budget, the checkpoints and the options.
     """
-    spec = load_spec(spec)
+    spec = _on_cpu(load_spec(spec))
     check_batch_size(spec.train, check_data_splits(data))
     runner = METHODS.get(name_string("method", method))
     budget = Budget.parse(budget)
@@ -95,6 +96,18 @@ def fit(
     logger.info("%s: %d epochs, %.1f s, %d samples evaluated (%.1f s with probes and checkpoint runs)",
                 method, result.epochs, result.wall_time, result.samples_evaluated, time.perf_counter() - t0)
     return result
+
+
+def _on_cpu(spec: RunSpec) -> RunSpec:
+    """``spec`` to train on the CPU: the methods' proposals and scoring run there (``auto`` means the CPU here;
+    another device is refused, naming the fix)."""
+    if spec.train.device == "cpu":
+        return spec
+    if spec.train.device != "auto":
+        raise ConfigError(f"train.device={spec.train.device!r}: the method comparison (methods.fit, compare) runs on "
+                          "the CPU only; set train.device to cpu or auto, or train one run with `pyro-vae train --device`")
+    logger.info("train.device='auto': the method comparison runs on the CPU")
+    return dataclasses.replace(spec, train=dataclasses.replace(spec.train, device="cpu"))
 
 
 def _fractions(checkpoints: Sequence[float]) -> tuple[float, ...]:

@@ -52,7 +52,8 @@ def describe_kl(vae: VAE) -> str:
     if kl_mode(vae) == "analytic":
         return "analytic KL"
     with torch.no_grad():
-        q = vae.family(torch.zeros(1, vae.family.param_size))
+        param = next(vae.parameters())
+        q = vae.family(torch.zeros(1, vae.family.param_size, device=param.device, dtype=param.dtype))
         p = vae.prior()
     return f"Monte Carlo KL (no closed form registered for {_dist_name(q)} -> {_dist_name(p)})"
 

@@ -61,7 +61,7 @@ class ReweightedWakeSleep(ImportanceWeightedLoss):
         wake_theta = -scale * (log_sum - math.log(self.num_particles)).sum()
         if not torch.is_grad_enabled():
             return wake_theta
-        phi_loss = torch.zeros(())
+        phi_loss = torch.zeros((), dtype=wake_theta.dtype, device=wake_theta.device)
         if self.insomnia > 0:
             weights = (log_w - log_sum).exp().detach()
             phi_loss = phi_loss + self.insomnia * (-scale * (weights * log_q).sum())

@@ -14,7 +14,8 @@ and ``best.pt`` when the validation ELBO improves; the layout::
       "modules": {name: state_dict},    # every module of the fit ("program" and per-datapoint tables)
       "optimizers": {name: state_dict}, # their optimizers
       "param_store": dict,              # pyro.get_param_store().get_state(), normally empty
-      "rng": capture_rng(),             # global torch / python / numpy RNG states
+      "rng": capture_rng(),             # global torch / python / numpy RNG states (and CUDA's, where used)
+      "rng_ranks": [capture_rng(), ...],  # under torchrun: every process's streams, in rank order
       "batch_generator": ByteTensor,    # the torch.Generator that shuffles and binarizes
       "history": [dict, ...],           # one dict per EpochRecord
       "best": {"epoch", "val_elbo", "vae", "modules"},   # best-validation states (None without)
@@ -88,8 +89,12 @@ def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> Path:
     return atomic_write(path, lambda fh: torch.save(state, fh), binary=True)
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device | None = None) -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint` (``torch.load``, weights only).
+
+    The tensors are read onto the CPU (whatever device wrote them) and the checksum verified
+    there; ``map_location`` then moves every floating-point tensor (parameters, optimizer moments)
+    to that device; RNG states and counters stay on the CPU, where torch keeps them.
 
     Raises ConfigError if the file does not exist and TrainingError if it cannot be read
     (truncated, not a checkpoint) or its contents do not match the :func:`checksum` written
@@ -124,7 +129,18 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             f"checkpoint {str(path)!r} is corrupt (checksum mismatch: its contents changed after it was written); "
             "delete it and start without --resume (resume=False)"
         )
-    return state
+    return state if map_location is None else _mapped(state, torch.device(map_location))
+
+
+def _mapped(value: Any, device: torch.device) -> Any:
+    """``value`` with every floating-point tensor moved to ``device`` (containers rebuilt, other values kept)."""
+    if torch.is_tensor(value):
+        return value.to(device) if value.is_floating_point() else value
+    if isinstance(value, dict):
+        return {k: _mapped(v, device) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_mapped(v, device) for v in value)
+    return value
 
 
 def vae_state(state: Mapping[str, Any], which: str = "best") -> dict[str, torch.Tensor]:
@@ -160,6 +176,8 @@ def capture_rng(generator: torch.Generator | None = None) -> dict[str, Any]:
             "cached_gaussian": float(cached),
         },
     }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["torch_cuda"] = torch.cuda.get_rng_state_all()
     if generator is not None:
         state["generator"] = generator.get_state()
     return state
@@ -173,6 +191,9 @@ def restore_rng(state: Mapping[str, Any], generator: torch.Generator | None = No
     npy = state["numpy"]
     keys = np.asarray(npy["keys"].numpy() if torch.is_tensor(npy["keys"]) else npy["keys"], dtype=np.uint32)
     np.random.set_state((npy["kind"], keys, npy["pos"], npy["has_gauss"], npy["cached_gaussian"]))
+    cuda = state.get("torch_cuda")
+    if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
     if generator is not None and "generator" in state:
         generator.set_state(state["generator"])
 

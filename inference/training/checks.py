@@ -37,7 +37,7 @@ def check_splits(program: nn.Module, data: DataSplits) -> None:
             f"dynamic binarization draws Bernoulli(x) but training value {float(x[row, col]):.4g} "
             f"(row {row}, feature {col}) is not a probability in [0, 1]; rescale the data or use binarize='none'"
         )
-    binary = torch.stack([torch.zeros(program.data_dim), torch.ones(program.data_dim)])
+    binary = torch.stack([torch.zeros(program.data_dim, dtype=x.dtype), torch.ones(program.data_dim, dtype=x.dtype)])
     program.check_data(binary, name="dynamically binarized training data")
 
 

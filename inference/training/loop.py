@@ -15,7 +15,15 @@ has one, a validation score. The loop owns everything else, once:
 * the validation score, best-state tracking and early stopping (``train.patience``);
 * checkpoints every epoch (``run_dir/checkpoints/last.pt``, ``best.pt``), resume from them,
   or continuation of a state held in memory (``state=``);
-* progress (a bar on a terminal, one line per epoch in a log) and the record of every epoch.
+* progress (a bar on a terminal, one line per epoch in a log) and the record of every epoch;
+* where it runs: the modules on ``train.device`` and every batch moved there
+  (:mod:`inference.devices`), and data parallel over the processes of a torchrun job
+  (:mod:`inference.training.distributed`: disjoint shards of each global batch, gradients
+  averaged by one all-reduce per step, process 0 alone writing checkpoints).
+
+The training rows are ``data.train`` of a DataSplits, or any source of
+:mod:`pyro_vae.sources` given as ``data``: a tensor, a map-style Dataset (e.g. a memory-mapped
+``.npy``, :class:`~pyro_vae.sources.NpyRows`) or a DataLoader.
 
 Reported numbers, in nats per datapoint: the train objective of an epoch is the mean over its
 steps of -loss / N (the annealed bound actually optimized, at that step's beta); the
@@ -28,6 +36,7 @@ state in memory, reaches exactly the parameters and history of an uninterrupted 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import re
@@ -42,7 +51,10 @@ import pyro
 import torch
 from torch import nn
 
+from inference.devices import module_placement, resolve_device, to_placement
 from inference.progress import EpochLines, bar
+from inference.training import distributed
+from inference.training.precision import networks_autocast
 from inference.training.checkpoint import (
     capture_rng, load_checkpoint, restore_rng, restore_state, save_checkpoint, state_to_checkpoint,
 )
@@ -50,7 +62,8 @@ from inference.training.schedules import kl_beta, set_learning_rate
 from inference.training.resume import check_resumable, data_info
 from inference.training.settings import check_train_spec
 from inference.training.state import Best, EpochRecord, FitResult, TrainState, clone_modules, load_modules
-from pyro_vae.data import DataSplits, batches
+from pyro_vae.data import DataSplits
+from pyro_vae.sources import Source, as_source
 from pyro_vae.errors import ConfigError, TrainingError
 from pyro_vae.spec import TrainSpec, spec_to_dict
 
@@ -89,8 +102,11 @@ class Task:
     none; ``report()``: more numbers for the epoch's ``stats``, computed with the validation (e.g.
     the ELBO's terms); ``scheduled``: the optimizers whose learning rate follows ``train.lr_schedule``;
     ``summarize``: an epoch's step stats -> the record's ``stats``; ``label``: progress text;
-    ``batches(data, train, generator)``: one epoch's minibatches (None: :func:`pyro_vae.data.batches`
-    over ``data.train``; semi-supervised M2 mixes labelled rows in); KL warm-up counts ceil(N / batch_size) steps an epoch.
+    ``batches(data, train, generator)``: one epoch's minibatches (None: the source's own epoch over
+    ``data.train``; semi-supervised M2 mixes labelled rows in); KL warm-up counts ceil(N / batch_size) steps an epoch;
+    ``shardable``: whether the task may run on several processes (its step is a :func:`gradient_step`,
+    it holds no per-datapoint state and draws its batches from the source;
+    :mod:`inference.training.distributed`).
     """
 
     modules: Mapping[str, nn.Module]
@@ -102,6 +118,7 @@ class Task:
     summarize: Callable[[Sequence[Mapping[str, float]]], Mapping[str, float]] = mean_stats
     label: str = "fit"
     batches: Callable[[DataSplits, TrainSpec, torch.Generator], Iterable[Batch]] | None = None
+    shardable: bool = False
 
 
 def generator_seed(seed: int, stream: int = 0x5EED_BA7C) -> int:
@@ -112,7 +129,8 @@ def generator_seed(seed: int, stream: int = 0x5EED_BA7C) -> int:
 def init_state(task: Task, train: TrainSpec) -> TrainState:
     """A fresh state: the task's optimizers, Pyro's RNGs seeded by ``train.seed``, the batch generator seeded from it."""
     pyro.clear_param_store()
-    pyro.set_rng_seed(train.seed)
+    rank = distributed.world()[0]  # process r > 0 of a torchrun job: its own streams, derived from (seed, r)
+    pyro.set_rng_seed(train.seed if rank == 0 else generator_seed(train.seed, rank) % 2**32)
     generator = torch.Generator().manual_seed(generator_seed(train.seed))
     return TrainState(dict(task.modules), task.make_optimizers(train), generator)
 
@@ -126,6 +144,9 @@ class _Session:
     n_train: int
     ckpt_dir: Path | None
     data: dict[str, Any]
+    source: Source
+    device: torch.device = torch.device("cpu")
+    dtype: torch.dtype = torch.float32
     t_start: float = field(default_factory=time.perf_counter)
     wall_before: float = 0.0
     good: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
@@ -140,7 +161,7 @@ class _Session:
 
 def fit(
     task: Task,
-    data: DataSplits,
+    data: DataSplits | Any,
     train: TrainSpec,
     *,
     state: TrainState | None = None,
@@ -152,6 +173,9 @@ def fit(
     progress: bool = True,
 ) -> FitResult:
     """Run ``task`` for ``train.epochs`` epochs in total over ``data.train`` (module docstring).
+
+    ``data``: DataSplits, or the training rows alone (a tensor, Dataset, DataLoader or
+    :mod:`pyro_vae.sources` source; the task validates on its own data, if any).
 
     ``state``: continue this in-memory state (from an earlier :func:`fit`'s result) instead of
     starting afresh; ``resume``: continue from ``run_dir/checkpoints/last.pt``; ``max_seconds``:
@@ -165,16 +189,20 @@ def fit(
     good checkpoint kept), ConfigError for bad settings or an incompatible checkpoint.
     """
     train = check_train_spec(train)
-    n_val = int(data.val.shape[0])
+    source, device = _placement(task, data, train, max_seconds)
+    n_val = int(data.val.shape[0]) if isinstance(data, DataSplits) else int(task.validate is not None)
     if train.patience is not None and (n_val == 0 or task.validate is None):
         raise ConfigError(
             "train.patience (early stopping) needs a validation split and a method with a validation score; "
             "set data.val_fraction > 0, or patience=None"
         )
-    if int(data.train.shape[0]) == 0:
+    if source.num_rows == 0:
         raise ConfigError("the training split is empty; load more data or lower val/test fractions")
-    session = _Session(train, task, int(data.train.shape[0]), Path(run_dir) / "checkpoints" if run_dir else None,
-                       data_info(data, with_fingerprint=run_dir is not None), allow_data_change=allow_data_change)
+    for module in task.modules.values():
+        module.to(device)
+    session = _Session(train, task, source.num_rows, Path(run_dir) / "checkpoints" if run_dir else None,
+                       _data_info(data, source, run_dir is not None), source, *module_placement(task.modules["program"]),
+                       allow_data_change=allow_data_change)
     state = _start(task, train, session, state, resume)
     if state.epoch >= train.epochs or _patience_exhausted(state, train):
         logger.info("%s: at epoch %d of %d, nothing left to train", task.label, state.epoch, train.epochs)
@@ -182,9 +210,12 @@ def fit(
     session.good, session.good_epoch = clone_modules(state.modules), state.epoch
     stopped = "completed"
     training = {name: m.training for name, m in state.modules.items()}
+    progress = progress and distributed.is_main()  # one bar for a torchrun job
     epochs = bar(range(state.epoch + 1, train.epochs + 1), enabled=progress, initial=state.epoch, total=train.epochs,
                  desc=task.label, unit="epoch", leave=False)
     lines = EpochLines(task.label, train.epochs, enabled=progress)
+    precision = contextlib.ExitStack()  # train.mixed_precision: the networks under autocast for the session
+    precision.enter_context(networks_autocast(task.modules["program"], train.mixed_precision))
     try:
         for epoch in epochs:
             state, record, out_of_time = _epoch(state, session, data, epoch, max_seconds)
@@ -203,10 +234,20 @@ def fit(
                             epoch, train.patience, state.best.epoch)
                 break
     finally:
+        precision.close()
         epochs.close()
         for name, was in training.items():
             state.modules[name].train(was)
     return FitResult(_finish(state, session), stopped)
+
+
+def _placement(task: Task, data: Any, train: TrainSpec, max_seconds: float | None) -> tuple[Source, torch.device]:
+    """Where the fit runs: its source of training rows, its device, and (under torchrun) its process group."""
+    source = as_source(data.train, binarize=data.binarize == "dynamic") if isinstance(data, DataSplits) else as_source(data)
+    device = resolve_device(train.device, name="train.device")
+    distributed.init_from_env(device)  # started by torchrun: join its process group (nothing otherwise)
+    distributed.check_shardable(task.label, task.shardable, max_seconds)
+    return source, device
 
 
 def _start(task: Task, train: TrainSpec, session: _Session, state: TrainState | None, resume: bool) -> TrainState:
@@ -229,6 +270,12 @@ def _start(task: Task, train: TrainSpec, session: _Session, state: TrainState | 
     ckpt = load_checkpoint(path)
     check_resumable(ckpt, train, session.data, path, allow_data_change=session.allow_data_change)
     state = restore_state(fresh, ckpt, path)
+    rank, size = distributed.world()
+    streams = ckpt.get("rng_ranks")
+    if streams is not None and len(streams) == size:  # every process continues its own streams
+        restore_rng(streams[rank])
+    elif rank > 0:  # another number of processes than the checkpoint's: fresh streams per process
+        pyro.set_rng_seed(generator_seed(train.seed + state.epoch, rank) % 2**32)
     session.wall_before, session.ckpt_epoch = state.wall_time, state.epoch
     logger.info("resuming %s after epoch %d of %d", path, state.epoch, train.epochs)
     return state
@@ -242,14 +289,15 @@ def _epoch(state: TrainState, session: _Session, data: DataSplits, epoch: int,
     for module in state.modules.values():
         module.train()
     lr = set_learning_rate([state.optimizers[k] for k in task.scheduled if k in state.optimizers], train, epoch)
-    steps_per_epoch = math.ceil(n / train.batch_size)
+    steps_per_epoch = session.source.steps(train.batch_size)
     warmup = train.kl_warmup_epochs * steps_per_epoch
     total, beta, step, samples, stats, out_of_time = 0.0, 1.0, 0, state.samples, [], False
+    rank, size = distributed.world()
     stream = (task.batches(data, train, state.generator) if task.batches is not None else
-              batches(data.train, train.batch_size, shuffle=True, generator=state.generator,
-                      binarize=data.binarize == "dynamic"))
+              session.source.epoch(train.batch_size, state.generator, rank=rank, world=size, epoch=epoch))
     for step, batch in enumerate(stream, start=1):
         beta = kl_beta((epoch - 1) * steps_per_epoch + step, warmup)
+        batch = to_placement(batch, session.device, session.dtype)
         result = _guarded_step(state, session, batch, beta, epoch, step, steps_per_epoch)
         total += result.loss
         samples += result.samples
@@ -311,16 +359,29 @@ def _end_epoch(state: TrainState, session: _Session, record: EpochRecord) -> Tra
     best = Best(record.epoch, record.val_elbo, clone_modules(state.modules)) if improved else state.best
     state = state.replace(epoch=record.epoch, history=state.history + (record,), best=best, wall_time=session.wall(),
                           rng=capture_rng())
-    if session.ckpt_dir is not None:
+    streams = distributed.gather_rng(capture_rng) if session.ckpt_dir is not None else None
+    if session.ckpt_dir is not None and distributed.is_main():
         ckpt = state_to_checkpoint(state, spec=spec_to_dict(session.train), data=session.data)
+        if streams is not None:
+            ckpt["rng_ranks"] = streams
         save_checkpoint(session.ckpt_dir / "last.pt", ckpt)
         if improved:
             save_checkpoint(session.ckpt_dir / "best.pt", ckpt)
+    if session.ckpt_dir is not None:
         session.ckpt_epoch = record.epoch
     session.good, session.good_epoch = clone_modules(state.modules), record.epoch
     logger.debug("epoch %d: train %.4f, validation %s, beta %.3g", record.epoch, record.train_elbo, record.val_elbo,
                  record.beta)
     return state
+
+
+def _data_info(data: Any, source: Source, with_fingerprint: bool) -> dict[str, Any]:
+    """What a checkpoint records of the data: :func:`data_info` of DataSplits; for another source its name,
+    rows, features and binarization (no fingerprint: hashing data that do not fit in memory costs a pass)."""
+    if isinstance(data, DataSplits):
+        return data_info(data, with_fingerprint=with_fingerprint)
+    return {"name": source.name, "n_train": source.num_rows, "n_val": 0, "feature_dim": source.feature_dim,
+            "binarize": "dynamic" if source.binarize else "none"}
 
 
 def _patience_exhausted(state: TrainState, train: TrainSpec) -> bool:
@@ -362,9 +423,14 @@ def gradient_step(loss: Callable[[Batch, float], torch.Tensor], samples_per_row:
     """A :data:`StepFn` for gradient methods: ``loss(batch, beta)``, then one step of every optimizer.
 
     The optimizers step only when the loss is finite (the loop then restores the last good state).
+    Under torchrun the gradient is averaged over the processes by one all-reduce
+    (:func:`inference.training.distributed.averaged_step`), and the loss and rows are the global batch's.
     """
 
     def step(state: TrainState, batch: Batch, beta: float) -> StepResult:
+        if distributed.world()[1] > 1:
+            value, rows = distributed.averaged_step(loss, batch, beta, state.optimizers)
+            return StepResult(value, rows * samples_per_row if math.isfinite(value) else 0)
         value_t = loss(batch, beta)
         value = value_t.item()
         if not math.isfinite(value):

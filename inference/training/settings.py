@@ -16,7 +16,7 @@ from pyro_vae.spec import TrainSpec, as_section
 
 # TrainSpec fields that may change between a run and its resumption (they do not change the maths
 # of the epochs already done).
-RESUMABLE_CHANGES = ("epochs", "patience", "validate_every_step")
+RESUMABLE_CHANGES = ("epochs", "patience", "validate_every_step", "device")  # device: the maths is the same anywhere
 
 
 def check_train_spec(train: TrainSpec) -> TrainSpec:

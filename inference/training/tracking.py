@@ -62,7 +62,8 @@ class TensorBoardTracker:
         w.flush()
 
     def _samples(self, program: Any) -> torch.Tensor:
-        with torch.random.fork_rng(devices=[]), torch.no_grad():
+        device = next(program.parameters()).device  # fork the device's stream too: the fit's draws stay as they were
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad():
             torch.manual_seed(0)
             was = program.training
             program.eval()

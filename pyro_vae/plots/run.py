@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from pathlib import Path
@@ -35,6 +36,13 @@ def _reconstructions(vae: Any, data: Any, x: torch.Tensor, image_shape: Any, pat
     return plot_reconstructions(vae, x, image_shape, path, n=n)
 
 
+def _on_cpu(vae: Any) -> Any:
+    """``vae`` itself on the CPU in float32 (where the data are), else a copy there: figures are drawn on the CPU."""
+    if all(t.device.type == "cpu" and t.dtype == torch.float32 for t in vae.parameters() if t.is_floating_point()):
+        return vae
+    return copy.deepcopy(vae).to(device="cpu", dtype=torch.float32)
+
+
 def save_run_figures(vae: Any, data: Any, history: Sequence[Any] | None, figures_dir: str | os.PathLike) -> list[Path]:
     """Write every figure that applies into ``figures_dir`` and return their paths.
 
@@ -46,6 +54,7 @@ def save_run_figures(vae: Any, data: Any, history: Sequence[Any] | None, figures
     :data:`FIGURE_NAMES`.
     """
     folder = Path(figures_dir)
+    vae = _on_cpu(vae)
     split, x, labels = _evaluation_split(data)
     image_shape = getattr(data, "image_shape", None)
     paths: list[Path] = []

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import inference.svi as svi
-import inference.training.loop as loop
+import pyro_vae.sources as sources
 from inference.objectives import OBJECTIVES, describe_kl, kl_mode, make_objective
 from inference.svi import fit
 from inference.training import kl_beta, learning_rate, load_checkpoint, vae_state
@@ -175,7 +175,7 @@ def test_resume_without_checkpoint_or_with_changed_settings(digits, tmp_path):
 def poison_decoder(vae, monkeypatch, at_epoch, at_step):
     """Make the decoder output NaN from training step ``at_step`` of epoch ``at_epoch`` on."""
     state = {"epoch": 0, "step": 0}
-    real_batches = loop.batches
+    real_batches = sources.batches  # the tensor source's epoch (pyro_vae.sources) calls it
 
     def counting_batches(*args, **kwargs):
         state["epoch"] += 1
@@ -189,7 +189,7 @@ def poison_decoder(vae, monkeypatch, at_epoch, at_step):
             return output * float("nan")
         return output
 
-    monkeypatch.setattr(loop, "batches", counting_batches)
+    monkeypatch.setattr(sources, "batches", counting_batches)
     vae.decoder.register_forward_hook(hook)
 
 
