@@ -159,7 +159,7 @@ def train(
     vae = new_program(spec, data)
     _check_run_data(vae, data, spec)
     if not main:  # another process of a torchrun job: train, write nothing
-        fit = svi.fit(vae, data, spec.train, run_dir=run_dir, resume=resume, allow_data_change=allow_data_change,
+        fit = _fitter(vae)(vae, data, spec.train, run_dir=run_dir, resume=resume, allow_data_change=allow_data_change,
                       progress=False)
         return RunResult(run_dir, fit, {})
     with locked(run_dir), contextlib.ExitStack() as stack:
@@ -174,23 +174,42 @@ def train(
             stack.callback(tracker.close)
             callbacks.append(tracker)
         logger.info("training %s on %s (%d train rows)", type(vae).__name__, data.name, len(data.train))
-        fitter = semisup.fit if semisup.is_semi_supervised(vae) else svi.fit
-        fit = fitter(vae, data, spec.train, run_dir=run_dir, resume=resume, allow_data_change=allow_data_change,
-                     callbacks=callbacks, progress=progress)
-        test = test_metrics(vae, data, num_samples=eval_samples, rows=eval_rows, progress=progress)
-        if semisup.is_semi_supervised(vae):
-            test["semi_supervised"] = semisup_results.record(vae, data, run_dir / "figures", num_samples=eval_samples,
-                                                             rows=eval_rows, progress=progress)
-        metrics = _run_metrics(spec, data, vae, fit, test)
-        metrics["device"] = {**device_record(module_placement(vae)[0]), "processes": distributed.world()[1]}
-        write_json(run_dir / "metrics.json", metrics)
-        if is_conditional(vae):
-            from inference.completion.runs import save_conditional_figures as figures
-        else:
-            figures = save_run_figures
-        figures(vae, data, fit.history, run_dir / "figures")
-        write_report(run_dir, metrics)
+        fit = _fitter(vae)(vae, data, spec.train, run_dir=run_dir, resume=resume, allow_data_change=allow_data_change,
+                           callbacks=callbacks, progress=progress)
+        metrics = _finish_run(spec, data, vae, fit, run_dir, eval_samples=eval_samples, eval_rows=eval_rows,
+                              progress=progress)
     return RunResult(run_dir, fit, metrics)
+
+
+def _fitter(vae: VAE):
+    """The fitting function of the program: semi-supervised M2's (mixed labelled batches) or SVI's."""
+    return semisup.fit if semisup.is_semi_supervised(vae) else svi.fit
+
+
+def _test_record(vae: VAE, data: DataSplits, figures_dir: Path, *, num_samples: int, rows: int | None,
+                 progress: bool) -> dict[str, Any]:
+    """:func:`test_metrics`, plus accuracy and calibration (and their figures) for a semi-supervised program."""
+    test = test_metrics(vae, data, num_samples=num_samples, rows=rows, progress=progress)
+    if semisup.is_semi_supervised(vae):
+        test["semi_supervised"] = semisup_results.record(vae, data, figures_dir, num_samples=num_samples,
+                                                         rows=rows, progress=progress)
+    return test
+
+
+def _finish_run(spec: RunSpec, data: DataSplits, vae: VAE, fit: FitResult, run_dir: Path, *, eval_samples: int,
+                eval_rows: int | None, progress: bool) -> dict[str, Any]:
+    """After the fit: the test metrics, metrics.json, the figures and report.md of the run folder."""
+    test = _test_record(vae, data, run_dir / "figures", num_samples=eval_samples, rows=eval_rows, progress=progress)
+    metrics = _run_metrics(spec, data, vae, fit, test)
+    metrics["device"] = {**device_record(module_placement(vae)[0]), "processes": distributed.world()[1]}
+    write_json(run_dir / "metrics.json", metrics)
+    if is_conditional(vae):
+        from inference.completion.runs import save_conditional_figures as figures
+    else:
+        figures = save_run_figures
+    figures(vae, data, fit.history, run_dir / "figures")
+    write_report(run_dir, metrics)
+    return metrics
 
 
 def _check_run_data(vae: VAE, data: DataSplits, spec: RunSpec) -> None:
@@ -295,10 +314,7 @@ def evaluate_run(run_dir: str | Path, *, num_samples: int = 5000, rows: int | No
     resolve_device(device)
     _, data, vae = load_run(run_dir, device=device)
     with locked(run_dir):
-        test = test_metrics(vae, data, num_samples=num_samples, rows=rows, progress=progress)
-        if semisup.is_semi_supervised(vae):
-            test["semi_supervised"] = semisup_results.record(vae, data, run_dir / "figures", num_samples=num_samples,
-                                                             rows=rows, progress=progress)
+        test = _test_record(vae, data, run_dir / "figures", num_samples=num_samples, rows=rows, progress=progress)
         path = run_dir / "metrics.json"
         metrics = json.loads(path.read_text()) if path.is_file() else {}
         metrics["test"] = test
