@@ -155,7 +155,7 @@ def _complete(args: argparse.Namespace) -> int:
     from inference.completion.api import complete_run
 
     out = complete_run(args.run_dir, mask=args.mask, method=args.method, rows=args.rows, samples=args.samples,
-                       num_samples=args.K, sigma=args.sigma, proposal=args.proposal, seed=args.seed)
+                       num_samples=args.K, sigma=args.sigma, proposal=args.proposal, seed=args.seed, device=args.device)
     m = out.metrics
     if m.get("conditional_nll") is not None:
         print(f"conditional NLL (IS, K={m['num_samples']}): {m['conditional_nll']:.3f} +- {m['conditional_nll_stderr']:.3f} "
@@ -288,7 +288,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_device(parser: argparse.ArgumentParser) -> None:
-    """``--device`` (the commands that compute; ``complete`` should take it too when it lands)."""
+    """``--device`` (the commands that compute)."""
     from pyro_vae.spec import DEVICE_FORMS
 
     parser.add_argument("--device", help=f"{_names(DEVICE_FORMS)} (auto: CUDA, then MPS, then CPU; default: the "
@@ -341,6 +341,7 @@ def _add_complete(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--proposal", default="defensive",
                    help="IS proposal of log p(x_obs) for a VAE run: defensive (encoder + prior) | nuts (fitted to NUTS draws)")
     c.add_argument("--seed", type=int, default=0)
+    _add_device(c)
     c.set_defaults(func=_complete)
 
 

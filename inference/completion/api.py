@@ -24,6 +24,7 @@ from inference.completion.metrics import image_metrics
 from inference.completion.runs import GRID_ROWS, input_shape, shown_input
 from inference.completion.samplers import METHODS, complete_by_inference
 from inference.completion.yardstick import score_conditional, score_vae_completion
+from inference.devices import resolve_device
 from inference.run import load_run
 from inference.run_folder import locked
 from pyro_vae.checks import choice, positive_float, positive_int, seed as check_seed
@@ -92,7 +93,7 @@ def _complete_vae(vae: Any, task: Any, x: torch.Tensor, method: str, samples: in
 
 def complete_run(run_dir: str | Path, *, mask: str = "quadrants:1", method: str | None = None, rows: int = 100,
                  samples: int = 8, num_samples: int = 1000, sigma: float = 0.05, proposal: str = "defensive",
-                 seed: int = 0) -> CompletionResult:
+                 seed: int = 0, device: str | torch.device | None = None) -> CompletionResult:
     """Complete the first ``rows`` test rows of a run under ``mask`` (``quadrants:N``, ``random:F``, ``center``,
     ``rows:F``, ``downsample:F``) with ``samples`` completions each (module docstring).
 
@@ -100,28 +101,31 @@ def complete_run(run_dir: str | Path, *, mask: str = "quadrants:1", method: str 
     :data:`~inference.completion.samplers.METHODS` (default ``sir``). ``num_samples``: K of the
     importance-sampled conditional NLL. ``sigma``: noise sd of the low-resolution observation model
     (VAE super-resolution). ``proposal``: of log p(x_obs) for a VAE run, ``defensive`` or ``nuts``
-    (:func:`~inference.completion.yardstick.score_vae_completion`). Every argument is checked before
-    anything is computed or written.
+    (:func:`~inference.completion.yardstick.score_vae_completion`). ``device``: where the program runs
+    (``cpu``, ``cuda``, ``cuda:N``, ``mps``, ``auto``; default cpu); the metrics and figures are computed
+    on CPU copies. Every argument is checked before anything is computed or written.
     """
     run_dir = Path(run_dir)
     positive_int("num_samples", num_samples)
     positive_float("sigma", sigma)
     check_seed("seed", seed)
     choice("proposal", proposal, PROPOSALS)
-    spec, data, program = load_run(run_dir)
+    target = resolve_device(device)
+    spec, data, program = load_run(run_dir, device=target)
     task = _task_of(mask, data)
     method = _check(program, method, rows, samples, data)
     if is_conditional(program):
         same_task(program.task, task)
-    x = data.test[:rows]
+    x = data.test[:rows].to(target)
     setting = f"{mask.replace(':', '-')}_{method}"
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[target] if target.type == "cuda" else []):
         torch.manual_seed(seed)
         if is_conditional(program):
             comps = program.complete(x, samples, mean=True)
             extra = score_conditional(program, x, num_samples=num_samples, seed=seed).metrics()
         else:
             comps, extra = _complete_vae(program, task, x, method, samples, num_samples, sigma, seed, proposal)
+    comps, x = comps.detach().float().cpu(), x.float().cpu()
     low = task.condition(x) if task.kind == "superres" else None
     missing = ~task.mask if task.kind == "inpaint" else None
     metrics = {"setting": setting, "mask": mask, "method": method, "task": task.label, "rows": rows,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from inference import run
 from inference.cli import main
@@ -55,3 +56,13 @@ def test_bad_completion_requests_are_refused(runs):
     with pytest.raises(ConfigError, match="--method model needs a conditional run"):
         complete_run(runs / "vae", method="model", rows=5)
     assert main(["complete", str(runs / "vae"), "--mask", "random:1.0", "--rows", "5"]) == 2
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="device"):
+            complete_run(runs / "vae", rows=5, device="cuda")
+
+
+def test_completion_on_an_explicit_cpu_device_matches_the_default(runs):
+    a = complete_run(runs / "vae", mask="quadrants:1", method="naive", rows=4, samples=2, num_samples=10)
+    b = complete_run(runs / "vae", mask="quadrants:1", method="naive", rows=4, samples=2, num_samples=10, device="cpu")
+    drop = lambda m: {k: v for k, v in m.items() if k != "seconds"}  # noqa: E731
+    assert drop(a.metrics) == drop(b.metrics)
