@@ -52,23 +52,35 @@ from pyro_vae.guides import GUIDES, _MIN_SCALE
 from pyro_vae.registry import BuildContext
 
 Tensor = torch.Tensor
+MOMENT_DRAWS = 256  # draws behind FlowPosterior.mean and .variance
 
 
 class FlowPosterior(dist.TransformedDistribution):
     """A base Gaussian pushed through conditioned transforms (module docstring).
 
-    ``mean`` is the image of the base mean under the flow, f_K(...f_1(mu)), a point summary used
-    for reconstructions and latent plots; it is not E_q[z] (which has no closed form). Calling it
-    on the distribution whose draws are still to be scored replaces the transforms' one-entry
-    cache, so take it from a fresh ``family(eta)``.
+    ``mean`` and ``variance`` have no closed form: they are Monte Carlo estimates from
+    :data:`MOMENT_DRAWS` draws (without gradients), for reconstructions, latent plots, active
+    units and KL per unit. Taking them leaves the transforms' caches as they were, so the
+    distribution's own draws can still be scored afterwards.
     """
 
     @property
     def mean(self) -> Tensor:
-        z = self.base_dist.mean
-        for t in self.transforms:
-            z = t(z)
-        return z
+        return self._moments()[0]
+
+    @property
+    def variance(self) -> Tensor:
+        return self._moments()[1]
+
+    def _moments(self) -> tuple[Tensor, Tensor]:
+        saved = [dict(t.__dict__) for t in self.transforms]
+        try:
+            with torch.no_grad():
+                z = self.rsample((MOMENT_DRAWS,))
+        finally:
+            for t, state in zip(self.transforms, saved):
+                t.__dict__.update(state)
+        return z.mean(0), z.var(0)
 
     @property
     def invertible(self) -> bool:
@@ -211,4 +223,4 @@ def spline(latent_dim: int, *, context: BuildContext, num_flows: int = 1, hidden
                                       for _ in range(k)], "spline")
 
 
-__all__ = ["FlowPosterior", "FlowFamily", "ConditionalSylvester", "ConditionedSylvester"]
+__all__ = ["MOMENT_DRAWS", "FlowPosterior", "FlowFamily", "ConditionalSylvester", "ConditionedSylvester"]

@@ -40,13 +40,31 @@ def check_objective(objective: ELBO, name: str, guide, *args, **kwargs) -> None:
 
     "meanfield" (``TraceMeanField_ELBO`` drops score-function terms) and "iwae" differentiate
     through reparameterized draws: every latent site of the guide needs ``rsample``. The guide
-    is traced once on the given batch (without gradients or validation).
+    is traced once on the given batch (without gradients or validation). Objectives that score
+    z the guide did not just draw (``detach_guide``: "rws") need an invertible q at every site.
     """
-    if not (isinstance(objective, TraceMeanField_ELBO) or getattr(objective, "needs_reparam", False)):
+    reparam = isinstance(objective, TraceMeanField_ELBO) or getattr(objective, "needs_reparam", False)
+    rescores = getattr(objective, "detach_guide", False)
+    if not (reparam or rescores):
         return
     with torch.no_grad(), pyro.validation_enabled(False):
         trace = poutine.trace(guide).get_trace(*args, **kwargs)
-    require_reparam(list(latent_sites(trace).values()), name)
+    if reparam:
+        require_reparam(list(latent_sites(trace).values()), name)
+    if rescores:
+        require_inverse(list(latent_sites(trace).values()), name)
 
 
-__all__ = ["OBJECTIVES", "make_objective", "check_objective", "require_reparam"]
+def require_inverse(sites: list[dict], objective: str) -> None:
+    """Refuse latent sites whose q scores only its own draws (no inverse: planar, Sylvester flows) for an
+    objective that scores z the guide did not just draw (reweighted wake-sleep: detached draws, sleep fantasies)."""
+    for site in sites:
+        if getattr(site["fn"], "invertible", True) is False:
+            raise UnsupportedModelError(
+                f"objective {objective!r} scores log q(z | x) at points the guide did not draw, but the guide's site "
+                f"{site['name']!r} ({type(site['fn']).__name__}) has no inverse and scores only its own draws. "
+                "Use elbo='trace', 'meanfield' or 'iwae', or an invertible flow guide (iaf, householder, spline)"
+            )
+
+
+__all__ = ["OBJECTIVES", "make_objective", "check_objective", "require_reparam", "require_inverse"]
