@@ -191,7 +191,7 @@ def householder(latent_dim: int, *, context: BuildContext, num_flows: int = 2, h
                 context_dim: int | None = None) -> nn.Module:
     """Householder flow (Tomczak & Welling 2016): K reflections from the context rotate a diagonal Gaussian."""
     k, widths, c = _common("householder", latent_dim, num_flows, hidden, context_dim, 4)
-    integer(f"householder guide: num_flows (reflections; latent_dim = {latent_dim})", k, maximum=latent_dim)
+    integer(f"householder guide: num_flows (reflections; latent_dim = {latent_dim})", k, minimum=1, maximum=latent_dim)
     return FlowFamily(latent_dim, c, [conditional_householder(latent_dim, c, widths, count_transforms=k)], "householder")
 
 
