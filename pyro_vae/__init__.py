@@ -18,6 +18,7 @@ from pyro_vae.spec import DataSpec, ModelSpec, RunSpec, TrainSpec, load_spec, sa
 from pyro_vae.vae import VAE, build_vae
 import pyro_vae.linear_gaussian  # noqa: E402,F401 - registers the "linear" network and the "ppca" program
 import pyro_vae.flows  # noqa: E402,F401 - registers the flow guide families (iaf, householder, planar, sylvester, spline)
+import pyro_vae.hierarchical  # noqa: E402,F401 - registers the "hierarchical" program (two stochastic layers)
 from pyro_vae.build import build_program
 from pyro_vae.programs import PROGRAMS
 

@@ -52,7 +52,7 @@ def test_a_program_takes_its_options_from_the_spec_checked_like_any_component():
 def test_every_program_declares_its_inputs_and_latents_inside_the_data_plate(name):
     """The names a program declares are the sites its model has: the observed inputs and the latents, all in "data"."""
     program = build_program(ModelSpec(program=name, **SMALL), data_dim=6, seed=0)
-    x = torch.rand(5, 6).round() if name == "vae" else torch.randn(5, 6)
+    x = torch.rand(5, 6).round() if name in ("vae", "hierarchical") else torch.randn(5, 6)
     program.check_data(x)
     with pyro.validation_enabled(True):
         trace = poutine.trace(program.model).get_trace(**{k: x for k in program.inputs}, num_data=50, beta=0.5)
