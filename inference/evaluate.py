@@ -37,6 +37,7 @@ from pyro.distributions.util import scale_and_mask
 from torch.distributions import kl_divergence
 
 from inference.log_weights import latent_sites, log_weights, per_datapoint, sample_sites, site_log_prob, traces
+from inference.layer_units import layer_units
 from inference.progress import bar
 from pyro_vae.checks import boolean, float_rows, number, positive_int, seed as check_seed
 from pyro_vae.errors import ConfigError
@@ -366,8 +367,12 @@ def evaluate_vae(
         ll = log_likelihood(vae.model, vae.guide, x, num_samples=num_samples, progress=progress, **common)
         elbo_a = elbo(vae.model, vae.guide, x, estimator="A", num_particles=elbo_particles, progress=progress, **common)
         elbo_b = elbo(vae.model, vae.guide, x, estimator="B", num_particles=elbo_particles, progress=progress, **common)
-        count, _ = active_units(vae, x, threshold)
-        kl = kl_per_dimension(vae, x, kl_samples)
+        if len(getattr(vae, "latents", ("z",))) == 1:
+            count, _ = active_units(vae, x, threshold)
+            kl = kl_per_dimension(vae, x, kl_samples)
+        else:  # a program with several latent layers (hierarchical): Monte Carlo per site, units in site order
+            layers = layer_units(vae, x, num_samples=kl_samples, threshold=threshold, batch_size=batch_size).values()
+            count, kl = sum(u.active for u in layers), torch.cat([u.kl_per_unit for u in layers])
     finally:
         vae.train(was_training)
     logger.info("log p(x) = %s; ELBO A = %s; ELBO B = %s; active units %d", ll, elbo_a, elbo_b, count)

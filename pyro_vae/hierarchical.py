@@ -120,6 +120,21 @@ class HierarchicalVAE(nn.Module):
         px = self.decode(z1)
         return px.mean if mean else px.sample()
 
+    def posterior(self, x: Tensor) -> dist.Distribution:
+        """The first layer's q(z1 | x) (bottom_up), or q(z1 | x, z2 = E_q[z2 | x]) (top_down): for plots and reconstructions.
+
+        Per-layer summaries of both latents come from :func:`inference.layer_units.layer_units`.
+        """
+        if self.inference == "bottom_up":
+            return self.family1(self.encoder(x))
+        z2 = self.family2(self.top_encoder(x)).mean
+        return self.family1(self.encoder(torch.cat([x, z2], dim=-1)))
+
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor) -> Tensor:
+        """E[x | z1 = m1], m1 the mean of :meth:`posterior`."""
+        return self.decode(self.posterior(x).mean).mean
+
     def analytic_kl(self) -> bool:
         """False: estimator B needs the Monte Carlo term for z1 in the bottom-up order (module docstring)."""
         return False

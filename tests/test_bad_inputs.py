@@ -255,6 +255,14 @@ COMPONENT_OPTIONS = [
     case("spline-count_bins-1", model(guide={"name": "spline", "count_bins": 1}), ConfigError, "count_bins"),
     case("spline-bound-negative", model(guide={"name": "spline", "bound": -1.0}), ConfigError, "bound"),
     case("flow-unknown-option", model(guide={"name": "iaf", "flows": 2}), ConfigError, "flows"),
+    # the hierarchical program (pyro_vae/hierarchical.py)
+    case("hierarchical-top_latent_dim-0", model(program={"name": "hierarchical", "top_latent_dim": 0}), ConfigError, "top_latent_dim"),
+    case("hierarchical-top_latent_dim-text", model(program={"name": "hierarchical", "top_latent_dim": "50"}), ConfigError, "top_latent_dim"),
+    case("hierarchical-top_hidden-0", model(program={"name": "hierarchical", "top_hidden": [0]}), ConfigError, "top_hidden"),
+    case("hierarchical-top_hidden-text", model(program={"name": "hierarchical", "top_hidden": "100"}), ConfigError, "top_hidden"),
+    case("hierarchical-inference-unknown", model(program={"name": "hierarchical", "inference": "sideways"}), ConfigError, "inference"),
+    case("hierarchical-top_activation-unknown", model(program={"name": "hierarchical", "top_activation": "relux"}), ConfigError, "activation"),
+    case("hierarchical-vamp-prior", model(program="hierarchical", prior="vamp"), ConfigError, "vamp"),
 ]
 
 # --------------------------------------------------------------------------- 2. data spec
