@@ -18,8 +18,9 @@ log q(z1, z2 | x), so :mod:`inference.log_weights` and the yardstick need nothin
 784-200-200-100-100-50 network is ``latent_dim: 100``, encoder and decoder ``{name: mlp, hidden:
 [200, 200]}``, ``program: {name: hierarchical, top_latent_dim: 50, top_hidden: [100, 100]}``.
 Estimator B (``meanfield``) takes both KL terms analytically only with ``top_down``; with
-``bottom_up`` the guide samples z1 before z2, and the evaluator's ELBO B uses the Monte Carlo term
-for z1 (train bottom-up models with ``trace``, ``iwae`` or ``rws``).
+``bottom_up`` the guide samples z1 before its model parent z2, so training by ``meanfield`` is
+refused (train bottom-up models with ``trace``, ``iwae`` or ``rws``) and the evaluator's ELBO B
+uses the Monte Carlo term for z1.
 """
 
 from __future__ import annotations

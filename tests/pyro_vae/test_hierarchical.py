@@ -128,3 +128,20 @@ def test_options_are_checked_and_the_defaults_follow_latent_dim():
                           ({"top_hidden": [0]}, "top_hidden"), ({"top_hidden": "100"}, "top_hidden")):
         with pytest.raises(ConfigError, match=name):
             build_program(ModelSpec(latent_dim=2, program={"name": "hierarchical", **options}), data_dim=5, seed=0)
+
+
+def test_estimator_b_is_refused_for_the_bottom_up_guide_and_taken_for_the_top_down_one():
+    """TraceMeanField_ELBO's closed-form KL of z1 against p(z1 | z2) needs z2 drawn before z1 in the guide."""
+    from inference.objectives import make_objective
+    from inference.objectives.registry import check_objective
+    from pyro_vae.errors import UnsupportedModelError
+
+    x = torch.rand(4, 6).round()
+    for inference in ("bottom_up", "top_down"):
+        program = build_program(ModelSpec(latent_dim=2, program={"name": "hierarchical", "inference": inference,
+                                                                 "top_hidden": [4]}), data_dim=6, seed=0)
+        if inference == "bottom_up":
+            with pytest.raises(UnsupportedModelError, match=r"'meanfield' .* site 'z1' .* biased"):
+                check_objective(make_objective("meanfield"), "meanfield", program.guide, x)
+        else:
+            check_objective(make_objective("meanfield"), "meanfield", program.guide, x)
