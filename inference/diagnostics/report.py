@@ -273,6 +273,13 @@ def _diagnose(run_dir: Path, s: _Settings, *, seed: int, progress: bool) -> Diag
 def _diagnose_locked(run_dir: Path, s: _Settings, *, seed: int, progress: bool) -> Diagnosis:
     t0 = time.perf_counter()
     _, data, vae = load_run(run_dir)
+    latents = tuple(getattr(vae, "latents", ("z",)))
+    if latents != ("z",):  # MCMC, gaps, PPC and the figures read the one site "z"
+        raise UnsupportedModelError(
+            f"diagnose covers programs with one latent site 'z'; this run's program has {list(latents)}. "
+            "Score it with inference.evaluate.log_likelihood (IS over all latents), "
+            "inference.diagnostics.psis_khat(model, guide, x, site=...) and inference.layer_units.layer_units"
+        )
     vae.eval()
     split, x = _split(data)
     x = x[: s.rows]

@@ -36,3 +36,29 @@ def test_iaf_guide_has_a_smaller_approximation_gap_than_the_diagonal_guide_on_th
     se = diff.std() / diff.numel() ** 0.5  # torch: divisor n - 1
     assert diff.mean() > 2 * se, (g_diag.summary(), g_flow.summary())
     assert g_flow.approximation_gap.mean > -3 * g_flow.approximation_gap.stderr  # still a gap (>= 0 up to noise)
+
+
+SM = {"encoder": {"name": "mlp", "hidden": [32]}, "decoder": {"name": "mlp", "hidden": [32]}}
+QUICK = dict(mcmc_points=3, samples=50, warmup=50, gap_points=5, is_samples=50, local_steps=10, ppc_draws=10, progress=False)
+
+
+def test_diagnose_takes_a_flow_guide_run_and_refuses_a_two_layer_one_before_writing(tmp_path):
+    import pytest
+
+    from inference.diagnostics import diagnose_run, psis_khat
+    from inference.run import load_run, train
+    from pyro_vae.errors import UnsupportedModelError
+
+    train({"model": {"latent_dim": 3, "guide": "sylvester", **SM}, "data": {"dataset": "digits"}, "train": {"epochs": 2}},
+          tmp_path / "flow", eval_samples=20, progress=False)
+    result = diagnose_run(tmp_path / "flow", **QUICK)
+    assert isinstance(result.gaps.local_guide, LocalFamilyGuide) and result.khat.khat.shape[0] > 0
+    program = {"name": "hierarchical", "top_latent_dim": 2, "top_hidden": [8]}
+    train({"model": {"latent_dim": 3, "program": program, **SM}, "data": {"dataset": "digits"},
+           "train": {"epochs": 1, "elbo": "iwae", "num_particles": 2}}, tmp_path / "two", eval_samples=20, progress=False)
+    with pytest.raises(UnsupportedModelError, match=r"\['z1', 'z2'\].*layer_units"):
+        diagnose_run(tmp_path / "two", **QUICK)
+    assert not (tmp_path / "two" / "diagnostics").exists()
+    _, data, two = load_run(tmp_path / "two")
+    k = psis_khat(two.model, two.guide, data.test[:10], 50, site="z1")  # k-hat over both latents' weights
+    assert k.khat.shape == (10,) and k.mean.shape == (10, 3)
