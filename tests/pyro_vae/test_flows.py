@@ -112,10 +112,10 @@ def test_flows_are_registered_with_their_options():
         family("householder", num_flows=4)
 
 
-def test_pyro_vae_list_shows_every_flow(capsys):
+def test_pyro_vae_list_shows_every_flow_and_the_hierarchical_program(capsys):
     from inference.cli import main
 
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    for name in FLOWS:
+    for name in [*FLOWS, "hierarchical", "top_latent_dim", "num_flows"]:
         assert name in out
