@@ -33,6 +33,7 @@ import pyro.distributions as dist
 import torch
 from pyro import poutine
 from torch import nn
+from torch.distributions import kl_divergence
 
 from pyro_vae.checks import choice, integer, positive_ints
 from pyro_vae.errors import DataError
@@ -137,8 +138,19 @@ class HierarchicalVAE(nn.Module):
         return self.decode(self.posterior(x).mean).mean
 
     def analytic_kl(self) -> bool:
-        """False: estimator B needs the Monte Carlo term for z1 in the bottom-up order (module docstring)."""
-        return False
+        """Whether estimator B takes both KL terms in closed form: top_down order and KL registered for
+        (q(z2 | x), p(z2)) and (q(z1 | x, z2), p(z1 | z2)); bottom_up never (module docstring)."""
+        if self.inference == "bottom_up":
+            return False
+        with torch.no_grad():
+            q1, q2 = (f(torch.zeros(1, f.param_size)) for f in (self.family1, self.family2))
+            p1 = self.conditional(torch.zeros(1, self.conditional.param_size))
+            try:
+                kl_divergence(q2, self.prior().expand([1]))
+                kl_divergence(q1, p1)
+            except NotImplementedError:
+                return False
+        return True
 
 
 def _mlp(in_dim: int, out_dim: int, ctx: BuildContext, role: str, hidden: Sequence[int], activation: str) -> nn.Module:

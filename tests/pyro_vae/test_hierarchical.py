@@ -140,6 +140,7 @@ def test_estimator_b_is_refused_for_the_bottom_up_guide_and_taken_for_the_top_do
     for inference in ("bottom_up", "top_down"):
         program = build_program(ModelSpec(latent_dim=2, program={"name": "hierarchical", "inference": inference,
                                                                  "top_hidden": [4]}), data_dim=6, seed=0)
+        assert program.analytic_kl() == (inference == "top_down")  # kl_mode: diag_normal q against normal p
         if inference == "bottom_up":
             with pytest.raises(UnsupportedModelError, match=r"'meanfield' .* site 'z1' .* biased"):
                 check_objective(make_objective("meanfield"), "meanfield", program.guide, x)
