@@ -26,6 +26,7 @@ Per-datapoint values are never scaled: whatever keywords the model and guide get
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from dataclasses import dataclass
@@ -218,6 +219,11 @@ def _chunked(
     return particle_batch, iter(bar(plan, enabled=progress, desc=what, leave=False))
 
 
+def _validate_first(i: int):
+    """Pyro's validation as it is set for chunk 0, off after (as the training loop does after its first step)."""
+    return contextlib.nullcontext() if i == 0 else pyro.validation_enabled(False)
+
+
 # -- the estimators ------------------------------------------------------------------------------
 def log_likelihood(
     model: Callable,
@@ -242,15 +248,17 @@ def log_likelihood(
     (``batch_size >= N``).
 
     ``x`` must be float rows of finite values (:func:`check_rows`; DataError otherwise), checked
-    with the counts before anything is computed.
+    with the counts before anything is computed; Pyro's validation runs on the first chunk only.
     """
     check_rows(model, x)
     _check_scoring(max_floats, progress)
     _, plan = _chunked(x, num_samples, batch_size, particle_batch, max_floats, progress, "log p(x)", "num_samples")
     values = torch.full((x.shape[0],), -math.inf, dtype=x.dtype, device=x.device)
     with torch.no_grad():
-        for r0, nr, _, nk in plan:
-            log_w = log_importance_weights(model, guide, x[r0 : r0 + nr], nk, **kwargs)
+        for i, (r0, nr, _, nk) in enumerate(plan):
+            # x was checked above: Pyro's validation (argument and support checks) on the first chunk only
+            with _validate_first(i):
+                log_w = log_importance_weights(model, guide, x[r0 : r0 + nr], nk, **kwargs)
             values[r0 : r0 + nr] = torch.logaddexp(values[r0 : r0 + nr], log_w.logsumexp(0))
     return Estimate.from_values(values - math.log(num_samples), num_samples)
 
