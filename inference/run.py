@@ -33,7 +33,7 @@ from inference.training.settings import check_fit_inputs
 from inference.training.tracking import TensorBoardTracker, require_tensorboard
 from pyro_vae.checks import positive_int
 from pyro_vae.data import DataSplits, load_dataset
-from pyro_vae.errors import ConfigError, DataError, TrainingError
+from pyro_vae.errors import ConfigError, DataError, TrainingError, UnsupportedModelError
 from pyro_vae.spec import RunSpec, load_spec, save_spec, spec_to_dict
 from pyro_vae.export import export_program
 from pyro_vae.files import atomic_write, write_json, write_text
@@ -275,6 +275,11 @@ def sample_run(run_dir: str | Path, *, n: int = 64, seed: int = 0) -> Samples:
         raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
     run_dir = Path(run_dir)
     _, data, vae = load_run(run_dir)
+    if tuple(getattr(vae, "latents", ("z",))) != ("z",):  # z ~ p(z), x ~ p(x | z) is one latent layer
+        raise UnsupportedModelError(
+            f"sample draws z ~ p(z), x ~ p(x | z) of a one-layer program; this run's program has latents "
+            f"{list(vae.latents)}: draw from it with program.sample(n) (program from inference.run.load_run)"
+        )
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         torch.manual_seed(seed)
         z = vae.prior().sample((n,))

@@ -146,3 +146,22 @@ def test_estimator_b_is_refused_for_the_bottom_up_guide_and_taken_for_the_top_do
                 check_objective(make_objective("meanfield"), "meanfield", program.guide, x)
         else:
             check_objective(make_objective("meanfield"), "meanfield", program.guide, x)
+
+
+def test_a_two_layer_run_folder_trains_scores_and_samples_through_the_program(tmp_path):
+    """run.train writes a run (metrics with z1's and z2's units), the program draws new data; the run's one-layer
+    sample command refuses it before writing anything."""
+    from inference.run import load_run, sample_run, train
+    from pyro_vae.errors import UnsupportedModelError
+
+    net = {"name": "mlp", "hidden": [16]}
+    spec = {"model": {"latent_dim": 3, "program": {"name": "hierarchical", "top_latent_dim": 2, "top_hidden": [8]},
+                      "encoder": net, "decoder": net},
+            "data": {"dataset": "digits"}, "train": {"epochs": 1, "elbo": "rws", "num_particles": 2}}
+    result = train(spec, tmp_path / "run", eval_samples=10, progress=False)
+    assert len(result.metrics["test"]["kl_per_dim"]) == 3 + 2 and result.metrics["kl_mode"] == "monte_carlo"
+    _, _, program = load_run(tmp_path / "run")
+    assert program.sample(4).shape == (4, 64)
+    with pytest.raises(UnsupportedModelError, match=r"\['z1', 'z2'\].*program.sample"):
+        sample_run(tmp_path / "run", n=4)
+    assert not (tmp_path / "run" / "samples").exists()
