@@ -26,6 +26,7 @@ Per-datapoint values are never scaled: whatever keywords the model and guide get
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from pyro.distributions.util import scale_and_mask
 from torch.distributions import kl_divergence
 
 from inference.log_weights import latent_sites, log_weights, per_datapoint, sample_sites, site_log_prob, traces
+from inference.layer_units import layer_units
 from inference.progress import bar
 from pyro_vae.checks import boolean, float_rows, number, positive_int, seed as check_seed
 from pyro_vae.errors import ConfigError
@@ -217,6 +219,11 @@ def _chunked(
     return particle_batch, iter(bar(plan, enabled=progress, desc=what, leave=False))
 
 
+def _validate_first(i: int):
+    """Pyro's validation as it is set for chunk 0, off after (as the training loop does after its first step)."""
+    return contextlib.nullcontext() if i == 0 else pyro.validation_enabled(False)
+
+
 # -- the estimators ------------------------------------------------------------------------------
 def log_likelihood(
     model: Callable,
@@ -241,15 +248,17 @@ def log_likelihood(
     (``batch_size >= N``).
 
     ``x`` must be float rows of finite values (:func:`check_rows`; DataError otherwise), checked
-    with the counts before anything is computed.
+    with the counts before anything is computed; Pyro's validation runs on the first chunk only.
     """
     check_rows(model, x)
     _check_scoring(max_floats, progress)
     _, plan = _chunked(x, num_samples, batch_size, particle_batch, max_floats, progress, "log p(x)", "num_samples")
     values = torch.full((x.shape[0],), -math.inf, dtype=x.dtype, device=x.device)
     with torch.no_grad():
-        for r0, nr, _, nk in plan:
-            log_w = log_importance_weights(model, guide, x[r0 : r0 + nr], nk, **kwargs)
+        for i, (r0, nr, _, nk) in enumerate(plan):
+            # x was checked above: Pyro's validation (argument and support checks) on the first chunk only
+            with _validate_first(i):
+                log_w = log_importance_weights(model, guide, x[r0 : r0 + nr], nk, **kwargs)
             values[r0 : r0 + nr] = torch.logaddexp(values[r0 : r0 + nr], log_w.logsumexp(0))
     return Estimate.from_values(values - math.log(num_samples), num_samples)
 
@@ -366,8 +375,12 @@ def evaluate_vae(
         ll = log_likelihood(vae.model, vae.guide, x, num_samples=num_samples, progress=progress, **common)
         elbo_a = elbo(vae.model, vae.guide, x, estimator="A", num_particles=elbo_particles, progress=progress, **common)
         elbo_b = elbo(vae.model, vae.guide, x, estimator="B", num_particles=elbo_particles, progress=progress, **common)
-        count, _ = active_units(vae, x, threshold)
-        kl = kl_per_dimension(vae, x, kl_samples)
+        if len(getattr(vae, "latents", ("z",))) == 1:
+            count, _ = active_units(vae, x, threshold)
+            kl = kl_per_dimension(vae, x, kl_samples)
+        else:  # a program with several latent layers (hierarchical): Monte Carlo per site, units in site order
+            layers = layer_units(vae, x, num_samples=kl_samples, threshold=threshold, batch_size=batch_size).values()
+            count, kl = sum(u.active for u in layers), torch.cat([u.kl_per_unit for u in layers])
     finally:
         vae.train(was_training)
     logger.info("log p(x) = %s; ELBO A = %s; ELBO B = %s; active units %d", ll, elbo_a, elbo_b, count)

@@ -40,7 +40,7 @@ from inference.training.tracking import TensorBoardTracker, require_tensorboard
 from pyro_vae.checks import positive_int
 from pyro_vae.data import DataSplits, load_dataset
 from pyro_vae.labels import semi_supervised
-from pyro_vae.errors import ConfigError, DataError, TrainingError
+from pyro_vae.errors import ConfigError, DataError, TrainingError, UnsupportedModelError
 from pyro_vae.spec import RunSpec, load_spec, override, save_spec, spec_to_dict
 from pyro_vae.export import export_program
 from pyro_vae.files import atomic_write, write_json, write_text
@@ -365,6 +365,11 @@ def sample_run(run_dir: str | Path, *, n: int = 64, seed: int = 0, device: str |
     if is_conditional(vae):
         raise ConfigError(f"{run_dir} holds a conditional program ({vae.task.label}): it samples completions of given "
                           f"data, not new datapoints; use `pyro-vae complete {run_dir} --mask ...`")
+    if tuple(getattr(vae, "latents", ("z",))) != ("z",):  # z ~ p(z), x ~ p(x | z) is one latent layer
+        raise UnsupportedModelError(
+            f"sample draws z ~ p(z), x ~ p(x | z) of a one-layer program; this run's program has latents "
+            f"{list(vae.latents)}: draw from it with program.sample(n) (program from inference.run.load_run)"
+        )
     with torch.random.fork_rng(devices=[target] if target.type == "cuda" else []), torch.no_grad():
         torch.manual_seed(seed)
         z = vae.prior().sample((n,))

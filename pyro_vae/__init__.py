@@ -19,6 +19,8 @@ from pyro_vae.vae import VAE, build_vae
 import pyro_vae.linear_gaussian  # noqa: E402,F401 - registers the "linear" network and the "ppca" program
 import pyro_vae.m2  # noqa: E402,F401 - registers the "m2" program (semi-supervised)
 import pyro_vae.cvae  # noqa: E402,F401 - registers the "cvae" and "cvae_baseline" programs
+import pyro_vae.flows  # noqa: E402,F401 - registers the flow guide families (iaf, householder, planar, sylvester, spline)
+import pyro_vae.hierarchical  # noqa: E402,F401 - registers the "hierarchical" program (two stochastic layers)
 from pyro_vae.build import build_program
 from pyro_vae.programs import PROGRAMS
 

@@ -32,7 +32,7 @@ from inference.run_folder import existing_run
 from inference.training.settings import check_train_spec
 from pyro_vae import build_program, build_vae, load_dataset
 from pyro_vae.data import DataSplits
-from pyro_vae.errors import ConfigError, DataError
+from pyro_vae.errors import ConfigError, DataError, UnsupportedModelError
 from pyro_vae.spec import DataSpec, ModelSpec, TrainSpec, load_spec, spec_from_dict
 
 LIBRARY = (Path(pyro_vae.__file__).parent, Path(inference.__file__).parent)
@@ -243,6 +243,26 @@ COMPONENT_OPTIONS = [
     case("conv-channels-empty", model(encoder={"name": "conv", "channels": []}), ConfigError, "channels"),
     case("conv-channels-0", model(decoder={"name": "conv", "channels": [0]}), ConfigError, "channels"),
     case("conv-on-rows", lambda: build_vae(data_dim=10, encoder="conv"), ConfigError, "conv"),
+    # flow guides (pyro_vae/flows.py)
+    case("iaf-num_flows-0", model(guide={"name": "iaf", "num_flows": 0}), ConfigError, "num_flows"),
+    case("iaf-num_flows-text", model(guide={"name": "iaf", "num_flows": "two"}), ConfigError, "num_flows"),
+    case("iaf-hidden-text", model(guide={"name": "iaf", "hidden": "64"}), ConfigError, "hidden"),
+    case("iaf-stable-text", model(guide={"name": "iaf", "stable": "yes"}), ConfigError, "stable"),
+    case("planar-hidden-0", model(guide={"name": "planar", "hidden": [0]}), ConfigError, "hidden"),
+    case("planar-context_dim-0", model(guide={"name": "planar", "context_dim": 0}), ConfigError, "context_dim"),
+    case("householder-num_flows-above-latent_dim", model(guide={"name": "householder", "num_flows": 3}), ConfigError, "num_flows"),
+    case("sylvester-reflections-0", model(guide={"name": "sylvester", "reflections": 0}), ConfigError, "reflections"),
+    case("spline-count_bins-1", model(guide={"name": "spline", "count_bins": 1}), ConfigError, "count_bins"),
+    case("spline-bound-negative", model(guide={"name": "spline", "bound": -1.0}), ConfigError, "bound"),
+    case("flow-unknown-option", model(guide={"name": "iaf", "flows": 2}), ConfigError, "flows"),
+    # the hierarchical program (pyro_vae/hierarchical.py)
+    case("hierarchical-top_latent_dim-0", model(program={"name": "hierarchical", "top_latent_dim": 0}), ConfigError, "top_latent_dim"),
+    case("hierarchical-top_latent_dim-text", model(program={"name": "hierarchical", "top_latent_dim": "50"}), ConfigError, "top_latent_dim"),
+    case("hierarchical-top_hidden-0", model(program={"name": "hierarchical", "top_hidden": [0]}), ConfigError, "top_hidden"),
+    case("hierarchical-top_hidden-text", model(program={"name": "hierarchical", "top_hidden": "100"}), ConfigError, "top_hidden"),
+    case("hierarchical-inference-unknown", model(program={"name": "hierarchical", "inference": "sideways"}), ConfigError, "inference"),
+    case("hierarchical-top_activation-unknown", model(program={"name": "hierarchical", "top_activation": "relux"}), ConfigError, "activation"),
+    case("hierarchical-vamp-prior", model(program="hierarchical", prior="vamp"), ConfigError, "vamp"),
 ]
 
 # --------------------------------------------------------------------------- 2. data spec
@@ -507,6 +527,7 @@ SVI_FIT = [
     case("progress-text", lambda: svi.fit(vae(), digits(), TRAIN_FAST, progress="no"), ConfigError, "progress"),
     case("state-text", lambda: svi.fit(vae(), digits(), TRAIN_FAST, state="last", progress=False), ConfigError, "state"),
     case("run_dir-number", lambda: svi.fit(vae(), digits(), TRAIN_FAST, run_dir=5, progress=False), ConfigError, "run_dir"),
+    case("rws-planar-flow", lambda: svi.fit(vae(guide="planar"), digits(), TrainSpec(epochs=1, batch_size=50, elbo="rws"), progress=False), UnsupportedModelError, "rws"),
 ]
 
 X = lambda: digits().test[:20]  # noqa: E731 - twenty 0/1 test rows

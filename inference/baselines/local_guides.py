@@ -246,18 +246,23 @@ def _encoder_moments(vae: VAE, x: Tensor, full_cov: bool, batch_size: int = 1000
 def initial_guide(
     vae: VAE,
     x: Tensor,
-    init: str | Tensor = "prior",
+    init: str | Tensor | RowTable = "prior",
     *,
     full_cov: bool = False,
     init_scale: float | None = None,
-) -> LocalGaussianGuide:
+) -> RowTable:
     """A fresh :class:`LocalGaussianGuide` for the rows of x.
 
     ``init="prior"``: q_i = N(E_p[z], diag Var_p[z]) (the prior for a Gaussian p(z));
     ``init="encoder"``: q_i = q_phi(z | x_i), mean and diagonal sds, or scale_tril with ``full_cov``;
     a tensor (N, d): m_i = init_i, s_i = ``init_scale`` x prior sd (default 0.1).
     ``init_scale`` (if given) multiplies the prior's sds for "prior" as well.
+    A ready local guide (a :class:`RowTable`, e.g. a ``LocalFamilyGuide``) is returned as it is.
     """
+    if isinstance(init, RowTable):
+        if init.num_rows != x.shape[0]:
+            raise ConfigError(f"the init guide holds {init.num_rows} datapoints but x has {x.shape[0]} rows")
+        return init
     n, d = x.shape[0], vae.latent_dim
     mean, sd = _prior_moments(vae, x)
     if isinstance(init, str):

@@ -33,7 +33,7 @@ from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
 
 from inference.progress import bar as progress_bar
 from inference.baselines.joint import joint_task
-from inference.baselines.local_guides import LocalGaussianGuide, initial_guide
+from inference.baselines.local_guides import LocalGaussianGuide, RowTable, initial_guide
 from inference.baselines.theta import as_splits, check_continuous_latents, frozen
 from inference.evaluate import Estimate, elbo_samples
 from inference.training import FitResult, adam
@@ -100,7 +100,7 @@ def fit_local(
     lr: float = 0.2,
     lr_decay: float = 0.001,
     num_particles: int = 8,
-    init: str | Tensor = "prior",
+    init: str | Tensor | RowTable = "prior",
     init_scale: float | None = None,
     full_cov: bool = False,
     elbo: str = "meanfield",
@@ -119,7 +119,8 @@ def fit_local(
     so chunking does not change the result's distribution. The VAE is frozen meanwhile.
 
     ``init``: "prior" (non-amortized VI), "encoder" (semi-amortized: refine q_phi(z | x_i)) or
-    an (N, d) tensor of starting means (see :func:`initial_guide`).
+    an (N, d) tensor of starting means (see :func:`initial_guide`), or a ready local guide
+    refined in place (a ``LocalFamilyGuide``: the q*_i of a flow family).
     """
     for name, value in (("steps", steps), ("num_particles", num_particles), ("eval_particles", eval_particles)):
         positive_int(name, value)
@@ -169,7 +170,7 @@ def fit_local(
                            batch_size=rows_per_chunk(eval_particles, x.shape[1]))
     elbo_history = tuple(h / n for h in history)
     logger.info("fit_local (%s, init=%s): ELBO %.4f -> %.4f per datapoint in %d steps",
-                elbo, init if isinstance(init, str) else "tensor", elbo_history[0], elbo_history[-1], steps)
+                elbo, init if isinstance(init, str) else type(init).__name__, elbo_history[0], elbo_history[-1], steps)
     return LocalFit(guide, elbo_history, final, time.perf_counter() - t0, steps, samples)
 
 

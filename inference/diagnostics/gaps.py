@@ -36,7 +36,8 @@ from scipy import stats
 
 from inference.diagnostics.convert import LATENT_VAR, InferenceData, latent_names, posterior_draws
 from inference.evaluate import Estimate, elbo, log_likelihood
-from inference.baselines import LocalGaussianGuide, fit_local
+from inference.baselines import LocalFamilyGuide, LocalGaussianGuide, encoder_family_guide, fit_local
+from pyro_vae.flows import FlowFamily
 from pyro_vae.errors import ConfigError
 from pyro_vae.guides import DiagonalNormal
 from pyro_vae.vae import VAE
@@ -64,7 +65,7 @@ class Gaps:
     approximation_gap: Estimate
     amortization_gap: Estimate
     inference_gap: Estimate
-    local_guide: LocalGaussianGuide
+    local_guide: LocalGaussianGuide | LocalFamilyGuide
     proposal: str
     local_steps: int
 
@@ -103,7 +104,8 @@ def amortization_gaps(
     q*: :func:`inference.baselines.fit_local` from the encoder (``init="encoder"``) for
     ``local_steps`` Adam steps at ``local_lr`` (default: fit_local's schedule) with ``local_particles`` particles; a diagonal
     Gaussian q_i when the VAE's guide is ``diag_normal``, a full-covariance one otherwise (or as
-    ``full_cov`` says). Both ELBOs use the same ``estimator`` and ``elbo_particles``; log p(x)
+    ``full_cov`` says); for a flow guide (:mod:`pyro_vae.flows`) q*_i = family(eta_i) with eta_i
+    refined from the encoder's output and the flow's weights fixed (``LocalFamilyGuide``). Both ELBOs use the same ``estimator`` and ``elbo_particles``; log p(x)
     uses ``is_samples`` importance samples from q* (``proposal="optimized"``, closer to the
     posterior) or from q (``"amortized"``). Seeds are fixed from ``seed``; the VAE is left in the
     mode it came in.
@@ -117,8 +119,9 @@ def amortization_gaps(
     vae.eval()
     try:
         lr = {} if local_lr is None else {"lr": local_lr}
+        init = encoder_family_guide(vae, x) if isinstance(vae.family, FlowFamily) else "encoder"
         fit = fit_local(
-            vae, x, steps=local_steps, num_particles=local_particles, init="encoder", **lr,
+            vae, x, steps=local_steps, num_particles=local_particles, init=init, **lr,
             full_cov=full_cov, elbo="meanfield" if estimator == "B" else "trace", eval_particles=elbo_particles,
             seed=seed, progress=progress,
         )

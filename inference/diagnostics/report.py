@@ -283,6 +283,13 @@ def _diagnose_locked(run_dir: Path, s: _Settings, *, seed: int, progress: bool, 
     if is_conditional(vae):  # before anything is written
         raise ConfigError(f"{run_dir} holds a conditional program ({vae.task.label}); diagnose reads an unconditional "
                           f"VAE's p(x | z). Score it with `pyro-vae complete {run_dir} --mask ...` (k-hat included)")
+    latents = tuple(getattr(vae, "latents", ("z",)))
+    if latents != ("z",):  # MCMC, gaps, PPC and the figures read the one site "z"
+        raise UnsupportedModelError(
+            f"diagnose covers programs with one latent site 'z'; this run's program has {list(latents)}. "
+            "Score it with inference.evaluate.log_likelihood (IS over all latents), "
+            "inference.diagnostics.psis_khat(model, guide, x, site=...) and inference.layer_units.layer_units"
+        )
     vae.eval()
     split, x = _split(data)
     x = x[: s.rows].to(device)

@@ -51,6 +51,8 @@ def describe_kl(vae: VAE) -> str:
     """Human-readable :func:`kl_mode`, naming the distributions when no closed form exists."""
     if kl_mode(vae) == "analytic":
         return "analytic KL"
+    if not hasattr(vae, "family"):  # several latent layers (hierarchical): no single q to name
+        return "Monte Carlo KL (for the latent sites without a closed form given their parents)"
     with torch.no_grad():
         param = next(vae.parameters())
         q = vae.family(torch.zeros(1, vae.family.param_size, device=param.device, dtype=param.dtype))

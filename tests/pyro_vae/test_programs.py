@@ -56,7 +56,7 @@ def test_every_program_declares_its_inputs_and_latents_inside_the_data_plate(nam
     takes ``x`` and observes the part ``y`` it completes), else its inputs."""
     program = build_program(ModelSpec(program=name, **SMALL), data_dim=6, image_shape=(2, 3), seed=0)
     x = torch.randn(5, 6)
-    try:  # real-valued rows, or 0/1 rows for a program whose likelihood is Bernoulli (vae, m2, cvae)
+    try:  # real-valued rows, or 0/1 rows for a program whose likelihood is Bernoulli (vae, m2, cvae, hierarchical)
         program.check_data(x)
     except DataError:
         x = torch.rand(5, 6).round()
