@@ -11,7 +11,8 @@ hierarchical program), S draws per datapoint from the guide in one vectorized pa
 the last with each site's own conditioning (q(z2 | z1) against p(z2), q(z1 | x) against
 p(z1 | z2) ...), summing over units to the site's KL term of the ELBO. It needs factorized
 densities at the site in q and p (``Independent`` of a batch of 1-D distributions, e.g.
-``diag_normal``); elsewhere (full-covariance or flow guides) the per-unit KL is NaN.
+``diag_normal``); elsewhere (full-covariance or flow guides) the per-unit KL is NaN. Discrete
+latent sites (M2's class label y) have no units and are left out.
 """
 
 from __future__ import annotations
@@ -60,13 +61,16 @@ def layer_units(program: Any, x: Tensor, *, num_samples: int = 100, threshold: f
         model_trace, guide_trace = traces(program.model, program.guide, num_samples, x[r0:r0 + nr])
         for name in program.latents:
             q_site, p_site = guide_trace.nodes[name], model_trace.nodes[name]
+            if q_site["fn"].support.is_discrete:  # a class label (M2's y) has no units
+                means.pop(name, None), kls.pop(name, None)
+                continue
             z = q_site["value"].expand(num_samples, nr, -1)
             means[name].append(z.mean(0))
             log_q, log_p = _per_unit(q_site["fn"], z), _per_unit(p_site["fn"], z)
             kl = (log_q - log_p).mean(0) if log_q is not None and log_p is not None else torch.full_like(z[0], math.nan)
             kls[name].append(kl)
     out = {}
-    for name in program.latents:
+    for name in means:
         variances = torch.cat(means[name]).var(0)
         out[name] = LayerUnits(int((variances > threshold).sum()), variances, torch.cat(kls[name]).mean(0))
     return out

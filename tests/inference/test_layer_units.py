@@ -57,3 +57,12 @@ def test_flow_guides_have_no_per_unit_kl_and_bad_arguments_are_named():
         layer_units(vae, torch.rand(5, 6).round(), num_samples=0)
     with pytest.raises(ConfigError, match="at least 2 rows"):
         layer_units(vae, torch.rand(1, 6).round())
+
+
+def test_a_discrete_latent_has_no_units_and_is_left_out():
+    """M2's class label y is a latent site without units: only z is reported, with its own latent size."""
+    m2 = build_program({"program": {"name": "m2", "classes": 3}, "latent_dim": 2,
+                        "encoder": {"name": "mlp", "hidden": [8]}, "decoder": {"name": "mlp", "hidden": [8]}},
+                       data_dim=6, seed=0)
+    units = layer_units(m2, torch.rand(10, 6).round(), num_samples=5)
+    assert list(units) == ["z"] and units["z"].variances.shape == (2,)
