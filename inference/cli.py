@@ -72,8 +72,10 @@ def _train(args: argparse.Namespace) -> int:
         result = run.train(spec, out, resume=args.resume, overwrite=args.overwrite,
                            allow_data_change=args.allow_data_change, eval_samples=args.eval_samples,
                            eval_rows=args.eval_rows, tensorboard=args.tensorboard, progress=not args.quiet)
-    finally:
-        distributed.close()
+    except BaseException:
+        distributed.close(synchronize=False)  # another process may be gone: no barrier
+        raise
+    distributed.close()
     if not result.metrics:  # a process > 0 of a torchrun job: process 0 reports
         return 0
     t = result.metrics["test"]

@@ -80,9 +80,16 @@ def init_from_env(device: torch.device, *, timeout_s: float = 1800.0) -> tuple[i
     return world()
 
 
-def close() -> None:
-    """Leave the process group (if this process is in one)."""
+def close(*, synchronize: bool = True) -> None:
+    """Leave the process group (if this process is in one).
+
+    ``synchronize``: wait at a barrier first, so that no process tears its connections down while
+    another still talks to it (gloo aborts the process then: "terminate called without an active
+    exception"); pass False on an error path, where another process may be gone already.
+    """
     if dist.is_available() and dist.is_initialized():
+        if synchronize:
+            dist.barrier()
         dist.destroy_process_group()
 
 
