@@ -75,7 +75,8 @@ def _train(args: argparse.Namespace) -> int:
     except BaseException:
         distributed.close(synchronize=False)  # another process may be gone: no barrier
         raise
-    distributed.close()
+    if not distributed.launched():
+        distributed.close()  # (under torchrun the process ends in distributed.end_process, after a barrier)
     if not result.metrics:  # a process > 0 of a torchrun job: process 0 reports
         return 0
     t = result.metrics["test"]
@@ -428,4 +429,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    _code = main()
+    from inference.training import distributed as _distributed
+
+    if _distributed.launched():  # a process of a torchrun job: end it without the interpreter's teardown
+        _distributed.end_process(_code)
+    sys.exit(_code)

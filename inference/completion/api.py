@@ -32,7 +32,7 @@ from pyro_vae.completion import build_task, same_task
 from pyro_vae.cvae import is_conditional
 from pyro_vae.errors import ConfigError
 from pyro_vae.files import write_json, write_text
-from pyro_vae.masks import average_pool, parse_mask
+from pyro_vae.masks import parse_mask
 from pyro_vae.observation import LowResolution, ObservedPart
 from pyro_vae.plots.completion import plot_completion_grid
 

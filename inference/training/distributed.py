@@ -38,7 +38,8 @@ import datetime
 import logging
 import math
 import os
-from typing import Any, Callable, Mapping, Sequence
+import sys
+from typing import Any, Callable, Mapping, NoReturn, Sequence
 
 import torch
 import torch.distributed as dist
@@ -91,6 +92,18 @@ def close(*, synchronize: bool = True) -> None:
         if synchronize:
             dist.barrier()
         dist.destroy_process_group()
+
+
+def end_process(code: int) -> NoReturn:
+    """End a process torchrun started: wait for the others (after success), then exit without the
+    interpreter's teardown, whose destruction of gloo's communication threads can abort a process
+    that has finished all its work ("terminate called without an active exception")."""
+    if code == 0 and dist.is_available() and dist.is_initialized():
+        dist.barrier()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def check_shardable(label: str, shardable: bool, max_seconds: float | None) -> None:

@@ -71,7 +71,9 @@ def main() -> int:
     p.add_argument("--npy", help="train on these rows, memory-mapped (pyro_vae.sources.NpyRows), instead of the tensor")
     args = p.parse_args()
     torch.set_num_threads(1)
+    stage = _stages(args.out)
     distributed.init_from_env(torch.device("cpu"))
+    stage("joined")
     data = load_dataset("digits", binarize="dynamic", max_train=args.rows, seed=0)
     program = FixedNoiseVAE(data.feature_dim, data.train.shape[0])
     train = TrainSpec(epochs=args.epochs, batch_size=args.batch_size, lr=1e-2, seed=0)
@@ -89,9 +91,25 @@ def main() -> int:
         torch.save({"params": last,
                     "history": [(r.epoch, r.train_elbo, r.val_elbo) for r in result.history],
                     "world": distributed.world()[1]}, os.path.join(args.out, "result.pt"))
-    distributed.close()
+    stage("fitted")
     return 0
 
 
+def _stages(out: str):
+    """Append each stage this process reaches to OUT/stages-RANK.txt (the test shows them when a process fails)."""
+    path = os.path.join(out, f"stages-{os.environ.get('RANK', '0')}.txt")
+    os.makedirs(out, exist_ok=True)
+
+    def stage(name: str) -> None:
+        with open(path, "a") as f:
+            f.write(name + "\n")
+
+    stage("started")
+    return stage
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    if distributed.launched():  # as the command line ends a torchrun process
+        distributed.end_process(code)
+    sys.exit(code)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,10 @@ from pyro_vae.errors import ConfigError, TrainingError
 
 ROOT = Path(__file__).resolve().parents[3]
 WORKER = Path(__file__).with_name("dist_worker.py")
+# gloo, rarely, aborts a process while the process group is torn down after all work is done
+# (std::terminate from a communication thread); a run is only excused when every process
+# recorded that it had finished fitting, so the parameters compared are complete.
+GLOO_TEARDOWN_ABORT = "terminate called without an active exception"
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
 
 
@@ -30,8 +35,14 @@ def run_worker(out: Path, nproc: int, *args: str, check: bool = True) -> subproc
     target = [str(WORKER), "--out", str(out), *args]
     cmd = launch.torchrun_command(nproc, target) if nproc > 1 else [sys.executable, *target]
     proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=240)
-    if check:
-        assert proc.returncode == 0, f"exit {proc.returncode}\nstdout: {proc.stdout[-1500:]}\nstderr: {proc.stderr[-4000:]}"
+    if check and proc.returncode != 0:
+        stages = {p.name: p.read_text().split() for p in sorted(out.glob("stages-*.txt"))}
+        finished = len(stages) == nproc and all("fitted" in s for s in stages.values())
+        if finished and GLOO_TEARDOWN_ABORT in proc.stderr:  # every process finished its work first
+            warnings.warn(f"a process aborted in gloo's teardown after finishing ({stages}); the results are checked")
+        else:
+            raise AssertionError(f"exit {proc.returncode}\nstages reached: {stages}\nstdout: {proc.stdout[-1500:]}\n"
+                                 f"stderr: {proc.stderr[-4000:]}")
     return proc
 
 
