@@ -75,8 +75,7 @@ def _train(args: argparse.Namespace) -> int:
     except BaseException:
         distributed.close(synchronize=False)  # another process may be gone: no barrier
         raise
-    if not distributed.launched():
-        distributed.close()  # (under torchrun the process ends in distributed.end_process, after a barrier)
+    # on success a torchrun process keeps its group: it ends in distributed.end_process, after a barrier
     if not result.metrics:  # a process > 0 of a torchrun job: process 0 reports
         return 0
     t = result.metrics["test"]
