@@ -187,7 +187,7 @@ def _compare(args: argparse.Namespace) -> int:
     result = compare.run_compare(
         spec, run.load_data(spec), methods=args.methods or compare.DEFAULT_METHODS, train_sizes=args.train_sizes, budget=args.budget,
         num_samples=args.K, eval_rows=args.eval_rows, checkpoints=args.checkpoints, out=args.out,
-        progress=not args.quiet,
+        progress=not args.quiet, device=args.device,
     )
     print(result.table())
     print("wrote " + ", ".join(str(p) for p in result.files))
@@ -373,6 +373,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--checkpoints", default="0.125,0.25,0.5,1", help="budget fractions drawn in figure3.png")
     c.add_argument("--out", required=True, help="folder for results.md, results.csv, figure3.png")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    _add_device(c)
     c.set_defaults(func=_compare)
 
 

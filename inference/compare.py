@@ -39,6 +39,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from inference import methods as method_api
+from inference.devices import resolve_device
 from inference.evaluate import Estimate
 from inference.methods import Budget, MethodResult
 from inference.progress import bar
@@ -123,6 +124,7 @@ class Comparison:
     budget: Budget
     dataset: str
     files: tuple[Path, ...] = ()
+    device: str = "cpu"
 
     def row(self, method: str, train_size: int) -> Row:
         """The row of ``method`` at ``train_size`` (KeyError if absent)."""
@@ -211,6 +213,7 @@ def run_compare(
     options: Mapping[str, Mapping[str, Any]] | None = None,
     out: str | Path | None = None,
     progress: bool = False,
+    device: str | torch.device | None = None,
 ) -> Comparison:
     """Train each method on each training size within ``budget`` and score all of them the same way.
 
@@ -219,10 +222,15 @@ def run_compare(
     the budget drawn in the figure, scored with ``curve_samples`` (default K) on ``curve_rows``
     test rows (default ``eval_rows``);
     ``options``: per-method keyword options for :func:`inference.methods.fit`. A method that
-    cannot handle the model (UnsupportedModelError) gets an empty row saying why. With ``out``,
+    cannot handle the model (UnsupportedModelError) gets an empty row saying why. ``device``: where
+    every method trains and is scored (overrides ``spec.train.device``; mcem and mcmc run on the CPU only and
+    get such a row on another device). With ``out``,
     writes ``results.csv``, ``results.md`` and ``figure3.png`` there.
     """
     spec = load_spec(spec)
+    name = "device" if device is not None else "train.device"
+    placed = resolve_device(spec.train.device if device is None else device, name=name)
+    spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, device=str(placed)))
     methods = parse_methods(methods)
     sizes = parse_sizes(train_sizes)
     budget = Budget.parse(budget)
@@ -265,7 +273,7 @@ def run_compare(
         rows.append(row)
         curve.extend(points)
         logger.info("compare: %s N=%d: held-out log p(x) %.3f +- %.3f", method, n, row.heldout.mean, row.heldout.stderr)
-    comparison = Comparison(tuple(rows), tuple(curve), budget, data.name)
+    comparison = Comparison(tuple(rows), tuple(curve), budget, data.name, device=spec.train.device)
     if out is not None:
         comparison = dataclasses.replace(comparison, files=write_results(comparison, out, spec=spec))
     return comparison
@@ -366,7 +374,7 @@ def write_results(comparison: Comparison, out: str | Path, *, spec: RunSpec | No
         f"and {t_rows} training rows), with the method's own proposal: the encoder for amortized methods, local "
         "VI q_i for map / local-vi / mcem, a Gaussian fitted to NUTS draws for mcmc. Numbers are nats per "
         "datapoint, +- one standard error over datapoints; the test ELBO (estimator A) is shown where the "
-        "proposal is a variational posterior. Wall time is training only.",
+        f"proposal is a variational posterior. Wall time is training only; device: {comparison.device}.",
         "",
         comparison.table(),
         "",

@@ -93,6 +93,11 @@ def to_placement(batch: Mapping[str, Any], device: torch.device, dtype: torch.dt
     return out
 
 
+def on_module(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``x`` on ``module``'s device and floating dtype (:func:`module_placement`): rows that meet its parameters."""
+    return x.to(*module_placement(module))
+
+
 def place(module: nn.Module, device: str | torch.device | None, *, name: str = "device") -> torch.device:
     """Move ``module`` (in place) to the resolved ``device``; returns it. ``None`` leaves it where it is."""
     if device is None:
@@ -110,4 +115,4 @@ def device_record(device: torch.device) -> dict[str, Any]:
     return out
 
 
-__all__ = ["available_devices", "resolve_device", "module_placement", "to_placement", "place", "device_record"]
+__all__ = ["available_devices", "resolve_device", "module_placement", "to_placement", "on_module", "place", "device_record"]

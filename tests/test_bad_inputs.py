@@ -622,8 +622,11 @@ METHODS = [
     case("fit-spec-unknown-key", lambda: method_fit({"modle": {}}, digits(), method="svi-trace", budget="1epochs"), ConfigError, "modle"),
     case("fit-spec-number", lambda: method_fit(5, digits(), method="svi-trace", budget="1epochs"), ConfigError, "5"),
     case("fit-batch_size-above-rows", lambda: method_fit({**SPEC, "train": {"batch_size": 1000}}, digits(), method="map", budget="1epochs"), ConfigError, "batch_size"),
-    case("fit-device-gpu", lambda: method_fit({**SPEC, "train": {"batch_size": 50, "device": "cuda:0"}}, digits(),
-                                             method="svi-trace", budget="1epochs"), ConfigError, "train.device"),
+    case("fit-device-cuda-absent", lambda: method_fit({**SPEC, "train": {"batch_size": 50, "device": "cuda:0"}}, digits(),
+                                                     method="svi-trace", budget="1epochs"), ConfigError, "train.device",
+         *([pytest.mark.skip("this machine has CUDA")] if torch.cuda.is_available() else [])),
+    case("fit-device-gpu", lambda: method_fit(SPEC, digits(), method="svi-trace", budget="1epochs", device="gpu"),
+         ConfigError, "device='gpu'"),
     case("fit-progress-text", lambda: method_fit(SPEC, digits(), method="svi-trace", budget="1epochs", progress="no"), ConfigError, "progress"),
 ]
 
@@ -753,6 +756,9 @@ CLI = [
     cli("compare-checkpoints-2", ["--train-sizes", "100", "--budget", "1epochs", "--checkpoints", "2", "--out", "{out}"], "checkpoints", base=["compare"]),
     cli("compare-methods-unknown", ["--train-sizes", "100", "--budget", "1epochs", "--methods", "nope", "--out", "{out}"], "nope", base=["compare"]),
     cli("compare-seed-negative", ["--train-sizes", "100", "--budget", "1epochs", "--seed", "-1", "--out", "{out}"], "seed", base=["compare"]),
+    cli("compare-device-gpu", ["--train-sizes", "100", "--budget", "1epochs", "--device", "gpu", "--out", "{out}"], "device", base=["compare"]),
+    cli("compare-device-cuda-absent", ["--train-sizes", "100", "--budget", "1epochs", "--device", "cuda", "--out", "{out}"],
+        "available", *NO_CUDA, base=["compare"]),
     cli("compare-config-bad", ["--train-sizes", "100", "--budget", "1epochs", "--config", "{files}/ten.yaml", "--out", "{out}"], "components", base=["compare"]),
 ]
 

@@ -31,6 +31,7 @@ import pyro
 import torch
 from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
 
+from inference.devices import on_module, place
 from inference.progress import bar as progress_bar
 from inference.baselines.joint import joint_task
 from inference.baselines.local_guides import LocalGaussianGuide, RowTable, initial_guide
@@ -200,13 +201,16 @@ def train_spec(train: TrainSpec | Mapping[str, Any] | None, overrides: Mapping[s
 
 
 def prepare(
-    vae: VAE | ModelSpec | Mapping[str, Any], data: DataSplits | Tensor, seed: int, method: str
+    vae: VAE | ModelSpec | Mapping[str, Any], data: DataSplits | Tensor, seed: int, method: str,
+    device: str | torch.device | None = None,
 ) -> tuple[VAE, DataSplits]:
     """(the VAE, the data as splits) for a per-datapoint method, checked once before the fit.
 
     Builds the VAE from a spec if needed (seeded), refuses data outside the likelihood's support
     (for dynamic binarization: values outside [0, 1], or a likelihood refusing 0/1) and models
-    whose latent is not one real vector z per datapoint.
+    whose latent is not one real vector z per datapoint, then moves the VAE to ``device`` (None:
+    where it is), so that the per-datapoint state made from :func:`inference.devices.on_module`
+    rows lives beside it.
     """
     splits = as_splits(data)
     if not isinstance(vae, VAE):
@@ -216,6 +220,7 @@ def prepare(
         vae = build_vae(vae, data_dim=x.shape[1], image_shape=splits.image_shape, data_sample=x[:1000], seed=seed)
     check_splits(vae, splits)
     check_continuous_latents(vae, method)
+    place(vae, device, name="train.device")
     return vae, splits
 
 
@@ -245,8 +250,8 @@ def fit_local_vi(
     if not (isinstance(local_lr, (int, float)) and local_lr > 0):
         raise ConfigError(f"local_lr must be > 0, got {local_lr!r}")
     objective = _objective(spec.elbo, spec.num_particles)
-    vae, splits = prepare(vae, data, spec.seed, "fit_local_vi")
-    x = splits.train
+    vae, splits = prepare(vae, data, spec.seed, "fit_local_vi", spec.device)
+    x = on_module(vae, splits.train)
     with torch.no_grad():
         guide = initial_guide(vae, x, init, full_cov=full_cov)
     task = joint_task(vae, guide, objective, num_data=int(x.shape[0]), local_lr=local_lr,

@@ -40,6 +40,7 @@ import pyro
 import torch
 from pyro.infer import Trace_ELBO
 
+from inference.devices import on_module
 from inference.progress import bar
 from inference.baselines.joint import joint_task
 from inference.baselines.local_guides import LocalGaussianGuide, PointGuide, initial_codes
@@ -175,8 +176,8 @@ def fit_map(
     z_lr = spec.lr if z_lr is None else z_lr
     if not (isinstance(z_lr, (int, float)) and z_lr > 0):
         raise ConfigError(f"z_lr must be > 0, got {z_lr!r}")
-    vae, splits = prepare(vae, data, spec.seed, "fit_map")
-    x = splits.train
+    vae, splits = prepare(vae, data, spec.seed, "fit_map", spec.device)
+    x = on_module(vae, splits.train)
     guide = PointGuide(initial_codes(vae, x, z_init), data=x)
     task = joint_task(vae, guide, Trace_ELBO(max_plate_nesting=1), num_data=int(x.shape[0]), local_lr=z_lr,
                       weight_decay=float(weight_decay), label="MAP")

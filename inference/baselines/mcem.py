@@ -93,13 +93,14 @@ from torch import nn
 from inference.baselines.chains import STEP_SIZE_BOUNDS, Chains, chains_log_joint, e_step, initial_chains, search_step_size
 from inference.baselines.local_guides import LocalGaussianGuide
 from inference.baselines.local_vi import fit_local, prepare
+from inference.devices import module_placement, on_module
 from inference.baselines.theta import frozen, theta_parameters, theta_penalty
 from inference.training import FitResult, StepResult, Task, TrainState, init_state, make_optimizer
 from inference.training import fit as run_loop
 from inference.training.loop import Batch
 from pyro_vae.checks import positive_int
 from pyro_vae.data import DataSplits
-from pyro_vae.errors import ConfigError
+from pyro_vae.errors import ConfigError, UnsupportedModelError
 from pyro_vae.spec import TrainSpec
 from pyro_vae.vae import VAE
 
@@ -235,7 +236,10 @@ def fit_mcem(
     if not isinstance(vae, VAE):
         raise ConfigError(f"fit_mcem needs a VAE (pyro_vae.build_vae), got {type(vae).__name__}")
     vae, splits = prepare(vae, data, seed, "MCEM")
-    x, n = splits.train, int(splits.train.shape[0])
+    if module_placement(vae)[0].type != "cpu":
+        raise UnsupportedModelError(f"fit_mcem runs on the CPU only (its HMC chains draw from a CPU generator); the "
+                                    f"program is on {module_placement(vae)[0]}: move it with vae.cpu()")
+    x, n = on_module(vae, splits.train), int(splits.train.shape[0])
     train = TrainSpec(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                       **({"lr_schedule": "exponential", "lr_final": lr * lr_decay} if lr_decay < 1 else {}))
     dynamic = splits.binarize == "dynamic"

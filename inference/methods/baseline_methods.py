@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 from inference.baselines import fit_local, fit_local_vi, fit_map, fit_mcem, map_proposal, mcem_proposal
 from inference.methods.budget import Budget
-from inference.methods.registry import METHODS, check_options
+from inference.methods.registry import METHODS, check_options, require_cpu
 from inference.methods.result import MethodResult, Proposal, fit_snapshot, with_final
 from inference.run import new_program
 from pyro_vae.data import DataSplits
@@ -119,6 +119,7 @@ def _run_mcem(spec: RunSpec, data: DataSplits, budget: Budget, *, fractions: tup
               options: dict[str, Any], progress: bool) -> MethodResult:
     """Monte Carlo EM with persistent HMC chains (inference.baselines.fit_mcem); proposal: local VI q_i"""
     check_options("mcem", fit_mcem, options, ("vae", "data", "epochs", "budget_seconds", "progress"))
+    require_cpu("mcem", spec)
     t = spec.train
     settings = {"batch_size": t.batch_size, "lr": t.lr, "seed": t.seed, **options}
 

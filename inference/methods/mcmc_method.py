@@ -18,7 +18,7 @@ from torch import nn
 
 from inference import mcmc
 from inference.methods.budget import Budget
-from inference.methods.registry import METHODS, check_options
+from inference.methods.registry import METHODS, check_options, require_cpu
 from inference.methods.result import MethodResult, Proposal, snapshot, with_final
 from inference.run import new_program
 from inference.training import EpochRecord
@@ -66,6 +66,7 @@ def _require_small_ppca(vae: VAE, n: int) -> float:
 def _run_mcmc(spec: RunSpec, data: DataSplits, budget: Budget, *, fractions: tuple[float, ...],
               options: dict[str, Any], progress: bool) -> MethodResult:
     """Fully Bayesian NUTS over (W, mu, z) of a small pPCA model (inference.mcmc.fit_bayesian)"""
+    require_cpu("mcmc", spec)
     vae = new_program(spec, data)
     x = data.train
     n = int(x.shape[0])

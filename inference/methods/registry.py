@@ -24,13 +24,14 @@ import pyro
 import torch
 
 from inference import evaluate
+from inference.devices import on_module, resolve_device
 from inference.evaluate import Estimate
 from inference.methods.budget import Budget
 from inference.methods.result import MethodResult
 from inference.training.settings import check_batch_size
 from pyro_vae.checks import boolean, fraction, got, mapping, name_string
 from pyro_vae.data import DataSplits, check_data_splits
-from pyro_vae.errors import ConfigError
+from pyro_vae.errors import ConfigError, UnsupportedModelError
 from pyro_vae.registry import Registry
 from pyro_vae.spec import RunSpec, load_spec
 from pyro_vae.vae import VAE
@@ -71,12 +72,14 @@ def fit(
     checkpoints: Sequence[float] = DEFAULT_CHECKPOINTS,
     options: Mapping[str, Any] | None = None,
     progress: bool = False,
+    device: str | torch.device | None = None,
 ) -> MethodResult:
     """Train a fresh model of ``spec`` on ``data.train`` with ``method`` within ``budget``.
 
     The model is built by :func:`inference.run.new_program` (seeded by ``spec.train.seed``), so
     every method starts from the same initial weights. ``checkpoints``: fractions in (0, 1] of
-    the budget at which to keep the state (1.0 is always added); ``options``: keyword
+    the budget at which to keep the state (1.0 is always added); ``device``: where to train (overrides
+    ``spec.train.device``; mcem and mcmc run on the CPU only); ``options``: keyword
     arguments for the method's fit function (e.g. ``weight_decay`` for ``map``, ``hmc_steps``
     for ``mcem``).
 
@@ -84,7 +87,7 @@ def fit(
     ``train.batch_size`` larger than the training rows is refused), the method's name, the
     budget, the checkpoints and the options.
     """
-    spec = _on_cpu(load_spec(spec))
+    spec = _placed(load_spec(spec), device)
     check_batch_size(spec.train, check_data_splits(data))
     runner = METHODS.get(name_string("method", method))
     budget = Budget.parse(budget)
@@ -98,16 +101,20 @@ def fit(
     return result
 
 
-def _on_cpu(spec: RunSpec) -> RunSpec:
-    """``spec`` to train on the CPU: the methods' proposals and scoring run there (``auto`` means the CPU here;
-    another device is refused, naming the fix)."""
-    if spec.train.device == "cpu":
-        return spec
-    if spec.train.device != "auto":
-        raise ConfigError(f"train.device={spec.train.device!r}: the method comparison (methods.fit, compare) runs on "
-                          "the CPU only; set train.device to cpu or auto, or train one run with `pyro-vae train --device`")
-    logger.info("train.device='auto': the method comparison runs on the CPU")
-    return dataclasses.replace(spec, train=dataclasses.replace(spec.train, device="cpu"))
+def _placed(spec: RunSpec, device: str | torch.device | None) -> RunSpec:
+    """``spec`` with ``train.device`` resolved on this machine (``device``, when given, overrides it); ConfigError
+    naming what the machine has for a device it lacks. The SVI methods, map and local-vi train there; mcem and
+    mcmc run on the CPU only and refuse another device (UnsupportedModelError: compare records the reason)."""
+    name = "device" if device is not None else "train.device"
+    resolved = resolve_device(spec.train.device if device is None else device, name=name)
+    return dataclasses.replace(spec, train=dataclasses.replace(spec.train, device=str(resolved)))
+
+
+def require_cpu(method: str, spec: RunSpec) -> None:
+    """UnsupportedModelError for a method that runs on the CPU only, asked for another ``train.device``."""
+    if spec.train.device != "cpu":
+        raise UnsupportedModelError(f"{method} runs on the CPU only, not on "
+                                    f"{spec.train.device}; compare it with --device cpu")
 
 
 def _fractions(checkpoints: Sequence[float]) -> tuple[float, ...]:
@@ -123,7 +130,7 @@ def _fractions(checkpoints: Sequence[float]) -> tuple[float, ...]:
 
 def proposal_for(result: MethodResult, x: Tensor) -> Callable[..., Any]:
     """The method's IS proposal for the rows x (a guide callable sharing the model's data plate)."""
-    return result.proposal(x)
+    return result.proposal(on_module(result.vae, x))
 
 
 def score(
@@ -143,6 +150,7 @@ def score(
     """
     vae = result.vae
     vae.check_data(x)
+    x = on_module(vae, x)
     with scoring(vae, seed):
         guide = proposal if proposal is not None else proposal_for(result, x)
         return evaluate.log_likelihood(vae.model, guide, x, num_samples=num_samples, batch_size=batch_size, progress=progress)
@@ -174,6 +182,7 @@ def test_elbo(
     if not result.elbo_defined:
         return None
     vae = result.vae
+    x = on_module(vae, x)
     with scoring(vae, seed):
         guide = proposal if proposal is not None else proposal_for(result, x)
         return evaluate.elbo(vae.model, guide, x, estimator="A", num_particles=num_particles)
@@ -197,5 +206,5 @@ def check_options(method: str, fn: Callable[..., Any], options: Mapping[str, Any
 
 __all__ = [
     "METHODS", "MethodRunner", "method_names", "check_methods", "fit", "score", "test_elbo", "proposal_for",
-    "scoring", "check_options", "DEFAULT_CHECKPOINTS",
+    "scoring", "check_options", "require_cpu", "DEFAULT_CHECKPOINTS",
 ]

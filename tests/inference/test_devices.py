@@ -163,3 +163,16 @@ def test_cuda_diagnose_runs_on_the_gpu(tmp_path):
     result = diagnose_run(tmp_path / "run", mcmc_points=2, samples=20, warmup=20, chains=2, gap_points=3,
                           is_samples=50, local_steps=20, ppc_draws=5, rows=20, progress=False, device="cuda")
     assert result.files["report"].is_file()
+
+
+@CUDA
+def test_cuda_compare_trains_and_scores_on_the_gpu(digits, tmp_path):
+    from inference.compare import run_compare
+
+    spec = {"model": {"latent_dim": 2, **{k: SMALL[k] for k in ("encoder", "decoder")}}, "train": {"batch_size": 50}}
+    result = run_compare(spec, digits, methods="svi-trace,map,local-vi,mcem", train_sizes=[200], budget="1epochs",
+                         num_samples=10, eval_rows=20, out=tmp_path, device="cuda")
+    assert result.device.startswith("cuda") and "device: cuda" in (tmp_path / "results.md").read_text()
+    rows = {r.method: r for r in result.rows}
+    assert all(math.isfinite(rows[m].heldout.mean) for m in ("svi-trace", "map", "local-vi"))
+    assert rows["mcem"].heldout is None and "CPU only" in rows["mcem"].notes

@@ -242,3 +242,33 @@ def test_map_then_is_reaches_the_ml_log_likelihood_of_ppca(ppca):
     gap = ml_gap(result, x)
     assert -1e-6 < gap < 0.5, gap
     check_is_matches_exact(result, ppca.test)
+
+
+# -- devices: every method trains and scores where its program lives ----------------------------------------
+@pytest.mark.parametrize("method", ["svi-trace", "iwae", "map", "local-vi", "mcem"])
+def test_every_method_trains_and_scores_in_its_programs_dtype(digits, method, monkeypatch):
+    """No GPU here: placement is proven in float64. The program is built in float64 and the data stay
+    float32, so a per-datapoint table, chain or scoring row made from the data rather than beside the
+    program would meet a float64 layer and fail."""
+    from inference.devices import module_placement
+    from inference.methods import baseline_methods, svi_methods
+
+    def float64_program(spec, data):
+        return new_program(spec, data).double()
+
+    for module in (svi_methods, baseline_methods):
+        monkeypatch.setattr(module, "new_program", float64_program)
+    sub = dataclasses.replace(digits, train=digits.train[:200], train_labels=None)
+    result = fit(SMALL_SPEC, sub, method=method, budget="1epochs")
+    assert module_placement(result.vae) == (torch.device("cpu"), torch.float64)
+    held_out = score(result, digits.test[:20], 10, seed=0)
+    assert held_out.n == 20 and math.isfinite(held_out.mean)
+
+
+@pytest.mark.parametrize("method", ["mcem", "mcmc"])
+def test_the_cpu_only_methods_refuse_another_device_before_training(digits, method):
+    """The runner itself (methods.fit would first refuse CUDA on a machine without it)."""
+    spec = load_spec(SMALL_SPEC)
+    spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, device="cuda:0"))
+    with pytest.raises(UnsupportedModelError, match=f"{method} runs on the CPU only, not on cuda:0"):
+        METHODS.get(method)(spec, digits, Budget(epochs=1), fractions=(1.0,), options={}, progress=False)
