@@ -51,7 +51,7 @@ def _train(args: argparse.Namespace) -> int:
     spec = override(
         spec,
         data__dataset=args.dataset, data__data_dir=args.data_dir, data__binarize=args.binarize,
-        data__max_train=args.max_train, data__labels=args.labels,
+        data__max_train=args.max_train, data__labels=args.labels, data__m1=args.m1,
         model__program=args.program, model__prior=args.prior, model__likelihood=args.likelihood,
         model__latent_dim=args.latent_dim,
         model__guide=args.guide,
@@ -252,6 +252,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--binarize", help=f"{_names(BINARIZE)} (default: static for binarized-mnist, else dynamic)")
     t.add_argument("--max-train", type=int, help="use only the first N training rows")
     t.add_argument("--labels", type=int, help="semi-supervised (program m2): keep the labels of N training rows, balanced over the classes")
+    t.add_argument("--m1", help="M1+M2: a trained VAE run folder; every row becomes its posterior mean there (use a "
+                   "continuous likelihood, e.g. --likelihood gaussian_learned)")
     t.add_argument("--program", help=f"{_names(PROGRAMS.names())} (default vae)")
     t.add_argument("--prior", help=_names(PRIORS.names()))
     t.add_argument("--likelihood", help=_names(LIKELIHOODS.names()))

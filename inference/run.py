@@ -31,6 +31,7 @@ import torch
 from inference import evaluate, semisup, svi
 from inference.devices import device_record, module_placement, resolve_device
 from inference.semisup import results as semisup_results
+from inference.semisup.m1 import latent_features, latent_rows
 from inference.objectives import kl_mode
 from inference.run_folder import check_fresh, check_resume_spec, clear_run, locked
 from inference.training import FitResult, check_resumable, check_train_spec, data_info, load_checkpoint, vae_state
@@ -62,7 +63,8 @@ class RunResult:
 
 
 def load_data(spec: RunSpec) -> DataSplits:
-    """The dataset a spec names, split deterministically by the run's seed."""
+    """The dataset a spec names, split deterministically by the run's seed; labels hidden for semi-supervised
+    runs (``data.labels``), rows replaced by an M1 run's posterior means for M1+M2 (``data.m1``)."""
     d = spec.data
     data = load_dataset(
         d.dataset, data_dir=d.data_dir, binarize=d.binarize, val_fraction=d.val_fraction,
@@ -70,6 +72,8 @@ def load_data(spec: RunSpec) -> DataSplits:
     )
     if d.labels is not None:  # semi-supervised: the labels of d.labels balanced training rows kept, the others hidden
         data = semi_supervised(data, d.labels, num_classes=spec.model.program.options.get("classes"), seed=spec.train.seed)
+    if d.m1 is not None:  # M1+M2: every row replaced by its posterior mean under the M1 run's guide
+        data = latent_features(d.m1, data)
     return data
 
 
@@ -324,16 +328,19 @@ def evaluate_run(run_dir: str | Path, *, num_samples: int = 5000, rows: int | No
 
 
 def classify_run(run_dir: str | Path, *, dataset: str = "test", out: str | Path | None = None) -> Path:
-    """Write argmax q(y | x) and q(y = c | x) of an M2 run for a split (test | val | train) or a data file.
+    """Write argmax q(y | x) and q(y = c | x) of an M2 run for a split (test | val | train) or a data file
+    (the file's rows go through the M1 run first for an M1+M2 run).
 
     The file (default ``RUN/predictions/<split or file stem>.csv``) is written atomically.
     """
     run_dir = Path(run_dir)
-    _, data, program = load_run(run_dir)
+    spec, data, program = load_run(run_dir)
     if not semisup.is_semi_supervised(program):
         raise ConfigError(f"{run_dir} holds a {type(program).__name__}, which has no classifier; classify runs of "
                           "model.program: m2")
     x, labels, name = semisup_results.rows_to_classify(data, dataset)
+    if spec.data.m1 is not None and dataset not in semisup_results.SPLITS:  # new raw rows: through M1 first, as in training
+        x = latent_rows(spec.data.m1, x, name=str(dataset))
     with locked(run_dir):
         return semisup_results.write_predictions(program, x, labels, Path(out) if out else
                                                  run_dir / "predictions" / f"{name}.csv")

@@ -125,6 +125,7 @@ class DataSpec:
     test_fraction: float = 0.2
     max_train: int | None = None
     labels: int | None = None  # semi-supervised: keep the labels of this many balanced training rows (pyro_vae.labels)
+    m1: str | None = None  # M1+M2: a VAE run folder whose posterior means replace every row (inference.semisup.m1)
 
     def __post_init__(self) -> None:
         name_string("data.dataset", self.dataset, what="a built-in dataset name or a .npy/.npz/.csv path")
@@ -136,6 +137,8 @@ class DataSpec:
         check_fractions(self.val_fraction, self.test_fraction, prefix="data.")
         optional_positive_int("data.max_train", self.max_train)
         optional_positive_int("data.labels", self.labels)
+        if self.m1 is not None:
+            name_string("data.m1", self.m1, what="null or the folder of a trained VAE run (M1 of M1+M2)")
 
 
 @dataclass(frozen=True)

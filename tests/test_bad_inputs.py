@@ -756,6 +756,7 @@ CLI = [
     cli("compare-checkpoints-2", ["--train-sizes", "100", "--budget", "1epochs", "--checkpoints", "2", "--out", "{out}"], "checkpoints", base=["compare"]),
     cli("compare-methods-unknown", ["--train-sizes", "100", "--budget", "1epochs", "--methods", "nope", "--out", "{out}"], "nope", base=["compare"]),
     cli("compare-seed-negative", ["--train-sizes", "100", "--budget", "1epochs", "--seed", "-1", "--out", "{out}"], "seed", base=["compare"]),
+    cli("m1-not-a-run", ["--program", "m2", "--elbo", "enum", "--labels", "20", "--m1", "{files}"], "not a run folder"),
     cli("compare-device-gpu", ["--train-sizes", "100", "--budget", "1epochs", "--device", "gpu", "--out", "{out}"], "device", base=["compare"]),
     cli("compare-device-cuda-absent", ["--train-sizes", "100", "--budget", "1epochs", "--device", "cuda", "--out", "{out}"],
         "available", *NO_CUDA, base=["compare"]),

@@ -23,28 +23,48 @@ from pyro_vae.errors import ConfigError, DataError
 from pyro_vae.plots.latents import posterior_means
 
 
+def _load_m1(m1_run: str | Path):
+    from inference.run import load_run  # run folders import this package: loaded when used
+
+    run_dir = Path(m1_run)
+    _, own, m1 = load_run(run_dir)
+    return run_dir, own, m1
+
+
+def _means(m1, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return posterior_means(m1, x) if x.shape[0] else torch.zeros(0, m1.latent_dim)
+
+
 def latent_features(m1_run: str | Path, data: DataSplits | None = None, *, latent_dim: int | None = None) -> DataSplits:
     """``data`` (default: the M1 run's own splits) with every row replaced by its M1 posterior mean (module docstring).
 
     ``latent_dim``: the feature size the caller's M2 expects; a run with another latent size is
     refused (ConfigError), as is data whose feature count differs from the run's (DataError).
     """
-    from inference.run import load_run  # run folders import this package: loaded when used
-
-    run_dir = Path(m1_run)
-    _, own, m1 = load_run(run_dir)
+    run_dir, own, m1 = _load_m1(m1_run)
     data = own if data is None else data
     size = getattr(m1, "latent_dim", None)
     if latent_dim is not None and positive_int("latent_dim", latent_dim) != size:
         raise ConfigError(f"the M1 run {str(run_dir)!r} has latent_dim {size}, but the M2 here expects {latent_dim} "
                           f"features; build M2 for data_dim={size}, or train M1 with latent_dim={latent_dim}")
-    if data.feature_dim != m1.data_dim:
-        raise DataError(f"the M1 run {str(run_dir)!r} encodes rows of {m1.data_dim} features, but {data.name} has "
-                        f"{data.feature_dim}; use the data that M1 was trained on")
-    with torch.no_grad():
-        means = [posterior_means(m1, x) if x.shape[0] else torch.zeros(0, size) for x in (data.train, data.val, data.test)]
+    _check_width(run_dir, m1, data.feature_dim, data.name)
+    means = [_means(m1, x) for x in (data.train, data.val, data.test)]
     return DataSplits(f"{data.name} as M1 ({run_dir.name}) means", *means, data.train_labels, data.val_labels,
                       data.test_labels, None, "none")
 
 
-__all__ = ["latent_features"]
+def latent_rows(m1_run: str | Path, x: torch.Tensor, name: str = "the rows") -> torch.Tensor:
+    """The M1 posterior means u_i = E_q[z | x_i] of new rows x (N, D): what an M1+M2 program classifies."""
+    run_dir, _, m1 = _load_m1(m1_run)
+    _check_width(run_dir, m1, int(x.shape[1]), name)
+    return _means(m1, x)
+
+
+def _check_width(run_dir: Path, m1, width: int, name: str) -> None:
+    if width != m1.data_dim:
+        raise DataError(f"the M1 run {str(run_dir)!r} encodes rows of {m1.data_dim} features, but {name} has "
+                        f"{width}; use the data that M1 was trained on")
+
+
+__all__ = ["latent_features", "latent_rows"]

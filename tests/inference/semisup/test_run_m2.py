@@ -84,3 +84,17 @@ def test_m1_m2_trains_m2_on_the_latent_means_of_a_vae_run_and_refuses_another_la
     assert len(result.history) == 2
     with pytest.raises(ConfigError, match=r"has latent_dim 4, but the M2 here expects 50 features"):
         latent_features(m1, data, latent_dim=50)
+    # the same from the command line: data.m1 names the M1 run, recorded in the run's config
+    config = tmp_path / "m2.yaml"
+    config.write_text(yaml.safe_dump(M2))
+    run = tmp_path / "m1m2"
+    assert main(["train", "--config", str(config), "--labels", "20", "--m1", str(m1), "--likelihood", "gaussian_learned",
+                 "--out", str(run), "--eval-samples", "4", "-q"]) == 0
+    assert yaml.safe_load((run / "config.yaml").read_text())["data"]["m1"] == str(m1)
+    assert json.loads((run / "metrics.json").read_text())["test"]["semi_supervised"]["accuracy"] >= 0
+    rows = tmp_path / "raw_rows.npz"  # new raw rows go through M1 before M2 classifies them
+    raw = load_dataset("digits", binarize="threshold")
+    __import__("numpy").savez(rows, x=raw.test[:5].numpy(), y=raw.test_labels[:5].numpy())
+    assert main(["classify", str(run), "--dataset", str(rows), "--out", str(tmp_path / "m1m2.csv")]) == 0
+    with open(tmp_path / "m1m2.csv", newline="") as fh:
+        assert len(list(csv.DictReader(fh))) == 5
