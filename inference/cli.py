@@ -18,7 +18,7 @@ from typing import Any, Sequence
 from inference.objectives import OBJECTIVES
 from inference.training import OPTIMIZERS, SCHEDULES
 from pyro_vae import GUIDES, LIKELIHOODS, PRIORS, PROGRAMS
-from pyro_vae.errors import ConfigError, DataError, TrainingError
+from pyro_vae.errors import ConfigError, DataError, TrainingError, UnsupportedModelError
 from pyro_vae.networks import ACTIVATIONS
 from pyro_vae.plugins import load_plugins
 from pyro_vae.spec import BINARIZE
@@ -146,7 +146,7 @@ def _sample(args: argparse.Namespace) -> int:
 
     out = run.sample_run(args.run_dir, n=args.n, seed=args.seed, device=args.device)
     print(f"{len(out.draws)} samples z ~ p(z): draws x ~ p(x | z) and their means E[x | z] in {out.files['tensors']} "
-          "(keys z, draws, means)")
+          "(keys z, draws, means, latents)")
     for kind in ("draws", "means"):
         if kind in out.files:
             print(f"{kind}: {out.files[kind]}")
@@ -422,7 +422,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         _one_process_unless_training(args.command)
         return args.func(args)
-    except (ConfigError, DataError, TrainingError) as err:
+    except (ConfigError, DataError, TrainingError, UnsupportedModelError) as err:
         print(f"pyro-vae: error: {err}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # the reader went away (e.g. `pyro-vae list | head`): nothing left to say

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pyro
+from pyro import poutine
 import torch
 
 from inference import evaluate, semisup, svi
@@ -41,7 +42,7 @@ from inference.training.tracking import TensorBoardTracker, require_tensorboard
 from pyro_vae.checks import positive_int
 from pyro_vae.data import DataSplits, load_dataset
 from pyro_vae.labels import semi_supervised
-from pyro_vae.errors import ConfigError, DataError, TrainingError, UnsupportedModelError
+from pyro_vae.errors import ConfigError, DataError, TrainingError
 from pyro_vae.spec import RunSpec, load_spec, override, save_spec, spec_to_dict
 from pyro_vae.export import export_program
 from pyro_vae.files import atomic_write, write_json, write_text
@@ -347,16 +348,24 @@ def classify_run(run_dir: str | Path, *, dataset: str = "test", out: str | Path 
 
 
 class Samples(NamedTuple):
-    """What :func:`sample_run` drew and wrote: z ~ p(z), x ~ p(x | z) (``draws``), E[x | z] (``means``), and the files."""
+    """What :func:`sample_run` drew and wrote: z ~ p(z), x ~ p(x | z) (``draws``), E[x | z] (``means``), and the files.
+
+    ``z`` is the latent x is drawn from (site ``z``, else the program's first latent, e.g. z1 of the
+    two-layer program); ``latents`` holds every latent site's draws by name.
+    """
 
     z: torch.Tensor
     draws: torch.Tensor
     means: torch.Tensor
     files: dict[str, Path]
+    latents: dict[str, torch.Tensor] = {}
 
 
 def sample_run(run_dir: str | Path, *, n: int = 64, seed: int = 0, device: str | torch.device | None = None) -> Samples:
     """Draw ``n`` datapoints from a trained run: z ~ p(z), then x ~ p(x | z) and the decoder mean E[x | z].
+
+    Any unconditional program is sampled ancestrally from its model (z2 ~ p(z2), z1 ~ p(z1 | z2)
+    for the two-layer program; y ~ p(y) for M2).
 
     Writes ``samples/samples_n{n}_seed{seed}.pt`` (a dict with ``z``, ``draws``, ``means``) and,
     for image data, one PNG grid of the draws and one of the means. The same ``seed`` gives the
@@ -372,27 +381,24 @@ def sample_run(run_dir: str | Path, *, n: int = 64, seed: int = 0, device: str |
     if is_conditional(vae):
         raise ConfigError(f"{run_dir} holds a conditional program ({vae.task.label}): it samples completions of given "
                           f"data, not new datapoints; use `pyro-vae complete {run_dir} --mask ...`")
-    if tuple(getattr(vae, "latents", ("z",))) != ("z",):  # z ~ p(z), x ~ p(x | z) is one latent layer
-        raise UnsupportedModelError(
-            f"sample draws z ~ p(z), x ~ p(x | z) of a one-layer program; this run's program has latents "
-            f"{list(vae.latents)}: draw from it with program.sample(n) (program from inference.run.load_run)"
-        )
+    sites = tuple(getattr(vae, "latents", ("z",)))
     with torch.random.fork_rng(devices=[target] if target.type == "cuda" else []), torch.no_grad():
         torch.manual_seed(seed)
-        z = vae.prior().sample((n,))
-        px = vae.decode(z)
-        z, draws, means = z.cpu(), px.sample().cpu(), px.mean.cpu()
+        trace = poutine.trace(vae.model).get_trace(num_samples=n)  # ancestral: every latent from its prior, then x
+        latents = {site: trace.nodes[site]["value"].cpu() for site in sites}
+        draws, means = trace.nodes["x"]["value"].cpu(), trace.nodes["x"]["fn"].mean.cpu()
+    z = latents.get("z", latents[sites[0]])
     stem = f"samples_n{n}_seed{seed}"
     out = run_dir / "samples"
     with locked(run_dir):
         files = {"tensors": atomic_write(out / f"{stem}.pt", lambda fh: torch.save(
-            {"z": z, "draws": draws, "means": means}, fh), binary=True)}
+            {"z": z, "draws": draws, "means": means, "latents": latents}, fh), binary=True)}
         if data.image_shape is not None:
             files["draws"] = plot_sample_grid(draws, data.image_shape, out / f"{stem}_draws.png",
                                               f"Draws x ~ p(x | z), z ~ p(z) (n={n}, seed={seed})")
             files["means"] = plot_sample_grid(means, data.image_shape, out / f"{stem}_means.png",
                                               f"Means E[x | z], z ~ p(z) (n={n}, seed={seed})")
-    return Samples(z, draws, means, files)
+    return Samples(z, draws, means, files, latents)
 
 
 def write_report(run_dir: Path, metrics: dict[str, Any]) -> Path:

@@ -14,6 +14,7 @@ r"""The verdicts of ``pyro-vae diagnose``: which diagnostics pass, which fail, a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 from scipy import stats
@@ -93,8 +94,9 @@ def _gap_checks(gaps: Gaps | None, skipped: dict[str, str]) -> list[Check]:
     ]
 
 
-def _collapse_check(kl: np.ndarray, active: np.ndarray) -> Check:
-    collapsed = [f"z{d}" for d in np.flatnonzero(~active)]
+def _collapse_check(kl: np.ndarray, active: np.ndarray, units: Sequence[str] | None = None) -> Check:
+    names = list(units) if units is not None else [f"z{d}" for d in range(active.size)]
+    collapsed = [names[d] for d in np.flatnonzero(~active)]
     return Check("active units", "NOTE",
                  f"{int(active.sum())} of {active.size} latent dimensions active (Var_x E_q[z_d|x] > 0.01); "
                  + (f"collapsed: {', '.join(collapsed)} (KL {', '.join(f'{kl[d]:.3f}' for d in np.flatnonzero(~active))} nats)"
@@ -120,17 +122,18 @@ def _ppc_checks(ppc: PPCResult) -> list[Check]:
 def verdicts(
     conv: ConvergenceReport | None, khat: PSISResult, khat_opt: PSISResult | None, gaps: Gaps | None,
     vs: PosteriorComparison | None, kl: np.ndarray, active: np.ndarray, ppc: PPCResult, skipped: dict[str, str],
+    units: Sequence[str] | None = None,
 ) -> tuple[Check, ...]:
     """Every check of the report, in its order (module docstring for the rules).
 
     ``None`` for a step that was not run (``skipped`` says why, by step "mcmc" or "gaps");
     ``kl`` (d,) is the mean KL(q(z_j | x) || p(z_j)) per latent dimension, ``active`` (d,) which
-    dimensions are active units (Var_x E_q[z_j | x] > 0.01).
+    dimensions are active units (Var_x E_q[z_j | x] > 0.01); ``units`` their names (default z0, z1, ...).
     """
     out = _mcmc_checks(conv, skipped) + _khat_checks(khat, khat_opt) + _gap_checks(gaps, skipped)
     if vs is not None:
         out.append(Check("q(z|x) vs MCMC", "NOTE", vs.summary()))
-    out.append(_collapse_check(kl, active))
+    out.append(_collapse_check(kl, active, units))
     return tuple(out + _ppc_checks(ppc))
 
 

@@ -19,7 +19,10 @@ MCMC, the first ``gap_points`` for the gaps, so the MCMC rows are among the gap 
    (:mod:`inference.diagnostics.psis`).
 3. Approximation and amortization gaps on ``gap_points`` rows (:mod:`inference.diagnostics.gaps`).
 4. q_phi and q* against the MCMC draws (mean difference in posterior sds, sd ratio, KS).
-5. KL(q(z_d | x) || p(z_d)) per latent dimension and active units (:mod:`inference.evaluate`).
+5. KL(q(z_d | x) || p(z_d)) per latent dimension and active units (:mod:`inference.evaluate`); for a
+   program with several latent layers (``program.latents``, e.g. z1, z2), per layer
+   (:mod:`inference.layer_units`), with MCMC, the gaps and the VI-vs-MCMC comparison skipped (they
+   read one site ``z``) and k-hat and the PPC on the layer x depends on (``latents[0]``).
 6. Posterior predictive checks on every test row (:mod:`inference.diagnostics.ppc`) and ArviZ's plot_ppc.
 
 The verdicts of the report (which checks pass) are :func:`inference.diagnostics.checks.verdicts`.
@@ -49,12 +52,14 @@ from inference.diagnostics.plots import (
     plot_gaps, plot_khat_histogram, plot_kl_per_dimension, plot_posterior_overlay, plot_ppc, plot_ppc_loglik,
     plot_ppc_moments, plot_rank, plot_trace,
 )
-from inference.diagnostics.ppc import PPCResult, log_likelihood_draws, posterior_predictive_check, replicate
+from inference.diagnostics.ppc import PPCResult, guide_draws, log_likelihood_draws, posterior_predictive_check, replicate
 from inference.diagnostics.psis import PSISResult, psis_khat
 from inference.evaluate import Estimate, active_units, kl_per_dimension
+from inference.layer_units import layer_units
 from inference.mcmc import sample_latents
 from inference.devices import resolve_device
 from inference.run import load_run
+from inference.semisup import is_semi_supervised
 from pyro_vae.cvae import is_conditional
 from inference.run_folder import locked
 from pyro_vae.files import write_json, write_text
@@ -93,6 +98,7 @@ class Diagnosis:
     checks: tuple[Check, ...]
     files: dict[str, Path] = field(default_factory=dict)
     wall_time: float = 0.0
+    layers: dict[str, int] = field(default_factory=dict)  # active units per latent site
 
     @property
     def ok(self) -> bool:
@@ -232,6 +238,8 @@ def _mcmc_step(step: _Step, x: Tensor, rows: Tensor, s: _Settings) -> _McmcStep:
 
 def _gaps_step(step: _Step, x: Tensor, s: _Settings) -> tuple[Gaps | None, PSISResult | None]:
     """3. Approximation and amortization gaps on the rows of ``x``, and the k-hat of the optimized q*."""
+    if "gaps" in step.skipped:  # already ruled out for this program
+        return None, None
     if len(x) == 0:
         step.skipped["gaps"] = "gap_points = 0"
         return None, None
@@ -272,6 +280,38 @@ def _vs_mcmc_step(
     return vs, vs_opt
 
 
+def _units_step(step: _Step, x: Tensor, latents: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, dict[str, int], list[str] | None]:
+    """5. KL per unit and active units (Var_i E_q[z_u | x_i] > 0.01); for several latent sites, per layer
+    (:func:`inference.layer_units.layer_units`, units in site order). Returns (kl, active, {site: active
+    units}, the units' names: None for the one site z, else ``site[u]``)."""
+    vae = step.vae
+    if latents == ("z",):
+        kl = kl_per_dimension(vae, x).cpu().numpy()
+        _, variances = active_units(vae, x)
+        active = (variances > 0.01).cpu().numpy()
+        layers, names = {"z": int(active.sum())}, None
+    else:
+        units = layer_units(vae, x, threshold=0.01)
+        kl = torch.cat([u.kl_per_unit for u in units.values()]).cpu().numpy()
+        active = torch.cat([u.variances > 0.01 for u in units.values()]).cpu().numpy()
+        layers = {site: u.active for site, u in units.items()}
+        names = [f"{site}[{j}]" for site, u in units.items() for j in range(u.variances.numel())]
+    step.files["kl"] = plot_kl_per_dimension(kl, active, step.path("kl"))
+    return kl, active, layers, names
+
+
+def _ppc_step(step: _Step, x: Tensor, s: _Settings, site: str) -> PPCResult:
+    """6. Posterior predictive checks with z (the latent site x depends on) drawn from the amortized guide."""
+    vae, seed = step.vae, step.seed
+    z = guide_draws(vae.guide, x, s.ppc_draws, site=site, seed=seed)
+    ppc = posterior_predictive_check(vae, x, z=z, seed=seed)
+    step.files["ppc_moments"] = plot_ppc_moments(ppc, step.path("ppc_moments"))
+    step.files["ppc_loglik"] = plot_ppc_loglik(ppc, step.path("ppc_loglik"))
+    kept = x[: ppc.replicated.shape[1]]  # the rows whose replicates the PPC kept for figures
+    step.files["ppc_arviz"] = plot_ppc(predictive_to_inference_data(kept, ppc.replicated), step.path("ppc_arviz"), seed=seed)
+    return ppc
+
+
 def _diagnose(run_dir: Path, s: _Settings, *, seed: int, progress: bool, device: torch.device) -> Diagnosis:
     with locked(run_dir):
         return _diagnose_locked(run_dir, s, seed=seed, progress=progress, device=device)
@@ -284,12 +324,10 @@ def _diagnose_locked(run_dir: Path, s: _Settings, *, seed: int, progress: bool, 
         raise ConfigError(f"{run_dir} holds a conditional program ({vae.task.label}); diagnose reads an unconditional "
                           f"VAE's p(x | z). Score it with `pyro-vae complete {run_dir} --mask ...` (k-hat included)")
     latents = tuple(getattr(vae, "latents", ("z",)))
-    if latents != ("z",):  # MCMC, gaps, PPC and the figures read the one site "z"
-        raise UnsupportedModelError(
-            f"diagnose covers programs with one latent site 'z'; this run's program has {list(latents)}. "
-            "Score it with inference.evaluate.log_likelihood (IS over all latents), "
-            "inference.diagnostics.psis_khat(model, guide, x, site=...) and inference.layer_units.layer_units"
-        )
+    if is_semi_supervised(vae):  # M2: the class label y is a discrete latent
+        raise ConfigError(f"{run_dir} holds a semi-supervised program with the discrete latent y; diagnose reads "
+                          f"continuous latents. Use `pyro-vae evaluate {run_dir}` (accuracy, calibration, log p(x) "
+                          "with y summed out, k-hat)")
     vae.eval()
     split, x = _split(data)
     x = x[: s.rows].to(device)
@@ -298,24 +336,22 @@ def _diagnose_locked(run_dir: Path, s: _Settings, *, seed: int, progress: bool, 
     order = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))
     idx_mcmc = order[: min(s.mcmc_points, x.shape[0])].sort().values
     idx_gaps = order[: min(s.gap_points, x.shape[0])].sort().values
-    mcmc = _mcmc_step(step, x[idx_mcmc], idx_mcmc, s)  # 1.
-    khat = psis_khat(vae.model, vae.guide, x, s.is_samples, seed=seed)  # 2.
+    if latents == ("z",):
+        mcmc = _mcmc_step(step, x[idx_mcmc], idx_mcmc, s)  # 1.
+    else:  # MCMC and the gaps read the one site "z"; k-hat, units and PPC cover every layer
+        why = f"it covers one latent site 'z'; this program has {list(latents)}"
+        step.skipped.update(mcmc=why, gaps=why)
+        mcmc, idx_mcmc, idx_gaps = _McmcStep(None, None, None), idx_mcmc[:0], idx_gaps[:0]
+    khat = psis_khat(vae.model, vae.guide, x, s.is_samples, seed=seed, site=latents[0])  # 2.
     step.files["khat"] = plot_khat_histogram(khat.khat, step.path("khat"))
     gaps, khat_opt = _gaps_step(step, x[idx_gaps], s)  # 3.
     vs, vs_opt = _vs_mcmc_step(step, x[idx_mcmc], idx_mcmc, mcmc, gaps, s)  # 4.
-    kl = kl_per_dimension(vae, x).cpu().numpy()  # 5.
-    _, variances = active_units(vae, x)
-    active = (variances > 0.01).cpu().numpy()
-    step.files["kl"] = plot_kl_per_dimension(kl, active, step.path("kl"))
-    ppc = posterior_predictive_check(vae, x, num_draws=s.ppc_draws, seed=seed)  # 6.
-    step.files["ppc_moments"] = plot_ppc_moments(ppc, step.path("ppc_moments"))
-    step.files["ppc_loglik"] = plot_ppc_loglik(ppc, step.path("ppc_loglik"))
-    kept = x[: ppc.replicated.shape[1]]  # the rows whose replicates the PPC kept for figures
-    step.files["ppc_arviz"] = plot_ppc(predictive_to_inference_data(kept, ppc.replicated), step.path("ppc_arviz"), seed=seed)
-    checks = verdicts(mcmc.convergence, khat, khat_opt, gaps, vs, kl, active, ppc, step.skipped)
+    kl, active, layers, units = _units_step(step, x, latents)  # 5.
+    ppc = _ppc_step(step, x, s, latents[0])  # 6.
+    checks = verdicts(mcmc.convergence, khat, khat_opt, gaps, vs, kl, active, ppc, step.skipped, units)
     wall = time.perf_counter() - t0
     result = Diagnosis(step.out, idx_mcmc.numpy(), idx_gaps.numpy(), mcmc.convergence, khat, khat_opt, gaps, vs,
-                       vs_opt, kl, active, ppc, checks, step.files, wall)
+                       vs_opt, kl, active, ppc, checks, step.files, wall, layers)
     numbers = _numbers(result, split=split, num_rows=int(x.shape[0]), seed=seed, settings=s, skipped=step.skipped)
     step.files["json"] = write_json(step.path("json"), _json_safe(numbers))
     step.files["report"] = write_report(result, run_name=run_dir.name, split=split)
@@ -353,6 +389,7 @@ def _numbers(result: Diagnosis, *, split: str, num_rows: int, seed: int, setting
         "settings": dataclasses.asdict(settings),
         "khat": _psis_json(khat), "khat_optimized": _psis_json(khat_opt) if khat_opt else None,
         "kl_per_dim": [float(v) for v in result.kl_per_dim], "active_units": int(result.active.sum()),
+        "active_units_per_layer": dict(result.layers),
         "ppc": {"fraction_extreme_mean": ppc.fraction_extreme_mean, "fraction_extreme_sd": ppc.fraction_extreme_sd,
                 "fraction_low_loglik": ppc.fraction_low_loglik, "alpha": ppc.alpha, "num_draws": ppc.num_draws},
         "checks": [{"name": c.name, "status": c.status, "detail": c.detail} for c in result.checks],
@@ -440,8 +477,11 @@ def write_report(result: Diagnosis, *, run_name: str = "", split: str = "test") 
             lines.append(f"- optimized q*: {result.vs_mcmc_optimized.summary()}")
         lines += ["", "Mean differences are in MCMC posterior sds; an sd ratio below 1 means q is narrower than the posterior.",
                   "", f"![VI vs MCMC]({f.get('overlay')})"]
-    lines += ["", "## 5. Posterior collapse", "", next(c.detail for c in result.checks if c.name == "active units") + ".",
-              "", f"![KL per dimension]({f.get('kl')})"]
+    lines += ["", "## 5. Posterior collapse", "", next(c.detail for c in result.checks if c.name == "active units") + "."]
+    if len(result.layers) > 1:
+        lines += ["", "Active units per layer: " + ", ".join(f"{site} {n}" for site, n in result.layers.items())
+                  + " (the figure shows the units in this order)."]
+    lines += ["", f"![KL per dimension]({f.get('kl')})"]
     kept, rows = result.ppc.replicated.shape[1], result.ppc.loglik_observed.shape[1]
     lines += ["", "## 6. Posterior predictive checks", "", result.ppc.summary() + ".", "",
               f"![PPC moments]({f.get('ppc_moments')})", "", f"![PPC log-likelihood]({f.get('ppc_loglik')})", ""]

@@ -49,7 +49,8 @@ def test_evaluate_sample_and_resume(run_dir, capsys):
     assert main(["sample", str(run_dir), "-n", "9", "--seed", "1"]) == 0
     said = capsys.readouterr().out
     samples = torch.load(run_dir / "samples" / "samples_n9_seed1.pt")
-    assert {k: tuple(v.shape) for k, v in samples.items()} == {"z": (9, 2), "draws": (9, 64), "means": (9, 64)}
+    assert {k: tuple(v.shape) for k, v in samples.items() if k != "latents"} == {"z": (9, 2), "draws": (9, 64), "means": (9, 64)}
+    assert list(samples["latents"]) == ["z"] and torch.equal(samples["latents"]["z"], samples["z"])
     assert set(samples["draws"].unique().tolist()) <= {0.0, 1.0}  # Bernoulli draws, not means
     assert bool(((samples["means"] > 0) & (samples["means"] < 1)).all())
     for name in ("samples_n9_seed1_draws.png", "samples_n9_seed1_means.png"):
@@ -115,3 +116,15 @@ def test_widths_activation_and_optimizer_flags_reach_the_spec(tmp_path):
     for part in ("encoder", "decoder"):
         assert config["model"][part] == {"name": "mlp", "hidden": [16, 8], "activation": "tanh"}
     assert config["train"]["optimizer"] == "clipped_adam"
+
+
+def test_a_model_a_command_cannot_handle_is_one_line_not_a_traceback(monkeypatch, capsys):
+    from inference import cli
+    from pyro_vae.errors import UnsupportedModelError
+
+    def refuse(args):
+        raise UnsupportedModelError("this program has no such site; use another command")
+
+    monkeypatch.setattr(cli, "_list", refuse)
+    assert main(["list"]) == 2
+    assert capsys.readouterr().err == "pyro-vae: error: this program has no such site; use another command\n"

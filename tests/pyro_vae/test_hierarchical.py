@@ -149,10 +149,9 @@ def test_estimator_b_is_refused_for_the_bottom_up_guide_and_taken_for_the_top_do
 
 
 def test_a_two_layer_run_folder_trains_scores_and_samples_through_the_program(tmp_path):
-    """run.train writes a run (metrics with z1's and z2's units), the program draws new data; the run's one-layer
-    sample command refuses it before writing anything."""
+    """run.train writes a run (metrics with z1's and z2's units), the program draws new data, and the run's
+    sample command draws z2, z1 and x ancestrally from the model (seeded)."""
     from inference.run import load_run, sample_run, train
-    from pyro_vae.errors import UnsupportedModelError
 
     net = {"name": "mlp", "hidden": [16]}
     spec = {"model": {"latent_dim": 3, "program": {"name": "hierarchical", "top_latent_dim": 2, "top_hidden": [8]},
@@ -162,6 +161,10 @@ def test_a_two_layer_run_folder_trains_scores_and_samples_through_the_program(tm
     assert len(result.metrics["test"]["kl_per_dim"]) == 3 + 2 and result.metrics["kl_mode"] == "monte_carlo"
     _, _, program = load_run(tmp_path / "run")
     assert program.sample(4).shape == (4, 64)
-    with pytest.raises(UnsupportedModelError, match=r"\['z1', 'z2'\].*program.sample"):
-        sample_run(tmp_path / "run", n=4)
-    assert not (tmp_path / "run" / "samples").exists()
+    drawn = sample_run(tmp_path / "run", n=4, seed=3)
+    assert {k: tuple(v.shape) for k, v in drawn.latents.items()} == {"z1": (4, 3), "z2": (4, 2)}
+    assert torch.equal(drawn.z, drawn.latents["z1"]) and drawn.draws.shape == drawn.means.shape == (4, 64)
+    with torch.no_grad():  # the means are E[x | z1] of the drawn z1
+        torch.testing.assert_close(drawn.means, program.decode(drawn.z).mean)
+    again = sample_run(tmp_path / "run", n=4, seed=3)
+    assert torch.equal(again.draws, drawn.draws) and torch.equal(again.latents["z2"], drawn.latents["z2"])

@@ -40,3 +40,39 @@ def test_cli_diagnose_writes_the_report_and_the_netcdf_files(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "report:" in printed and ("PASS" in printed or "FAIL" in printed)
     assert main(["diagnose", str(tmp_path / "nothing")]) == 2
+
+
+def test_diagnose_a_two_layer_run_per_layer_and_says_what_it_skipped(tmp_path):
+    """z2 -> z1 -> x: k-hat over both latents, active units per layer, PPC through z1; MCMC and the gaps
+    (which read one site z) skipped with the reason."""
+    from inference.run import train
+
+    run_dir = tmp_path / "two_layers"
+    mlp = {"name": "mlp", "hidden": [16]}
+    spec = {"model": {"program": {"name": "hierarchical", "top_latent_dim": 2, "top_hidden": [8]}, "latent_dim": 3,
+                      "encoder": mlp, "decoder": mlp},
+            "data": {"max_train": 200}, "train": {"epochs": 2, "batch_size": 50}}
+    train(spec, run_dir, eval_samples=10, progress=False)
+    result = dg.diagnose_run(run_dir, mcmc_points=2, samples=20, warmup=20, gap_points=3, is_samples=30,
+                             local_steps=10, ppc_draws=5, rows=20, progress=False)
+    numbers = json.loads((run_dir / "diagnostics" / "diagnostics.json").read_text())
+    assert set(numbers["skipped"]) == {"mcmc", "gaps"} and "['z1', 'z2']" in numbers["skipped"]["gaps"]
+    assert set(result.layers) == {"z1", "z2"} and sum(result.layers.values()) == int(result.active.sum())
+    assert result.kl_per_dim.shape == result.active.shape == (3 + 2,)
+    assert result.khat.khat.shape == (20,) and result.ppc.loglik_observed.shape[1] == 20
+    report = (run_dir / "diagnostics" / "report.md").read_text()
+    assert "Active units per layer: z1" in report and "it covers one latent site 'z'" in report
+
+
+def test_diagnose_refuses_an_m2_run_and_names_evaluate(tmp_path):
+    from inference.run import train
+    from pyro_vae.errors import ConfigError
+
+    run_dir = tmp_path / "m2"
+    mlp = {"name": "mlp", "hidden": [16]}
+    spec = {"model": {"program": {"name": "m2", "classes": 10}, "latent_dim": 2, "encoder": mlp, "decoder": mlp},
+            "data": {"max_train": 200, "labels": 20}, "train": {"elbo": "enum", "epochs": 1, "batch_size": 50}}
+    train(spec, run_dir, eval_samples=4, progress=False)
+    with pytest.raises(ConfigError, match="pyro-vae evaluate"):
+        dg.diagnose_run(run_dir, mcmc_points=2, gap_points=2, rows=20, progress=False)
+    assert not (run_dir / "diagnostics").exists()
