@@ -42,10 +42,12 @@ from inference.completion.yardstick import score_conditional, score_vae_completi
 from pyro_vae import build_program, load_dataset  # noqa: E402
 from pyro_vae.observation import LowResolution, ObservedPart  # noqa: E402
 
-QUICK = dict(max_train=10000, epochs=8, rows=300, K=200, hidden=[256], observed=[1], factors=[4],
+QUICK = dict(max_train=10000, epochs=8, rows=300, vae_rows=300, K=200, hidden=[256], observed=[1], factors=[4],
              datasets=["mnist"], methods=["naive", "sir", "mwg", "pseudo_gibbs", "nuts"])
-FULL = dict(max_train=None, epochs=50, rows=10000, K=1000, hidden=[500, 500], observed=[1, 2, 3], factors=[2, 4],
-            datasets=["mnist", "fashion-mnist"], methods=["naive", "sir", "mwg", "pseudo_gibbs", "nuts"])
+FULL = dict(max_train=None, epochs=50, rows=10000, vae_rows=10000, K=1000, hidden=[500, 500], observed=[1, 2, 3],
+            factors=[2, 4], datasets=["mnist", "fashion-mnist"], methods=["naive", "sir", "mwg", "pseudo_gibbs", "nuts"])
+# ``rows``: test images scored for the CVAE, the baseline and bicubic; ``vae_rows``: the first of them completed and
+# scored through the unconditional VAE (NUTS, the Gibbs chains and the NUTS-fitted proposal cost far more per image)
 
 
 def fitted(program: dict, data, cfg, likelihood: str, latent_dim: int, seed: int = 0):
@@ -74,6 +76,7 @@ def row(name, score=None, comps=None, x=None, missing=None, train_s=None, comple
 def quadrants(cfg, data_dir) -> list[dict]:
     data = load_dataset("mnist", data_dir=data_dir, binarize="dynamic", max_train=cfg["max_train"], seed=0)
     x = data.test[: cfg["rows"]]
+    xv = x[: cfg["vae_rows"]]
     vae, vae_s = fitted("vae", data, cfg, "bernoulli", 16)
     rows = []
     for observed in cfg["observed"]:
@@ -85,15 +88,15 @@ def quadrants(cfg, data_dir) -> list[dict]:
             rows.append({"observed": observed, **row(name, score, comps, x, ~prog.task.mask, secs,
                                                      time.perf_counter() - t0, data.image_shape)})
             mask = prog.task.mask
-        score = score_vae_completion(vae, x, mask, num_samples=cfg["K"])
+        score = score_vae_completion(vae, xv, mask, num_samples=cfg["K"])
         t0 = time.perf_counter()
-        nuts_score = score_vae_completion(vae, x, mask, num_samples=cfg["K"], proposal="nuts")
+        nuts_score = score_vae_completion(vae, xv, mask, num_samples=cfg["K"], proposal="nuts")
         rows.append({"observed": observed, **row("vae (NLL with proposal=nuts)", nuts_score, train_s=vae_s,
                                                  complete_s=time.perf_counter() - t0)})
         for method in cfg["methods"]:
-            out = complete_by_inference(ObservedPart(vae, mask), x, method=method, num_samples=10,
+            out = complete_by_inference(ObservedPart(vae, mask), xv, method=method, num_samples=10,
                                         warmup=100, proposals=1000)
-            rows.append({"observed": observed, **row(f"vae+{method}", score, out.means, x, ~mask, vae_s,
+            rows.append({"observed": observed, **row(f"vae+{method}", score, out.means, xv, ~mask, vae_s,
                                                      out.seconds, data.image_shape)})
         print_rows(rows[-(3 + len(cfg["methods"])):])
     return rows
@@ -117,8 +120,10 @@ def superres(cfg, data_dir) -> list[dict]:
                 found.append({"dataset": dataset, "factor": f, **row(name, None, comps, x, None, secs, None,
                                                                      data.image_shape)})
             obs = LowResolution(vae, data.image_shape, f, sigma=0.05)
-            out = complete_by_inference(obs, lr.reshape(len(x), -1), method="sir", num_samples=10, proposals=1000)
-            found.append({"dataset": dataset, "factor": f, **row("vae+sir", None, out.means, x, None, vae_s,
+            nv = cfg["vae_rows"]
+            out = complete_by_inference(obs, lr[:nv].reshape(len(x[:nv]), -1), method="sir",
+                                        num_samples=10, proposals=1000)
+            found.append({"dataset": dataset, "factor": f, **row("vae+sir", None, out.means, x[:nv], None, vae_s,
                                                                  out.seconds, data.image_shape)})
             print_rows(found)
             rows += found
@@ -139,15 +144,35 @@ def main() -> None:
     p.add_argument("--data-dir", type=Path, default=default_data_dir())
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=Path("runs/completion_benchmark"))
+    p.add_argument("--epochs", type=int, help="training epochs of every model (default: 8 quick, 50 full)")
+    p.add_argument("--rows", type=int, help="test images scored (default: 300 quick, 10000 full)")
+    p.add_argument("--vae-rows", type=int, help="of those, completed and scored through the VAE (default: all)")
+    p.add_argument("-K", type=int, help="importance samples per image (default: 200 quick, 1000 full)")
+    p.add_argument("--observed", help="comma-separated observed quadrant counts, e.g. 1,2,3")
+    p.add_argument("--factors", help="comma-separated super-resolution factors, e.g. 2,4")
+    p.add_argument("--datasets", help="comma-separated datasets for super-resolution, e.g. mnist,fashion-mnist")
+    p.add_argument("--methods", help="comma-separated VAE completion methods, e.g. naive,sir,mwg,pseudo_gibbs,nuts")
+    p.add_argument("--skip", choices=["quadrants", "superres"], help="leave one part out")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    cfg = QUICK if args.quick else FULL
+    cfg = dict(QUICK if args.quick else FULL)
+    for key in ("epochs", "rows", "K"):
+        if getattr(args, key) is not None:
+            cfg[key] = getattr(args, key)
+    cfg["vae_rows"] = min(args.vae_rows or cfg["rows"], cfg["rows"])
+    for key, cast in (("observed", int), ("factors", int), ("datasets", str), ("methods", str)):
+        if getattr(args, key):
+            cfg[key] = [cast(v) for v in getattr(args, key).split(",")]
+    print(f"config: {json.dumps(cfg)}", flush=True)
     t0 = time.perf_counter()
-    print("== quadrants (binarized MNIST; nll = -log p(y | c) or -log p(x_miss | x_obs), nats per image) ==")
-    rows = quadrants(cfg, args.data_dir)
-    print("== super-resolution (grey MNIST, continuous Bernoulli) ==")
-    rows += superres(cfg, args.data_dir)
+    rows = []
+    if args.skip != "quadrants":
+        print("== quadrants (binarized MNIST; nll = -log p(y | c) or -log p(x_miss | x_obs), nats per image) ==")
+        rows += quadrants(cfg, args.data_dir)
+    if args.skip != "superres":
+        print("== super-resolution (grey levels, continuous Bernoulli) ==")
+        rows += superres(cfg, args.data_dir)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "completion.json").write_text(json.dumps({"config": cfg, "rows": rows}, indent=1))
     print(f"total {time.perf_counter() - t0:.0f} s; written {args.out / 'completion.json'}")
