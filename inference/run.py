@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -29,15 +28,14 @@ import pyro
 from pyro import poutine
 import torch
 
-from inference import evaluate, semisup, svi
 from inference.devices import device_record, module_placement, resolve_device
 from inference.semisup import results as semisup_results
 from inference.semisup.m1 import latent_features, latent_rows
 from inference.objectives import kl_mode
 from inference.run_folder import check_fresh, check_resume_spec, clear_run, locked
+from inference.run_kinds import kind_of
 from inference.training import FitResult, check_resumable, check_train_spec, data_info, load_checkpoint, vae_state
 from inference.training import distributed
-from inference.training.settings import check_fit_inputs
 from inference.training.tracking import TensorBoardTracker, require_tensorboard
 from pyro_vae.checks import positive_int
 from pyro_vae.data import DataSplits, load_dataset
@@ -46,10 +44,9 @@ from pyro_vae.errors import ConfigError, DataError, TrainingError
 from pyro_vae.spec import RunSpec, load_spec, override, save_spec, spec_to_dict
 from pyro_vae.export import export_program
 from pyro_vae.files import atomic_write, write_json, write_text
-from pyro_vae.plots import plot_sample_grid, save_run_figures
+from pyro_vae.plots import plot_sample_grid
 from pyro_vae.build import build_program
 from pyro_vae.vae import VAE
-from pyro_vae.cvae import is_conditional
 
 logger = logging.getLogger(__name__)
 
@@ -88,29 +85,15 @@ def new_program(spec: RunSpec, data: DataSplits) -> VAE:
 
 
 def test_metrics(vae: VAE, data: DataSplits, *, num_samples: int, rows: int | None = None,
-                 progress: bool = True) -> dict[str, Any]:
-    """Held-out metrics of a trained VAE on the first ``rows`` of ``data.test`` (all for None): the one yardstick, IS log p(x).
-
-    The test split is already in a seeded random order, so its first rows are a random subset.
-    ``seconds`` is the evaluation's wall time. The rows are scored on the VAE's device, in its dtype.
+                 progress: bool = True, figures_dir: Path | None = None) -> dict[str, Any]:
+    """Held-out metrics of a trained program on the first ``rows`` of ``data.test`` (all for None), as its kind
+    measures them (:mod:`inference.run_kinds`): the one yardstick, IS log p(x), for a generative program;
+    log p(y | c) for a conditional one; plus accuracy and calibration for a semi-supervised one (their figures
+    in ``figures_dir`` when given). ``seconds`` is the evaluation's wall time.
     """
     if rows is not None:
         positive_int("eval_rows", rows)
-    if is_conditional(vae):  # a conditional program (cvae): the completion yardstick, log p(y | c)
-        from inference.completion.runs import conditional_test_metrics  # imports diagnostics (ArviZ): when used
-
-        return conditional_test_metrics(vae, data.test[:rows], num_samples=num_samples, progress=progress)
-    t0 = time.perf_counter()
-    device, dtype = module_placement(vae)
-    x = data.test[:rows].to(device=device, dtype=dtype)
-    ev = evaluate.evaluate_vae(vae, x, num_samples=num_samples, progress=progress)
-    out: dict[str, Any] = {"seconds": time.perf_counter() - t0}
-    for key in ("log_likelihood", "elbo_a", "elbo_b"):
-        est = getattr(ev, key)
-        out[key] = {"mean": est.mean, "stderr": est.stderr, "n": est.n, "num_samples": est.num_samples}
-    out["active_units"] = int(ev.active_units)
-    out["kl_per_dim"] = [float(v) for v in ev.kl_per_dim]
-    return out
+    return kind_of(vae).test_metrics(vae, data, figures_dir, num_samples=num_samples, rows=rows, progress=progress)
 
 
 def train(
@@ -164,8 +147,8 @@ def train(
     vae = new_program(spec, data)
     _check_run_data(vae, data, spec)
     if not main:  # another process of a torchrun job: train, write nothing
-        fit = _fitter(vae)(vae, data, spec.train, run_dir=run_dir, resume=resume, allow_data_change=allow_data_change,
-                      progress=False)
+        fit = kind_of(vae).fit(vae, data, spec.train, run_dir=run_dir, resume=resume,
+                               allow_data_change=allow_data_change, progress=False)
         return RunResult(run_dir, fit, {})
     with locked(run_dir), contextlib.ExitStack() as stack:
         if not resume:  # again under the lock: another run may have finished in the folder meanwhile
@@ -179,53 +162,30 @@ def train(
             stack.callback(tracker.close)
             callbacks.append(tracker)
         logger.info("training %s on %s (%d train rows)", type(vae).__name__, data.name, len(data.train))
-        fit = _fitter(vae)(vae, data, spec.train, run_dir=run_dir, resume=resume, allow_data_change=allow_data_change,
-                           callbacks=callbacks, progress=progress)
+        fit = kind_of(vae).fit(vae, data, spec.train, run_dir=run_dir, resume=resume,
+                               allow_data_change=allow_data_change, callbacks=callbacks, progress=progress)
         metrics = _finish_run(spec, data, vae, fit, run_dir, eval_samples=eval_samples, eval_rows=eval_rows,
                               progress=progress)
     return RunResult(run_dir, fit, metrics)
 
 
-def _fitter(vae: VAE):
-    """The fitting function of the program: semi-supervised M2's (mixed labelled batches) or SVI's."""
-    return semisup.fit if semisup.is_semi_supervised(vae) else svi.fit
-
-
-def _test_record(vae: VAE, data: DataSplits, figures_dir: Path, *, num_samples: int, rows: int | None,
-                 progress: bool) -> dict[str, Any]:
-    """:func:`test_metrics`, plus accuracy and calibration (and their figures) for a semi-supervised program."""
-    test = test_metrics(vae, data, num_samples=num_samples, rows=rows, progress=progress)
-    if semisup.is_semi_supervised(vae):
-        test["semi_supervised"] = semisup_results.record(vae, data, figures_dir, num_samples=num_samples,
-                                                         rows=rows, progress=progress)
-    return test
-
-
 def _finish_run(spec: RunSpec, data: DataSplits, vae: VAE, fit: FitResult, run_dir: Path, *, eval_samples: int,
                 eval_rows: int | None, progress: bool) -> dict[str, Any]:
     """After the fit: the test metrics, metrics.json, the figures and report.md of the run folder."""
-    test = _test_record(vae, data, run_dir / "figures", num_samples=eval_samples, rows=eval_rows, progress=progress)
+    test = test_metrics(vae, data, num_samples=eval_samples, rows=eval_rows, progress=progress,
+                        figures_dir=run_dir / "figures")
     metrics = _run_metrics(spec, data, vae, fit, test)
     metrics["device"] = {**device_record(module_placement(vae)[0]), "processes": distributed.world()[1]}
     write_json(run_dir / "metrics.json", metrics)
-    if is_conditional(vae):
-        from inference.completion.runs import save_conditional_figures as figures
-    else:
-        figures = save_run_figures
-    figures(vae, data, fit.history, run_dir / "figures")
+    kind_of(vae).figures(vae, data, fit.history, run_dir / "figures")
     write_report(run_dir, metrics)
     return metrics
 
 
 def _check_run_data(vae: VAE, data: DataSplits, spec: RunSpec) -> None:
-    """What svi.fit and the evaluation would refuse, refused before the folder is touched: the fit's inputs
-    (:func:`inference.svi.check_program_data`) and a test split with too few rows to score."""
-    svi.check_program_data(vae, data, check_fit_inputs(vae, data, spec.train))
-    if semisup.is_semi_supervised(vae):
-        semisup.check_semi_supervised(vae, data, spec.train)
-    elif spec.data.labels is not None:
-        raise ConfigError(f"data.labels={spec.data.labels} hides labels for semi-supervised training, but the program "
-                          f"{spec.model.program.name!r} takes none; use model.program: m2, or drop data.labels (--labels)")
+    """What the fit and the evaluation would refuse, refused before the folder is touched: the kind's checks of
+    the fit's inputs (:mod:`inference.run_kinds`) and a test split with too few rows to score."""
+    kind_of(vae).check_data(vae, data, spec)
     if data.test.shape[0] < 2:
         raise DataError(
             f"the test split has {data.test.shape[0]} row(s); a run scores its held-out log p(x) on at least 2 "
@@ -319,7 +279,8 @@ def evaluate_run(run_dir: str | Path, *, num_samples: int = 5000, rows: int | No
     resolve_device(device)
     _, data, vae = load_run(run_dir, device=device)
     with locked(run_dir):
-        test = _test_record(vae, data, run_dir / "figures", num_samples=num_samples, rows=rows, progress=progress)
+        test = test_metrics(vae, data, num_samples=num_samples, rows=rows, progress=progress,
+                            figures_dir=run_dir / "figures")
         path = run_dir / "metrics.json"
         metrics = json.loads(path.read_text()) if path.is_file() else {}
         metrics["test"] = test
@@ -336,7 +297,7 @@ def classify_run(run_dir: str | Path, *, dataset: str = "test", out: str | Path 
     """
     run_dir = Path(run_dir)
     spec, data, program = load_run(run_dir)
-    if not semisup.is_semi_supervised(program):
+    if kind_of(program).name != "semi_supervised":
         raise ConfigError(f"{run_dir} holds a {type(program).__name__}, which has no classifier; classify runs of "
                           "model.program: m2")
     x, labels, name = semisup_results.rows_to_classify(data, dataset)
@@ -378,7 +339,7 @@ def sample_run(run_dir: str | Path, *, n: int = 64, seed: int = 0, device: str |
     run_dir = Path(run_dir)
     target = resolve_device(device)
     _, data, vae = load_run(run_dir, device=target)
-    if is_conditional(vae):
+    if kind_of(vae).name == "conditional":
         raise ConfigError(f"{run_dir} holds a conditional program ({vae.task.label}): it samples completions of given "
                           f"data, not new datapoints; use `pyro-vae complete {run_dir} --mask ...`")
     sites = tuple(getattr(vae, "latents", ("z",)))
