@@ -59,8 +59,7 @@ from inference.layer_units import layer_units
 from inference.mcmc import sample_latents
 from inference.devices import resolve_device
 from inference.run import load_run
-from inference.semisup import is_semi_supervised
-from pyro_vae.cvae import is_conditional
+from inference.run_kinds import kind_of
 from inference.run_folder import locked
 from pyro_vae.files import write_json, write_text
 from pyro_vae.data import DataSplits
@@ -320,11 +319,12 @@ def _diagnose(run_dir: Path, s: _Settings, *, seed: int, progress: bool, device:
 def _diagnose_locked(run_dir: Path, s: _Settings, *, seed: int, progress: bool, device: torch.device) -> Diagnosis:
     t0 = time.perf_counter()
     _, data, vae = load_run(run_dir, device=device)
-    if is_conditional(vae):  # before anything is written
+    kind = kind_of(vae).name
+    if kind == "conditional":  # before anything is written
         raise ConfigError(f"{run_dir} holds a conditional program ({vae.task.label}); diagnose reads an unconditional "
                           f"VAE's p(x | z). Score it with `pyro-vae complete {run_dir} --mask ...` (k-hat included)")
     latents = tuple(getattr(vae, "latents", ("z",)))
-    if is_semi_supervised(vae):  # M2: the class label y is a discrete latent
+    if kind == "semi_supervised":  # M2: the class label y is a discrete latent
         raise ConfigError(f"{run_dir} holds a semi-supervised program with the discrete latent y; diagnose reads "
                           f"continuous latents. Use `pyro-vae evaluate {run_dir}` (accuracy, calibration, log p(x) "
                           "with y summed out, k-hat)")
