@@ -36,10 +36,10 @@ PAPER_M1M2 = {100: 3.33, 600: 2.59, 1000: 2.40, 3000: 2.18}
 PYRO_ACCURACY = {100: 93.19, 600: 94.37, 1000: 94.87, 3000: 95.82}
 
 
-def m2_spec(latent_dim: int, hidden: int, likelihood: str = "bernoulli") -> ModelSpec:
+def m2_spec(latent_dim: int, hidden: int, likelihood: str = "bernoulli", alpha: float | None = None) -> ModelSpec:
     net = {"name": "mlp", "hidden": [hidden], "activation": "softplus"}
-    return ModelSpec(program={"name": "m2", "classes": 10}, latent_dim=latent_dim, likelihood=likelihood,
-                     encoder=net, decoder=net)
+    program = {"name": "m2", "classes": 10, **({"alpha": alpha} if alpha is not None else {})}
+    return ModelSpec(program=program, latent_dim=latent_dim, likelihood=likelihood, encoder=net, decoder=net)
 
 
 def error(model, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -52,7 +52,7 @@ def one_draw(data, n_labels: int, draw: int, args: argparse.Namespace) -> dict[s
     semi = semi_supervised(data, n_labels, seed=draw)
     train = TrainSpec(elbo="enum", epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, patience=args.patience,
                       seed=draw)
-    program = build_program(m2_spec(args.latent_dim, args.hidden), data_dim=data.feature_dim, seed=draw)
+    program = build_program(m2_spec(args.latent_dim, args.hidden, alpha=args.alpha), data_dim=data.feature_dim, seed=draw)
     floor = baseline_for(program, seed=draw)
     t0 = time.perf_counter()
     fit = semisup.fit(program, semi, train, progress=not args.quiet)
@@ -65,8 +65,8 @@ def one_draw(data, n_labels: int, draw: int, args: argparse.Namespace) -> dict[s
         from inference.semisup.m1 import latent_features
 
         features = latent_features(args.m1, semi)
-        m1m2 = build_program(m2_spec(args.latent_dim, args.hidden, "gaussian_learned"), data_dim=features.feature_dim,
-                             seed=draw)
+        m1m2 = build_program(m2_spec(args.latent_dim, args.hidden, "gaussian_learned", args.alpha),
+                             data_dim=features.feature_dim, seed=draw)
         semisup.fit(m1m2, features, train, progress=not args.quiet)
         out["m1m2"] = error(m1m2, features.test, features.test_labels)
     return out
@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hidden", type=int, default=500)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--alpha", type=float, help="weight of alpha E_labelled[log q(y | x)] (default 0.1 N)")
     p.add_argument("--m1", help="a VAE run folder on MNIST: also fit M1+M2 on its latent means")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--figure", help="write the error-against-labels figure (PNG) here")
@@ -102,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     data = load_dataset("mnist", data_dir=default_data_dir(), binarize="dynamic", val_fraction=args.val_fraction, seed=0,
                         max_train=args.max_train)
     print(f"MNIST: {len(data.train)} train, {len(data.val)} labelled validation, {len(data.test)} test rows; "
-          f"M2 784-{args.hidden}-{args.latent_dim}, {args.epochs} epochs max, lr {args.lr}, {args.threads} threads")
+          f"M2 784-{args.hidden}-{args.latent_dim}, {args.epochs} epochs max, lr {args.lr}, {args.threads} threads, "
+          f"alpha {args.alpha if args.alpha is not None else '0.1 N'}")
     print("labels | M2 error %        | labelled-only %   | M1+M2 %           | s/run | paper M2 / M1+M2 | Pyro ex. acc")
     table: dict[int, list[dict[str, float]]] = {}
     for n in (int(v) for v in args.labels.split(",")):
