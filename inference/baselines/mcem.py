@@ -236,9 +236,7 @@ def fit_mcem(
     if not isinstance(vae, VAE):
         raise ConfigError(f"fit_mcem needs a VAE (pyro_vae.build_vae), got {type(vae).__name__}")
     vae, splits = prepare(vae, data, seed, "MCEM")
-    if module_placement(vae)[0].type != "cpu":
-        raise UnsupportedModelError(f"fit_mcem runs on the CPU only (its HMC chains draw from a CPU generator); the "
-                                    f"program is on {module_placement(vae)[0]}: move it with vae.cpu()")
+    _require_cpu(vae)
     x, n = on_module(vae, splits.train), int(splits.train.shape[0])
     train = TrainSpec(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                       **({"lr_schedule": "exponential", "lr_final": lr * lr_decay} if lr_decay < 1 else {}))
@@ -261,6 +259,14 @@ def fit_mcem(
         logger.info("fit_mcem: %d epochs in %.1f s, log p(x, z) %.4f per datapoint, acceptance %.3f",
                     len(result.history), result.wall_time, last.train_elbo, last.stats.get("accept_rate", math.nan))
     return result
+
+
+def _require_cpu(vae: VAE) -> None:
+    """UnsupportedModelError for a program off the CPU: the HMC chains draw from a CPU generator."""
+    device = module_placement(vae)[0]
+    if device.type != "cpu":
+        raise UnsupportedModelError(f"fit_mcem runs on the CPU only (its HMC chains draw from a CPU generator); the "
+                                    f"program is on {device}: move it with vae.cpu()")
 
 
 def _search(vae: VAE, chains: Chains, x: Tensor, dynamic: bool, generator: torch.Generator,
