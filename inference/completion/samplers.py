@@ -66,7 +66,17 @@ def _naive(obs: Any, x: torch.Tensor, S: int) -> torch.Tensor:
     return obs.posterior(x).sample((S,))
 
 
+SIR_FLOATS = 2e7  # decoded values (proposals x rows x features) per block of rows in sir
+
+
+@torch.no_grad()
 def _sir(obs: Any, x: torch.Tensor, S: int, proposals: int) -> torch.Tensor:
+    """z (S, N, d): S draws per row, resampled from its K proposals; rows in blocks of at most SIR_FLOATS decoded values."""
+    rows = max(1, int(SIR_FLOATS // (proposals * obs.vae.data_dim)))
+    return torch.cat([_sir_rows(obs, x[r0:r0 + rows], S, proposals) for r0 in range(0, x.shape[0], rows)], dim=1)
+
+
+def _sir_rows(obs: Any, x: torch.Tensor, S: int, proposals: int) -> torch.Tensor:
     lw = log_weights(obs.model, defensive_guide(obs), proposals, x, site_scales=False)
     z = lw.guide_trace.nodes["z"]["value"]  # (K, B, d)
     idx = torch.multinomial(torch.softmax(lw.log_w, 0).T, S, replacement=True)  # (B, S)

@@ -42,8 +42,14 @@ def check_moments(draws, mean, cov):
     assert ((torch.cov(draws.T) - cov).abs() <= 5 * sd_cov).all(), (torch.cov(draws.T), cov, sd_cov)
 
 
-@pytest.mark.parametrize("method", ["mwg", "nuts", "sir"])
-def test_completion_matches_the_exact_gaussian_conditional(ppca, method):
+@pytest.mark.parametrize("method", ["mwg", "nuts", "sir", "sir in blocks"])
+def test_completion_matches_the_exact_gaussian_conditional(ppca, method, monkeypatch):
+    """'sir in blocks': the rows resampled in 6 blocks of 100 (the memory bound of sir on many rows)."""
+    if method == "sir in blocks":
+        import inference.completion.samplers as samplers
+
+        monkeypatch.setattr(samplers, "SIR_FLOATS", 2000 * D * 100)
+        method = "sir"
     vae, row, mean, cov = ppca
     n = 600
     x = row.expand(n, D).clone()
