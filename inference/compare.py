@@ -39,7 +39,6 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from inference import methods as method_api
-from inference.devices import resolve_device
 from inference.evaluate import Estimate
 from inference.methods import Budget, MethodResult
 from inference.progress import bar
@@ -228,9 +227,7 @@ def run_compare(
     writes ``results.csv``, ``results.md`` and ``figure3.png`` there.
     """
     spec = load_spec(spec)
-    name = "device" if device is not None else "train.device"
-    placed = resolve_device(spec.train.device if device is None else device, name=name)
-    spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, device=str(placed)))
+    spec = method_api.placed(spec, device)  # every method fit below trains on this resolved device
     methods = parse_methods(methods)
     sizes = parse_sizes(train_sizes)
     budget = Budget.parse(budget)

@@ -87,7 +87,7 @@ def fit(
     ``train.batch_size`` larger than the training rows is refused), the method's name, the
     budget, the checkpoints and the options.
     """
-    spec = _placed(load_spec(spec), device)
+    spec = placed(load_spec(spec), device)
     check_batch_size(spec.train, check_data_splits(data))
     runner = METHODS.get(name_string("method", method))
     budget = Budget.parse(budget)
@@ -101,7 +101,7 @@ def fit(
     return result
 
 
-def _placed(spec: RunSpec, device: str | torch.device | None) -> RunSpec:
+def placed(spec: RunSpec, device: str | torch.device | None) -> RunSpec:
     """``spec`` with ``train.device`` resolved on this machine (``device``, when given, overrides it); ConfigError
     naming what the machine has for a device it lacks. The SVI methods, map and local-vi train there; mcem and
     mcmc run on the CPU only and refuse another device (UnsupportedModelError: compare records the reason)."""
@@ -206,5 +206,5 @@ def check_options(method: str, fn: Callable[..., Any], options: Mapping[str, Any
 
 __all__ = [
     "METHODS", "MethodRunner", "method_names", "check_methods", "fit", "score", "test_elbo", "proposal_for",
-    "scoring", "check_options", "require_cpu", "DEFAULT_CHECKPOINTS",
+    "scoring", "check_options", "placed", "require_cpu", "DEFAULT_CHECKPOINTS",
 ]
