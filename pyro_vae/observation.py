@@ -57,11 +57,14 @@ class _Observed(nn.Module):
         """q_phi(z | fill(x)): the VAE's encoder on the naively filled datapoint."""
         return self.vae.posterior(self.fill(x))
 
-    def model(self, x: torch.Tensor, *, num_data: int | None = None, beta: float = 1.0) -> torch.Tensor:
-        """z ~ p(z); the observed part of x ~ the observation model given z."""
-        with data_plate(x.shape[0], num_data):
+    def model(self, x: torch.Tensor | None = None, *, num_data: int | None = None, beta: float = 1.0,
+              num_samples: int | None = None) -> torch.Tensor:
+        """z ~ p(z); the observed part of x ~ the observation model given z (``x=None``: ``num_samples`` draws)."""
+        if x is None and num_samples is None:
+            raise ValueError("model(x=None) needs num_samples, the number of datapoints to generate")
+        with data_plate(x.shape[0] if x is not None else num_samples, num_data):
             z = pyro.sample("z", self.prior())
-            return pyro.sample("x", self.decode(z), obs=self.observed_value(x))
+            return pyro.sample("x", self.decode(z), obs=None if x is None else self.observed_value(x))
 
     def guide(self, x: torch.Tensor, *, num_data: int | None = None, beta: float = 1.0) -> torch.Tensor:
         """z ~ q_phi(z | fill(x))."""

@@ -38,7 +38,7 @@ from pyro_vae.plots.completion import plot_completion_grid
 
 MODEL_METHOD = "model"  # a conditional program completes with its own p(y | c)
 ALL_METHODS = (MODEL_METHOD, *METHODS)
-PROPOSALS = ("defensive", "nuts")  # of log p(x_obs) for a VAE run
+PROPOSALS = ("defensive", "local_vi", "nuts")  # of log p(x_obs) for a VAE run
 
 
 class CompletionResult(NamedTuple):
@@ -92,7 +92,7 @@ def _complete_vae(vae: Any, task: Any, x: torch.Tensor, method: str, samples: in
 
 
 def complete_run(run_dir: str | Path, *, mask: str = "quadrants:1", method: str | None = None, rows: int = 100,
-                 samples: int = 8, num_samples: int = 1000, sigma: float = 0.05, proposal: str = "defensive",
+                 samples: int = 8, num_samples: int = 1000, sigma: float = 0.05, proposal: str = "local_vi",
                  seed: int = 0, device: str | torch.device | None = None) -> CompletionResult:
     """Complete the first ``rows`` test rows of a run under ``mask`` (``quadrants:N``, ``random:F``, ``center``,
     ``rows:F``, ``downsample:F``) with ``samples`` completions each (module docstring).
@@ -100,7 +100,7 @@ def complete_run(run_dir: str | Path, *, mask: str = "quadrants:1", method: str 
     ``method``: ``model`` for a conditional run (the default there), else one of
     :data:`~inference.completion.samplers.METHODS` (default ``sir``). ``num_samples``: K of the
     importance-sampled conditional NLL. ``sigma``: noise sd of the low-resolution observation model
-    (VAE super-resolution). ``proposal``: of log p(x_obs) for a VAE run, ``defensive`` or ``nuts``
+    (VAE super-resolution). ``proposal``: of log p(x_obs) for a VAE run, ``defensive``, ``local_vi`` or ``nuts``
     (:func:`~inference.completion.yardstick.score_vae_completion`). ``device``: where the program runs
     (``cpu``, ``cuda``, ``cuda:N``, ``mps``, ``auto``; default cpu); the metrics and figures are computed
     on CPU copies. Every argument is checked before anything is computed or written.
