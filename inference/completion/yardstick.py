@@ -141,7 +141,7 @@ def score_vae_completion(vae: Any, x: torch.Tensor, mask: torch.Tensor, *, num_s
     x_obs = part.observed_value(x)  # the rows as the observation model reads them (missing entries ignored)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        guide = _proposal(part, proposal, x_obs, seed)
+        guide = observed_proposal(part, proposal, x_obs, seed)
         ll_x, k_x = importance_log_likelihood(vae.model, vae.guide, x, num_samples)
         ll_obs, k_obs = importance_log_likelihood(part.model, guide, x_obs, num_samples)
         elbo_x = _mean_log_weight(vae.model, vae.guide, x, elbo_particles)
@@ -149,7 +149,9 @@ def score_vae_completion(vae: Any, x: torch.Tensor, mask: torch.Tensor, *, num_s
                            Estimate.from_values(ll_obs - elbo_x, elbo_particles), np.maximum(k_x, k_obs), num_samples)
 
 
-def _proposal(part: ObservedPart, proposal: str | Callable, x_obs: torch.Tensor, seed: int) -> Callable:
+def observed_proposal(part: ObservedPart, proposal: str | Callable, x_obs: torch.Tensor, seed: int = 0) -> Callable:
+    """The importance-sampling guide named ``proposal`` for log p(x_obs) on the masked program ``part``, fitted to
+    the rows ``x_obs`` where it needs fitting (``local_vi``, ``nuts``); see :func:`score_vae_completion`."""
     if callable(proposal):
         return proposal
     if proposal == "nuts":  # a Gaussian fitted to NUTS draws of z | x_obs, 9:1 with the prior
@@ -189,4 +191,5 @@ def local_vi_proposal(part: ObservedPart, x_obs: torch.Tensor, seed: int = 0, *,
     return GaussianProposal.from_moments(mean, cov, x_obs)
 
 
-__all__ = ["CompletionScore", "score_conditional", "score_vae_completion", "importance_log_likelihood", "local_vi_proposal"]
+__all__ = ["CompletionScore", "score_conditional", "score_vae_completion", "importance_log_likelihood", "local_vi_proposal",
+           "observed_proposal"]

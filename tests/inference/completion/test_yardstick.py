@@ -15,7 +15,7 @@ import pyro.distributions as dist
 import pytest
 import torch
 
-from inference.completion.yardstick import _proposal, local_vi_proposal, score_conditional, score_vae_completion
+from inference.completion.yardstick import observed_proposal, local_vi_proposal, score_conditional, score_vae_completion
 from inference.mcmc.proposal import PROPOSAL_SCALE
 from inference.log_weights import log_weights
 from pyro_vae import ConfigError
@@ -79,7 +79,7 @@ def test_the_nuts_fitted_proposal_is_within_its_monte_carlo_error_and_beats_the_
     part = ObservedPart(vae, MASK)
     x_obs = part.observed_value(x)
     with torch.no_grad():
-        nuts = _proposal(part, "nuts", x_obs, 1)
+        nuts = observed_proposal(part, "nuts", x_obs, 1)
         se = standard_errors(log_weights(part.model, nuts, K, x_obs, site_scales=False).log_w, K)
         se_prior = standard_errors(log_weights(part.model, lambda x, **_: _prior_guide(part, x), K, x,
                                                site_scales=False).log_w, K)
@@ -152,7 +152,7 @@ def test_the_local_vi_proposal_recovers_ppcas_exact_gaussian_posterior_of_the_ob
     K = 500
     score = score_vae_completion(vae, x, MASK, num_samples=K, proposal="local_vi", seed=1)
     with torch.no_grad():
-        se = standard_errors(log_weights(part.model, _proposal(part, "local_vi", x_obs, 1), K, x_obs,
+        se = standard_errors(log_weights(part.model, observed_proposal(part, "local_vi", x_obs, 1), K, x_obs,
                                          site_scales=False).log_w, K)
         se_prior = standard_errors(log_weights(part.model, lambda x, **_: _prior_guide(part, x), K, x,
                                                site_scales=False).log_w, K)
