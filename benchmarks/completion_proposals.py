@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from inference.completion.proposals import defensive_guide  # noqa: E402
-from inference.completion.yardstick import importance_log_likelihood, local_vi_proposal, observed_proposal  # noqa: E402
+from inference.completion.proposals import defensive_guide, local_vi_proposal  # noqa: E402
+from inference.completion.yardstick import importance_log_likelihood, observed_proposal  # noqa: E402
 from inference.run import load_run  # noqa: E402
 from pyro_vae.masks import quadrant_mask  # noqa: E402
 from pyro_vae.observation import ObservedPart  # noqa: E402

@@ -27,13 +27,11 @@ import numpy as np
 import pyro
 import torch
 
-from inference.baselines.local_vi import fit_local
-from inference.completion.proposals import defensive_guide
+from inference.completion.proposals import defensive_guide, local_vi_proposal
 from inference.diagnostics.psis import pareto_smooth
 from inference.evaluate import Estimate
 from inference.log_weights import log_weights
 from inference.mcmc import sample_latents
-from inference.mcmc.proposal import GaussianProposal
 from pyro_vae.checks import positive_int, seed as check_seed
 from pyro_vae.cvae import is_conditional
 from pyro_vae.errors import ConfigError
@@ -42,8 +40,6 @@ from pyro_vae.plates import data_plate
 
 MAX_FLOATS = 2e7  # rows per chunk: K * rows * D <= this
 NUTS_DRAWS = 200  # warm-up and draws of the NUTS run behind proposal='nuts'
-LOCAL_VI_STEPS = 1000  # Adam steps of the per-row VI behind proposal='local_vi'
-LOCAL_VI_PARTICLES = 4  # its particles per row and step
 
 
 @dataclass(frozen=True)
@@ -175,21 +171,4 @@ def observed_proposal(part: ObservedPart, proposal: str | Callable, x_obs: torch
                       "or a guide callable")
 
 
-def local_vi_proposal(part: ObservedPart, x_obs: torch.Tensor, seed: int = 0, *, steps: int = LOCAL_VI_STEPS,
-                      num_particles: int = LOCAL_VI_PARTICLES) -> GaussianProposal:
-    r"""Per row, the Gaussian q*_i = argmax_q E_q[log p(x_obs,i | z) + log p(z) - log q(z)] over full-covariance q.
-
-    Non-amortized VI (:func:`inference.baselines.local_vi.fit_local`, estimator A, started at the
-    encoder on the filled row) on the masked program, whose posterior is p(z | x_obs,i); the fitted
-    N(m_i, S_i) is returned as N(m_i, s^2 S_i), s = ``PROPOSAL_SCALE`` (1.2): VI's KL(q || p) makes q
-    narrower than p, and an IS proposal narrower than its target has unbounded weights. Its cost is
-    rows x ``num_particles`` x ``steps`` decoder passes, linear in the rows (NUTS's proposal is not).
-    """
-    fit = fit_local(part, x_obs, steps=steps, num_particles=num_particles, init="encoder", full_cov=True,
-                    elbo="trace", eval_particles=1, seed=seed, progress=False)
-    mean, cov = fit.guide.moments()
-    return GaussianProposal.from_moments(mean, cov, x_obs)
-
-
-__all__ = ["CompletionScore", "score_conditional", "score_vae_completion", "importance_log_likelihood", "local_vi_proposal",
-           "observed_proposal"]
+__all__ = ["CompletionScore", "score_conditional", "score_vae_completion", "importance_log_likelihood", "observed_proposal"]

@@ -15,7 +15,8 @@ import pyro.distributions as dist
 import pytest
 import torch
 
-from inference.completion.yardstick import observed_proposal, local_vi_proposal, score_conditional, score_vae_completion
+from inference.completion.proposals import local_vi_proposal
+from inference.completion.yardstick import observed_proposal, score_conditional, score_vae_completion
 from inference.mcmc.proposal import PROPOSAL_SCALE
 from inference.log_weights import log_weights
 from pyro_vae import ConfigError
