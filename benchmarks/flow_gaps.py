@@ -11,6 +11,13 @@ The paired per-datapoint differences of the approximation gaps (diagonal minus f
 with their standard errors: a positive difference beyond 2 s.e. says the flow shrinks the gap.
 
     PYTHONPATH=. python benchmarks/flow_gaps.py --max-train 10000 --epochs 10 --rows 100 --threads 1
+
+``--frontier RUN`` takes the decoder and flow guide of a finished ``benchmarks/mnist_nll.py`` run
+instead (its best validation epoch, its data and test rows), trains a diagonal guide for
+``--epochs`` on that frozen decoder, and compares the two the same way (issue 16: the gaps of the
+frontier models on 500 test rows):
+
+    PYTHONPATH=. python benchmarks/flow_gaps.py --frontier runs/nll16_iaf --epochs 30 --rows 500 --threads 1
 """
 
 from __future__ import annotations
@@ -25,9 +32,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import default_data_dir  # noqa: E402
 
+import json  # noqa: E402
+from dataclasses import replace  # noqa: E402
+
+from mnist_nll import run_spec  # noqa: E402
+
+from inference import run  # noqa: E402
 from inference.baselines import frozen  # noqa: E402
 from inference.diagnostics import amortization_gaps  # noqa: E402
 from inference.svi import fit  # noqa: E402
+from inference.training.checkpoint import load_checkpoint, vae_state  # noqa: E402
 from pyro_vae import build_vae, load_dataset  # noqa: E402
 
 FLOWS = {"iaf": {"name": "iaf", "num_flows": 2}, "sylvester": {"name": "sylvester", "num_flows": 2},
@@ -47,11 +61,53 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default=str(default_data_dir()))
+    p.add_argument("--frontier", help="a finished benchmarks/mnist_nll.py run folder (flow guide): its decoder and guide")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
+    if args.frontier:
+        guides, x = frontier_guides(args, t0)
+    else:
+        guides, x = trained_guides(args, t0)
+    common = dict(is_samples=args.K, local_steps=args.local_steps, elbo_particles=100, seed=args.seed, estimator="A")
+    gaps = {name: amortization_gaps(vae, x, **common) for name, vae in guides.items()}
+    for name, g in gaps.items():
+        print(f"{name:12s} {g.summary()}")
+    for name in (n for n in gaps if n != "diag_normal"):
+        d = gaps["diag_normal"].approximation_gap.values - gaps[name].approximation_gap.values
+        se = float(d.std() / d.numel() ** 0.5)
+        verdict = "shrinks" if d.mean() > 2 * se else "enlarges" if d.mean() < -2 * se else "does not measurably change"
+        print(f"approximation gap, diagonal - {name}: {d.mean():+.3f} +- {se:.3f} nats: {name} {verdict} it")
+    print(f"total {time.perf_counter() - t0:.0f} s")
+
+
+def on_frozen_decoder(vae, base, data, train) -> None:
+    """Train ``vae``'s guide with ``base``'s prior, likelihood and decoder copied in and frozen."""
+    for part in ("prior", "likelihood", "decoder"):
+        getattr(vae, part).load_state_dict(getattr(base, part).state_dict())
+    with frozen(vae.decoder), frozen(vae.likelihood), frozen(vae.prior):
+        fit(vae, data, train, progress=False)
+
+
+def frontier_guides(args, t0):
+    """{"diag_normal": a diagonal guide trained on the run's frozen decoder, <guide>: the run's program}, test rows."""
+    folder = Path(args.frontier)
+    config = json.loads((folder / "mnist_nll.json").read_text())["config"]
+    spec = run_spec(config)
+    data = run.load_data(spec)
+    flow = run.new_program(spec, data)
+    flow.load_state_dict(vae_state(load_checkpoint(folder / "checkpoints" / "last.pt"), "best"))
+    diag = run.new_program(replace(spec, model=replace(spec.model, guide="diag_normal")), data)
+    train = {"epochs": args.epochs, "lr": 1e-3, "batch_size": 100, "seed": args.seed}
+    on_frozen_decoder(diag, flow, data, train)
+    print(f"{folder}: {config['guide']} guide, best epoch of {config['epochs']}; diagonal guide on its frozen decoder, "
+          f"{args.epochs} epochs on {len(data.train)} rows ({time.perf_counter() - t0:.0f} s)", flush=True)
+    return {"diag_normal": diag, config["guide"]: flow}, data.test[: args.rows]
+
+
+def trained_guides(args, t0):
+    """{"diag_normal": a diagonal VAE trained here, <flow>: each flow guide trained on its frozen decoder}, test rows."""
     data = load_dataset("mnist", data_dir=args.data_dir, binarize="dynamic", val_fraction=1 / 60, max_train=args.max_train)
-    x = data.test[: args.rows]
     net = {"name": "mlp", "hidden": list(args.hidden)}
     model = dict(latent_dim=args.latent_dim, encoder=net, decoder=net)
     train = {"epochs": args.epochs, "lr": 1e-3, "batch_size": 100, "seed": args.seed}
@@ -61,23 +117,10 @@ def main() -> None:
     guides = {"diag_normal": diag}
     for name in args.flows:
         vae = build_vae(data_dim=784, seed=args.seed, guide=FLOWS[name], **model)
-        for part in ("prior", "likelihood", "decoder"):
-            getattr(vae, part).load_state_dict(getattr(diag, part).state_dict())
-        with frozen(vae.decoder), frozen(vae.likelihood), frozen(vae.prior):
-            fit(vae, data, train, progress=False)
+        on_frozen_decoder(vae, diag, data, train)
         guides[name] = vae
         print(f"{name} guide on the frozen decoder ({time.perf_counter() - t0:.0f} s)", flush=True)
-    common = dict(is_samples=args.K, local_steps=args.local_steps, elbo_particles=100, seed=args.seed, estimator="A")
-    gaps = {name: amortization_gaps(vae, x, **common) for name, vae in guides.items()}
-    for name, g in gaps.items():
-        print(f"{name:12s} {g.summary()}")
-    for name in args.flows:
-        d = gaps["diag_normal"].approximation_gap.values - gaps[name].approximation_gap.values
-        se = float(d.std() / d.numel() ** 0.5)
-        verdict = "shrinks" if d.mean() > 2 * se else "enlarges" if d.mean() < -2 * se else "does not measurably change"
-        print(f"approximation gap, diagonal - {name}: {d.mean():+.3f} +- {se:.3f} nats: {name} {verdict} it")
-    print(f"total {time.perf_counter() - t0:.0f} s")
-
+    return guides, data.test[: args.rows]
 
 if __name__ == "__main__":
     main()

@@ -56,6 +56,27 @@ from pyro_vae.spec import load_spec  # noqa: E402
 BURDA_VAE_K1 = -86.76
 
 
+def run_spec(args: argparse.Namespace | dict):
+    """The RunSpec of a run of this script, from its parsed flags (or the ``config`` saved in its mnist_nll.json)."""
+    args = argparse.Namespace(**args) if isinstance(args, dict) else args
+    net = {"name": "mlp", "hidden": list(args.hidden), "activation": args.activation}
+    schedule = {"lr_schedule": args.lr_schedule}
+    if args.lr_schedule != "constant":
+        schedule["lr_final"] = args.lr_final
+    guide = {"name": args.guide, **({"num_flows": args.num_flows} if args.num_flows is not None else {})}
+    program = "vae" if args.program == "vae" else {"name": "hierarchical", "top_latent_dim": args.top_latent_dim,
+                                                     "top_hidden": list(args.top_hidden), "top_activation": args.activation,
+                                                     "inference": args.inference}
+    return load_spec({
+        "model": {"latent_dim": args.latent_dim, "program": program, "prior": "normal", "likelihood": "bernoulli",
+                  "encoder": net, "decoder": net, "guide": guide},
+        "data": {"dataset": args.dataset, "data_dir": args.data_dir,
+                 **({"binarize": "dynamic", "val_fraction": 1 / 60} if args.dataset == "mnist" else {"binarize": "static"})},
+        "train": {"elbo": args.elbo, "lr": args.lr, **schedule, "batch_size": args.batch_size, "epochs": args.epochs,
+                  "kl_warmup_epochs": args.kl_warmup, "seed": args.seed, "num_particles": args.particles},
+    })
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--epochs", type=int, default=260, help="training epochs (choose them to fit the budget)")
@@ -91,22 +112,7 @@ def main() -> None:
     p.add_argument("--estimate-only", action="store_true", help="train nothing: print the evaluation's cost estimate")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    net = {"name": "mlp", "hidden": list(args.hidden), "activation": args.activation}
-    schedule = {"lr_schedule": args.lr_schedule}
-    if args.lr_schedule != "constant":
-        schedule["lr_final"] = args.lr_final
-    guide = {"name": args.guide, **({"num_flows": args.num_flows} if args.num_flows is not None else {})}
-    program = "vae" if args.program == "vae" else {"name": "hierarchical", "top_latent_dim": args.top_latent_dim,
-                                                     "top_hidden": list(args.top_hidden), "top_activation": args.activation,
-                                                     "inference": args.inference}
-    spec = load_spec({
-        "model": {"latent_dim": args.latent_dim, "program": program, "prior": "normal", "likelihood": "bernoulli",
-                  "encoder": net, "decoder": net, "guide": guide},
-        "data": {"dataset": args.dataset, "data_dir": args.data_dir,
-                 **({"binarize": "dynamic", "val_fraction": 1 / 60} if args.dataset == "mnist" else {"binarize": "static"})},
-        "train": {"elbo": args.elbo, "lr": args.lr, **schedule, "batch_size": args.batch_size, "epochs": args.epochs,
-                  "kl_warmup_epochs": args.kl_warmup, "seed": args.seed, "num_particles": args.particles},
-    })
+    spec = run_spec(args)
     out = Path(args.out)
     data = run.load_data(spec)
     vae = run.new_program(spec, data)
