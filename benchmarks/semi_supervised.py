@@ -57,6 +57,7 @@ def one_draw(data, n_labels: int, draw: int, args: argparse.Namespace) -> dict[s
     t0 = time.perf_counter()
     fit = semisup.fit(program, semi, train, progress=not args.quiet)
     seconds = time.perf_counter() - t0
+    print_curve("M2", fit)
     fit_classifier(floor, semi, TrainSpec(epochs=args.epochs * 5, lr=args.lr, batch_size=args.batch_size,
                                           patience=args.patience, seed=draw), progress=False)
     out = {"m2": error(program, semi.test, semi.test_labels), "floor": error(floor, semi.test, semi.test_labels),
@@ -67,9 +68,17 @@ def one_draw(data, n_labels: int, draw: int, args: argparse.Namespace) -> dict[s
         features = latent_features(args.m1, semi)
         m1m2 = build_program(m2_spec(args.latent_dim, args.hidden, "gaussian_learned", args.alpha),
                              data_dim=features.feature_dim, seed=draw)
-        semisup.fit(m1m2, features, train, progress=not args.quiet)
+        print_curve("M1+M2", semisup.fit(m1m2, features, train, progress=not args.quiet))
         out["m1m2"] = error(m1m2, features.test, features.test_labels)
     return out
+
+
+def print_curve(name: str, fit) -> None:
+    """The validation accuracy (%) and log q(y | x) (nats) of every epoch, and the epoch early stopping kept."""
+    acc = " ".join(f"{100 * r.stats.get('val_accuracy', float('nan')):.1f}" for r in fit.history)
+    logq = " ".join(f"{r.val_elbo:.2f}" for r in fit.history)
+    print(f"{name}: kept epoch {fit.best_epoch}; validation accuracy by epoch: {acc}", flush=True)
+    print(f"{name}: validation log q(y | x) by epoch: {logq}", flush=True)
 
 
 def summary(values: list[float]) -> str:
