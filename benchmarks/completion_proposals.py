@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from inference.completion.proposals import defensive_guide, local_vi_proposal  # noqa: E402
+from inference.completion.proposals import local_vi_guide  # noqa: E402
 from inference.completion.yardstick import importance_log_likelihood, observed_proposal  # noqa: E402
 from inference.run import load_run  # noqa: E402
 from pyro_vae.masks import quadrant_mask  # noqa: E402
@@ -34,8 +34,7 @@ def guide_for(part: ObservedPart, name: str, x_obs: torch.Tensor, seed: int):
     """The proposal called ``name`` (``local_vi:STEPSxPARTICLES`` sets the per-row VI's budget)."""
     if name.startswith("local_vi:"):
         steps, particles = (int(v) for v in name.split(":", 1)[1].split("x"))
-        fitted = local_vi_proposal(part, x_obs, seed, steps=steps, num_particles=particles)
-        return defensive_guide(part, 0.9, fitted.distribution)
+        return local_vi_guide(part, x_obs, seed, steps=steps, num_particles=particles)
     return observed_proposal(part, name, x_obs, seed)
 
 

@@ -86,4 +86,11 @@ def local_vi_proposal(part: Any, x_obs: torch.Tensor, seed: int = 0, *, steps: i
     return GaussianProposal.from_moments(mean, cov, x_obs)
 
 
-__all__ = ["DefensiveMixture", "defensive_guide", "local_vi_proposal", "LOCAL_VI_STEPS", "LOCAL_VI_PARTICLES"]
+def local_vi_guide(part: Any, x_obs: torch.Tensor, seed: int = 0, **budget: int):
+    """The guide r = 9/10 q*_i + 1/10 p(z) over site "z": :func:`local_vi_proposal` (``budget``: its ``steps`` and
+    ``num_particles``) mixed with the prior by :func:`defensive_guide`; what proposal and method ``local_vi`` use."""
+    return defensive_guide(part, 0.9, local_vi_proposal(part, x_obs, seed, **budget).distribution)
+
+
+__all__ = ["DefensiveMixture", "defensive_guide", "local_vi_proposal", "local_vi_guide", "LOCAL_VI_STEPS",
+           "LOCAL_VI_PARTICLES"]

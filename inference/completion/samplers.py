@@ -34,7 +34,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from inference.completion.proposals import defensive_guide, local_vi_proposal
+from inference.completion.proposals import defensive_guide, local_vi_guide
 from inference.log_weights import log_weights
 from inference.mcmc import sample_latents
 from pyro_vae.checks import choice, positive_int, seed as check_seed
@@ -84,8 +84,7 @@ def _sir(obs: Any, x: torch.Tensor, S: int, proposals: int, guide: Any = None) -
 
 def _local_vi(obs: Any, x: torch.Tensor, S: int, proposals: int, seed: int) -> torch.Tensor:
     x_in = obs.observed_value(x)  # the rows as the observation model reads them: what the proposal is fitted to
-    guide = defensive_guide(obs, 0.9, local_vi_proposal(obs, x_in, seed).distribution)
-    return _sir(obs, x_in, S, proposals, guide)
+    return _sir(obs, x_in, S, proposals, local_vi_guide(obs, x_in, seed))
 
 
 def _sir_rows(obs: Any, x: torch.Tensor, S: int, proposals: int, guide: Any) -> torch.Tensor:

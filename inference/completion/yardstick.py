@@ -27,7 +27,7 @@ import numpy as np
 import pyro
 import torch
 
-from inference.completion.proposals import defensive_guide, local_vi_proposal
+from inference.completion.proposals import defensive_guide, local_vi_guide
 from inference.diagnostics.psis import pareto_smooth
 from inference.evaluate import Estimate
 from inference.log_weights import log_weights
@@ -124,7 +124,7 @@ def score_vae_completion(vae: Any, x: torch.Tensor, mask: torch.Tensor, *, num_s
     """log p(x_miss | x_obs) = log p(x) - log p(x_obs) of an unconditional VAE (module docstring).
 
     ``proposal`` for log p(x_obs): ``"local_vi"`` (the default: 9/10 a full-covariance Gaussian fitted
-    to p(z | x_obs) by per-row VI, :func:`local_vi_proposal`, + 1/10 p(z); cost linear in the rows),
+    to p(z | x_obs) by per-row VI, :func:`~inference.completion.proposals.local_vi_proposal`, + 1/10 p(z); cost linear in the rows),
     ``"defensive"`` (1/2 q(z | x with the missing features 0) + 1/2 p(z), bounded weights but far from
     p(z | x_obs) on images: :mod:`inference.completion.proposals`), ``"nuts"`` (9/10 a Gaussian fitted to
     200 NUTS draws of z | x_obs per row, sd x 1.2, + 1/10 p(z): the best proposal here, at NUTS's
@@ -156,7 +156,7 @@ def observed_proposal(part: ObservedPart, proposal: str | Callable, x_obs: torch
                                   init="encoder", seed=seed, progress=False)
         return defensive_guide(part, 0.9, post.gaussian_proposal().distribution)
     if proposal == "local_vi":  # a full-covariance Gaussian fitted per row by VI on p(z | x_obs), 9:1 with the prior
-        return defensive_guide(part, 0.9, local_vi_proposal(part, x_obs, seed).distribution)
+        return local_vi_guide(part, x_obs, seed)
     if proposal == "encoder":
         return part.guide
     if proposal == "defensive":
