@@ -67,8 +67,11 @@ def run_spec(args: argparse.Namespace | dict):
     program = "vae" if args.program == "vae" else {"name": "hierarchical", "top_latent_dim": args.top_latent_dim,
                                                      "top_hidden": list(args.top_hidden), "top_activation": args.activation,
                                                      "inference": args.inference}
+    prior_name = getattr(args, "prior", "normal")  # configs saved before --prior existed: N(0, I)
+    components = getattr(args, "prior_components", None)
+    prior = {"name": prior_name, **({"components": components} if components is not None else {})}
     return load_spec({
-        "model": {"latent_dim": args.latent_dim, "program": program, "prior": "normal", "likelihood": "bernoulli",
+        "model": {"latent_dim": args.latent_dim, "program": program, "prior": prior, "likelihood": "bernoulli",
                   "encoder": net, "decoder": net, "guide": guide},
         "data": {"dataset": args.dataset, "data_dir": args.data_dir,
                  **({"binarize": "dynamic", "val_fraction": 1 / 60} if args.dataset == "mnist" else {"binarize": "static"})},
@@ -97,6 +100,8 @@ def main() -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out (same flags)")
     p.add_argument("--latent-dim", type=int, default=50, help="latents (z1's for the hierarchical program)")
     p.add_argument("--guide", default="diag_normal", help="guide family: diag_normal, iaf, householder, planar, sylvester, spline, ...")
+    p.add_argument("--prior", default="normal", help="prior: normal, vamp (Tomczak & Welling), mixture, ...")
+    p.add_argument("--prior-components", type=int, help="components of a vamp or mixture prior (vamp: pseudo-inputs)")
     p.add_argument("--num-flows", type=int, default=None, help="flows of a flow guide (its default if not given)")
     p.add_argument("--program", default="vae", choices=["vae", "hierarchical"])
     p.add_argument("--top-latent-dim", type=int, default=50, help="z2's latents (hierarchical)")
@@ -138,7 +143,8 @@ def main() -> None:
     met = ll.mean >= args.target and minutes <= args.minutes
     layers = f"{args.latent_dim}" if args.program == "vae" else (
         f"{args.latent_dim}-{'x'.join(map(str, args.top_hidden))}-{args.top_latent_dim} ({args.inference})")
-    print(f"model: {args.program} 784-{widths}-{layers} {args.activation}, guide {args.guide}, Bernoulli, N(0, I) prior; {args.elbo}, batch {args.batch_size}, "
+    print(f"model: {args.program} 784-{widths}-{layers} {args.activation}, guide {args.guide}, Bernoulli, {args.prior} prior"
+          f"{f' (K = {args.prior_components})' if args.prior_components else ''}; {args.elbo}, batch {args.batch_size}, "
           f"lr {args.lr:g} {args.lr_schedule}" + (f" to {args.lr_final:g}" if args.lr_schedule != "constant" else "")
           + (f", KL warm-up {args.kl_warmup} epochs" if args.kl_warmup else ""))
     print(f"training: {fit.history[-1].epoch} epochs, {minutes:.1f} min, {args.threads} threads; "

@@ -57,7 +57,7 @@ def _train(args: argparse.Namespace) -> int:
         model__guide=args.guide,
         train__elbo=args.elbo, train__epochs=args.epochs, train__seed=args.seed, train__lr=args.lr,
         train__batch_size=args.batch_size, train__num_particles=args.num_particles,
-        train__kl_warmup_epochs=args.kl_warmup, train__patience=args.patience,
+        train__kl_warmup_epochs=args.kl_warmup, train__patience=args.patience, train__monitor=args.monitor,
         train__lr_schedule=args.lr_schedule, train__lr_final=args.lr_final, train__optimizer=args.optimizer,
         train__device=args.device, train__mixed_precision=args.mixed_precision or None,
     )
@@ -271,6 +271,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--batch-size", type=int)
     t.add_argument("--kl-warmup", type=int, help="epochs of linear KL warm-up")
     t.add_argument("--patience", type=int, help="early stopping patience (epochs)")
+    t.add_argument("--monitor", help="the validation score that keeps the best epoch and stops early "
+                                     "(default: the ELBO; M2: accuracy, or log_q)")
     t.add_argument("--seed", type=int)
     t.add_argument("--out", default="runs/default", help="run folder (default: runs/default)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")

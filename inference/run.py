@@ -45,6 +45,7 @@ from pyro_vae.spec import RunSpec, load_spec, override, save_spec, spec_to_dict
 from pyro_vae.export import export_program
 from pyro_vae.files import atomic_write, write_json, write_text
 from pyro_vae.plots import plot_sample_grid
+from pyro_vae.plots.classes import MONITOR_LABELS
 from pyro_vae.build import build_program
 from pyro_vae.vae import VAE
 
@@ -177,7 +178,7 @@ def _finish_run(spec: RunSpec, data: DataSplits, vae: VAE, fit: FitResult, run_d
     metrics = _run_metrics(spec, data, vae, fit, test)
     metrics["device"] = {**device_record(module_placement(vae)[0]), "processes": distributed.world()[1]}
     write_json(run_dir / "metrics.json", metrics)
-    kind_of(vae).figures(vae, data, fit.history, run_dir / "figures")
+    kind_of(vae).figures(vae, data, fit, run_dir / "figures")
     write_report(run_dir, metrics)
     return metrics
 
@@ -203,6 +204,7 @@ def _run_metrics(spec: RunSpec, data: DataSplits, vae: VAE, fit: FitResult, test
         "wall_time_s": fit.wall_time,
         "samples_evaluated": fit.samples_evaluated,
         "best_epoch": fit.best_epoch,
+        "monitor": fit.monitor,
         "stopped": fit.stopped,
         "history": [asdict(r) for r in fit.history],
         "test": test,
@@ -362,6 +364,11 @@ def sample_run(run_dir: str | Path, *, n: int = 64, seed: int = 0, device: str |
     return Samples(z, draws, means, files, latents)
 
 
+def _by(monitor: str | None) -> str:
+    """' by validation <score>' for the report's best-epoch phrase ('' without a score)."""
+    return f" by validation {MONITOR_LABELS.get(monitor, monitor)}" if monitor else ""
+
+
 def write_report(run_dir: Path, metrics: dict[str, Any]) -> Path:
     """A short markdown summary embedding the figures."""
     test = metrics.get("test", {})
@@ -369,7 +376,7 @@ def write_report(run_dir: Path, metrics: dict[str, Any]) -> Path:
     if "dataset" in metrics:
         lines.append(f"Dataset **{metrics['dataset']}**: {metrics.get('num_train')} training rows, {metrics.get('num_test')} test rows.")
     if "wall_time_s" in metrics:
-        lines.append(f"Training: {len(metrics.get('history', []))} epochs in {metrics['wall_time_s']:.1f} s; best epoch {metrics.get('best_epoch')} ({metrics.get('stopped')}); KL for estimator B: {metrics.get('kl_mode')}.")
+        lines.append(f"Training: {len(metrics.get('history', []))} epochs in {metrics['wall_time_s']:.1f} s; best epoch {metrics.get('best_epoch')}{_by(metrics.get('monitor'))} ({metrics.get('stopped')}); KL for estimator B: {metrics.get('kl_mode')}.")
     lines.append("")
     if test:
         ll = test["log_likelihood"]

@@ -28,7 +28,7 @@ from inference import evaluate, semisup, svi
 from inference.devices import module_placement
 from inference.semisup import results as semisup_results
 from inference.training import FitResult
-from inference.training.settings import check_fit_inputs
+from inference.training.settings import check_fit_inputs, monitor_name
 from pyro_vae.cvae import is_conditional
 from pyro_vae.data import DataSplits
 from pyro_vae.errors import ConfigError
@@ -42,7 +42,7 @@ class RunKind:
 
     ``fit(program, data, train, **loop_options) -> FitResult``;
     ``test_metrics(program, data, figures_dir, *, num_samples, rows, progress) -> dict`` (figures_dir
-    None: numbers only); ``figures(program, data, history, figures_dir) -> list[Path]``;
+    None: numbers only); ``figures(program, data, fit, figures_dir) -> list[Path]`` (``fit`` the FitResult);
     ``check_data(program, data, spec)`` raises ConfigError/DataError.
     """
 
@@ -89,15 +89,21 @@ def _conditional_test_metrics(program: nn.Module, data: DataSplits, figures_dir:
     return conditional_test_metrics(program, data.test[:rows], num_samples=num_samples, progress=progress)
 
 
-def _conditional_figures(program: nn.Module, data: DataSplits, history: Any, figures_dir: Path) -> list[Path]:
+def _conditional_figures(program: nn.Module, data: DataSplits, fit: FitResult, figures_dir: Path) -> list[Path]:
     from inference.completion.runs import save_conditional_figures
 
-    return save_conditional_figures(program, data, history, figures_dir)
+    return save_conditional_figures(program, data, fit.history, figures_dir)
+
+
+def _generative_figures(program: nn.Module, data: DataSplits, fit: FitResult, figures_dir: Path) -> list[Path]:
+    return save_run_figures(program, data, fit.history, figures_dir)
 
 
 def _check_unlabelled(program: nn.Module, data: DataSplits, spec: RunSpec) -> None:
     """The fit's inputs; and no hidden labels for a program that takes none."""
-    svi.check_program_data(program, data, check_fit_inputs(program, data, spec.train))
+    train = check_fit_inputs(program, data, spec.train)
+    svi.check_program_data(program, data, train)
+    monitor_name(train, ("elbo",), "elbo", f"{spec.model.program.name!r} (its fit keeps the best validation ELBO)")
     if spec.data.labels is not None:
         raise ConfigError(f"data.labels={spec.data.labels} hides labels for semi-supervised training, but the program "
                           f"{spec.model.program.name!r} takes none; use model.program: m2, or drop data.labels (--labels)")
@@ -112,8 +118,9 @@ RUN_KINDS: tuple[RunKind, ...] = (
     RunKind("conditional", is_conditional, svi.fit, _conditional_test_metrics, _conditional_figures,
             _check_unlabelled),
     RunKind("semi_supervised", semisup.is_semi_supervised, semisup.fit, _semi_supervised_test_metrics,
-            save_run_figures, _check_semi_supervised),
-    RunKind("generative", lambda program: True, svi.fit, generative_test_metrics, save_run_figures, _check_unlabelled),
+            semisup_results.save_training_figures, _check_semi_supervised),
+    RunKind("generative", lambda program: True, svi.fit, generative_test_metrics, _generative_figures,
+            _check_unlabelled),
 )
 
 

@@ -113,7 +113,12 @@ class MixtureOfGaussiansPrior(nn.Module):
 
 
 class VampPrior(nn.Module):
-    """p(z) = (1/K) sum_k q_phi(z | u_k), u_k learnable pseudo-inputs (Tomczak & Welling 2018)."""
+    """p(z) = (1/K) sum_k q_phi(z | u_k), u_k learnable pseudo-inputs (Tomczak & Welling 2018).
+
+    With a flow guide (q_phi a Gaussian base pushed through flows) the components are the base
+    Gaussians N(mu_phi(u_k), diag sigma_phi(u_k)^2): scoring a z under the flow itself would need
+    the flows' inverses (sequential over the D coordinates for IAF, none for planar and sylvester).
+    """
 
     def __init__(self, posterior, pseudo_inputs: torch.Tensor) -> None:
         super().__init__()
@@ -121,7 +126,8 @@ class VampPrior(nn.Module):
         self.pseudo_inputs = nn.Parameter(pseudo_inputs)
 
     def components(self) -> dist.Distribution:
-        return self._posterior(self.pseudo_inputs)
+        q = self._posterior(self.pseudo_inputs)
+        return q.base_dist if isinstance(q, dist.TransformedDistribution) else q
 
     def forward(self) -> dist.Distribution:
         q = self.components()

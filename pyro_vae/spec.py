@@ -147,6 +147,9 @@ class TrainSpec:
 
     ``elbo``, ``optimizer`` and ``lr_schedule`` are names looked up in the inference side's
     registries (``inference.training.check_train_spec`` refuses unknown ones, listing the valid).
+    ``monitor`` names the validation score that selects the kept epoch and drives ``patience``
+    (None: the method's own, the validation ELBO; semi-supervised M2 offers ``accuracy``, its
+    default, and ``log_q``); a name the method does not offer is refused before training.
     """
 
     elbo: str = "trace"
@@ -160,6 +163,7 @@ class TrainSpec:
     epochs: int = 200
     kl_warmup_epochs: int = 0
     patience: int | None = None
+    monitor: str | None = None  # the validation score that keeps the best epoch and stops early; None: the task's own
     seed: int = 0
     validate_every_step: bool = False
     device: str = "cpu"  # cpu | cuda | cuda:N | mps | auto (CUDA, then MPS, then CPU): inference.devices
@@ -179,6 +183,8 @@ class TrainSpec:
             positive_int(f"train.{key}", getattr(self, key))
         integer("train.kl_warmup_epochs", self.kl_warmup_epochs, minimum=0)
         optional_positive_int("train.patience", self.patience)
+        if self.monitor is not None:  # which names a task offers is checked where it is built (inference.training)
+            name_string("train.monitor", self.monitor, what="null or the name of a validation score (e.g. accuracy)")
         seed("train.seed", self.seed)
         boolean("train.validate_every_step", self.validate_every_step)
         check_device_form("train.device", self.device)

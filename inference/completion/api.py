@@ -84,6 +84,8 @@ def _complete_vae(vae: Any, task: Any, x: torch.Tensor, method: str, samples: in
         return out.means, {"seconds": out.seconds, "conditional_nll": None}
     obs = ObservedPart(vae, task.mask)
     out = complete_by_inference(obs, x, method=method, num_samples=samples, seed=seed)
+    if proposal == "local_vi" and out.proposal is not None:  # method local_vi fitted this proposal to these rows
+        proposal = out.proposal
     score = score_vae_completion(vae, x, task.mask, num_samples=num_samples, proposal=proposal, seed=seed)
     extra = {"seconds": out.seconds, **score.metrics()}
     if out.accept_rate is not None:

@@ -30,7 +30,7 @@ The chains (mwg, pseudo_gibbs) start at the naive fill, run ``burn_in`` steps, t
 from __future__ import annotations
 
 import time
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import torch
 
@@ -46,8 +46,9 @@ METHODS = ("naive", "sir", "local_vi", "nuts", "mwg", "pseudo_gibbs")
 
 class Completions(NamedTuple):
     """S completions of each of B rows: ``draws`` x ~ p(x | z_s) and ``means`` E[x | z_s] (both (S, B, D), the
-    observed features kept for inpainting), the latents ``z`` (S, B, d), the method, its wall time and
-    (for mwg) the acceptance rate."""
+    observed features kept for inpainting), the latents ``z`` (S, B, d), the method, its wall time,
+    (for mwg) the acceptance rate and (for local_vi) ``proposal``, the importance-sampling guide it
+    fitted to these rows, which scores them too (``score_vae_completion(..., proposal=out.proposal)``)."""
 
     draws: torch.Tensor
     means: torch.Tensor
@@ -55,6 +56,7 @@ class Completions(NamedTuple):
     method: str
     seconds: float
     accept_rate: float | None = None
+    proposal: Callable | None = None
 
 
 def _fill(obs: Any, x: torch.Tensor, px: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -82,9 +84,10 @@ def _sir(obs: Any, x: torch.Tensor, S: int, proposals: int, guide: Any = None) -
                      dim=1)
 
 
-def _local_vi(obs: Any, x: torch.Tensor, S: int, proposals: int, seed: int) -> torch.Tensor:
+def _local_vi(obs: Any, x: torch.Tensor, S: int, proposals: int, seed: int) -> tuple[torch.Tensor, Callable]:
     x_in = obs.observed_value(x)  # the rows as the observation model reads them: what the proposal is fitted to
-    return _sir(obs, x_in, S, proposals, local_vi_guide(obs, x_in, seed))
+    guide = local_vi_guide(obs, x_in, seed)
+    return _sir(obs, x_in, S, proposals, guide), guide
 
 
 def _sir_rows(obs: Any, x: torch.Tensor, S: int, proposals: int, guide: Any) -> torch.Tensor:
@@ -148,7 +151,7 @@ def complete_by_inference(obs: ObservedPart | LowResolution, x: torch.Tensor, *,
         raise ConfigError(f"method {method!r} completes missing features of a mask (a Gibbs step over x_miss); "
                           "for super-resolution use method 'naive', 'sir', 'local_vi' or 'nuts'")
     t0 = time.perf_counter()
-    accept = None
+    accept, guide = None, None
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if method == "naive":
@@ -156,13 +159,13 @@ def complete_by_inference(obs: ObservedPart | LowResolution, x: torch.Tensor, *,
         elif method == "sir":
             z = _sir(obs, x, S, proposals)
         elif method == "local_vi":
-            z = _local_vi(obs, x, S, proposals, seed)
+            z, guide = _local_vi(obs, x, S, proposals, seed)
         elif method == "nuts":
             z = _nuts(obs, x, S, warmup, seed)
         else:
             z, _, accept = _gibbs(obs, x, S, metropolis=method == "mwg", burn_in=burn_in, thin=thin)
         draws, means = _fill(obs, x, obs.vae.decode(z.to(x.dtype)))
-    return Completions(draws, means, z, method, time.perf_counter() - t0, accept)
+    return Completions(draws, means, z, method, time.perf_counter() - t0, accept, guide)
 
 
 __all__ = ["METHODS", "Completions", "complete_by_inference"]

@@ -7,8 +7,9 @@ labelled training rows,
     loss = -(L / B) sum_{i in batch} log Cat(y_i | softmax(h_phi(x_i))),
 
 on the one training loop (its ``Task.batches`` yields minibatches of labelled rows only: an
-epoch is ceil(L / B) steps), stopping early on the labelled validation split's
-(1 / N_val) sum log q(y | x), as M2 does. Dynamic binarization applies as in M2.
+epoch is ceil(L / B) steps), keeping the epoch and stopping early by the same labelled
+validation score as M2 (``train.monitor``: accuracy by default, or log q(y | x)). Dynamic
+binarization applies as in M2.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from torch import nn
 from inference.semisup.batches import split_rows
 from inference.training import FitResult, Task, gradient_step, make_optimizer
 from inference.training import fit as run_loop
+from inference.training.settings import choose_monitor
 from pyro_vae.data import DataSplits
 from pyro_vae.errors import DataError
 from pyro_vae.spec import TrainSpec
@@ -54,22 +56,22 @@ def labelled_batches(data: DataSplits, train: TrainSpec, generator: torch.Genera
 
 def classifier_task(classifier: Classifier, data: DataSplits, train: TrainSpec) -> Task:
     """The :class:`~inference.training.Task` of the labelled-only classifier (module docstring)."""
-    from inference.semisup.task import class_log_likelihood
+    from inference.semisup.task import MONITORS, classifier_monitors, classifier_scores
 
     n_l = int(split_rows(data)[1].numel())
 
     def loss(batch: Mapping[str, torch.Tensor], beta: float) -> torch.Tensor:
         return -(n_l / batch["y"].numel()) * classifier.classify(batch["x"]).log_prob(batch["y"]).sum()
 
-    def report() -> dict[str, float]:
-        return {"val_accuracy": class_log_likelihood(classifier, data.val, data.val_labels)[1]}
-
+    monitor, validate = choose_monitor(train, classifier_monitors(classifier, data.val, data.val_labels), MONITORS[0],
+                                       "the labelled-only classifier")
     return Task(
         modules={"program": classifier},
         make_optimizers=lambda t: {"theta": make_optimizer(classifier, t)},
         step=gradient_step(loss),
-        validate=lambda: class_log_likelihood(classifier, data.val, data.val_labels)[0],
-        report=report,
+        validate=validate,
+        monitor=monitor,
+        report=lambda: classifier_scores(classifier, data.val, data.val_labels),
         label="labelled-only classifier",
         batches=labelled_batches,
     )

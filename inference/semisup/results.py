@@ -4,7 +4,9 @@ their lines of report.md, and ``pyro-vae classify`` (predictions and class proba
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -13,12 +15,14 @@ import torch
 from torch import nn
 
 from inference.semisup.yardstick import class_probabilities, semi_supervised_metrics
+from inference.training import FitResult
 from pyro_vae.checks import choice
 from pyro_vae.data import DataSplits
 from pyro_vae.data_file import read_rows
 from pyro_vae.errors import DataError
 from pyro_vae.files import write_text
-from pyro_vae.plots.classes import save_class_figures
+from pyro_vae.plots import save_run_figures
+from pyro_vae.plots.classes import CLASS_FIGURES, plot_classifier_validation, save_class_figures
 
 SPLITS = ("test", "val", "train")
 
@@ -35,6 +39,22 @@ def record(program: nn.Module, data: DataSplits, figures_dir: Path | None, *, nu
     if figures_dir is not None:
         save_class_figures(program, x, metrics, data.image_shape, figures_dir)
     return metrics
+
+
+def save_training_figures(program: nn.Module, data: DataSplits, fit: FitResult, figures_dir: Path) -> list[Path]:
+    """The run figures of :func:`pyro_vae.plots.save_run_figures`, their ELBO curve showing the enumerated
+    validation ELBO (the loop's own validation score is the classifier's), and the classifier's
+    validation accuracy and log q(y | x) per epoch with the kept epoch marked."""
+    history = fit.history
+    curves = [dataclasses.replace(r, val_elbo=r.stats.get("val_elbo")) for r in history]
+    paths = save_run_figures(program, data, curves, figures_dir)
+    if history:
+        nan = math.nan
+        paths.append(plot_classifier_validation(
+            [r.epoch for r in history], [r.stats.get("val_accuracy", nan) for r in history],
+            [r.stats.get("val_log_q", nan) for r in history], fit.best_epoch if fit.monitor else None, fit.monitor,
+            Path(figures_dir) / CLASS_FIGURES["validation"]))
+    return paths
 
 
 def report_lines(metrics: dict[str, Any]) -> list[str]:
@@ -91,4 +111,4 @@ def accuracy_of(path: Path) -> float | None:
     return sum(r["prediction"] == r["label"] for r in rows) / len(rows) if rows else None
 
 
-__all__ = ["record", "report_lines", "rows_to_classify", "write_predictions", "accuracy_of", "SPLITS"]
+__all__ = ["record", "save_training_figures", "report_lines", "rows_to_classify", "write_predictions", "accuracy_of", "SPLITS"]

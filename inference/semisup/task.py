@@ -11,9 +11,12 @@ summed out on the unlabelled rows; y observed on the labelled ones) and the last
 data objective J^alpha = sum_l L(x, y) + sum_u U(x) - alpha E_labelled[log q(y | x)], alpha
 = the program's ``alpha`` (None: 0.1 N). The train objective the loop reports is -J^alpha / N.
 
-Early stopping reads the labelled validation split: the validation score is the classifier's
-held-out log-likelihood (1 / N_val) sum_val log q(y_i | x_i), in nats per datapoint; the epoch's
-stats add ``val_accuracy`` (argmax q(y | x)) and ``val_elbo`` (the enumerated ELBO with y unobserved).
+The kept epoch and early stopping read the labelled validation split, by ``train.monitor``:
+``accuracy`` (the default: the fraction of validation rows with argmax q(y | x) = y, the error
+every table reports) or ``log_q`` (the classifier's held-out log-likelihood
+(1 / N_val) sum_val log q(y_i | x_i), nats per datapoint). The two can part ways: a classifier
+growing confident on its mistakes loses log q while it gains accuracy. Every epoch's stats hold
+both (``val_accuracy``, ``val_log_q``) and ``val_elbo`` (the enumerated ELBO with y unobserved).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from inference.svi import mean_elbo
 from inference.training import EpochRecord, FitResult, Task, TrainState, gradient_step, make_optimizer
 from inference.training import fit as run_loop
 from inference.training.checks import check_splits
-from inference.training.settings import check_fit_inputs
+from inference.training.settings import check_fit_inputs, choose_monitor, monitor_name
 from pyro_vae.data import DataSplits
 from pyro_vae.errors import ConfigError, DataError
 from pyro_vae.labels import check_label_range
@@ -39,6 +42,7 @@ from pyro_vae.spec import TrainSpec
 
 logger = logging.getLogger(__name__)
 CHUNK = 1000
+MONITORS = ("accuracy", "log_q")  # the validation scores of a classifier (module docstring), the default first
 
 
 def is_semi_supervised(program: Any) -> bool:
@@ -63,6 +67,18 @@ def class_log_likelihood(program: nn.Module, x: torch.Tensor, y: torch.Tensor) -
     return total / x.shape[0], right / x.shape[0]
 
 
+def classifier_scores(program: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    """``val_accuracy`` and ``val_log_q`` ((1/N) sum_i log q(y_i | x_i)) of ``program.classify`` on the rows (x, y)."""
+    log_q, accuracy = class_log_likelihood(program, x, y)
+    return {"val_accuracy": accuracy, "val_log_q": log_q}
+
+
+def classifier_monitors(program: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, Callable[[], float]]:
+    """The validation scores a classifier offers ``train.monitor``: ``accuracy`` and ``log_q`` on (x, y)."""
+    return dict(zip(MONITORS, (lambda: class_log_likelihood(program, x, y)[1],
+                               lambda: class_log_likelihood(program, x, y)[0])))
+
+
 def m2_task(program: nn.Module, data: DataSplits, train: TrainSpec) -> Task:
     """The :class:`~inference.training.Task` of semi-supervised M2 (module docstring)."""
     objective = make_objective(train.elbo, train.num_particles)
@@ -83,14 +99,15 @@ def m2_task(program: nn.Module, data: DataSplits, train: TrainSpec) -> Task:
         return total
 
     def report() -> dict[str, float]:
-        _, accuracy = class_log_likelihood(program, val, val_y)
-        return {"val_accuracy": accuracy, "val_elbo": mean_elbo(program, val, objective)}
+        return {**classifier_scores(program, val, val_y), "val_elbo": mean_elbo(program, val, objective)}
 
+    monitor, validate = choose_monitor(train, classifier_monitors(program, val, val_y), MONITORS[0], "M2")
     return Task(
         modules={"program": program},
         make_optimizers=lambda t: {"theta": make_optimizer(program, t)},
         step=gradient_step(loss, samples_per_row=train.num_particles),
-        validate=lambda: class_log_likelihood(program, val, val_y)[0],
+        validate=validate,
+        monitor=monitor,
         report=report,
         label=f"m2 {train.elbo}",
         batches=mixed_batches,
@@ -111,6 +128,7 @@ def check_semi_supervised(program: nn.Module, data: DataSplits, train: TrainSpec
                      ("test_labels", data.test_labels)):
         if y is not None:
             check_label_range(y, program.num_classes, split)
+    monitor_name(train, MONITORS, MONITORS[0], "M2")
     if split_rows(data)[1].numel() < program.num_classes:
         raise DataError(f"{data.name} has {split_rows(data)[1].numel()} labelled training rows, fewer than the "
                         f"{program.num_classes} classes; set data.labels (--labels) to at least {program.num_classes}")
@@ -135,4 +153,4 @@ def fit(program: nn.Module, data: DataSplits, train: TrainSpec | Mapping[str, An
                     allow_data_change=allow_data_change, callbacks=callbacks, progress=progress)
 
 
-__all__ = ["fit", "m2_task", "check_semi_supervised", "is_semi_supervised", "alpha_of", "class_log_likelihood"]
+__all__ = ["fit", "m2_task", "classifier_scores", "classifier_monitors", "check_semi_supervised", "is_semi_supervised", "alpha_of", "class_log_likelihood"]

@@ -98,8 +98,8 @@ class Task:
     ``make_optimizers(train)``: fresh optimizers by name; ``step(state, batch, beta)``: one
     minibatch update with the state's optimizers (and its generator, for methods that draw
     random numbers of their own); ``batch`` holds ``"x"`` and ``"idx"``, ``beta`` is the KL weight;
-    ``validate()``: the validation score (higher is better, nats per datapoint) or None for
-    none; ``report()``: more numbers for the epoch's ``stats``, computed with the validation (e.g.
+    ``validate()``: the validation score (higher is better) or None for none; ``monitor``: its
+    name (``train.monitor`` must be None or this); ``report()``: more numbers for the epoch's ``stats``, computed with the validation (e.g.
     the ELBO's terms); ``scheduled``: the optimizers whose learning rate follows ``train.lr_schedule``;
     ``summarize``: an epoch's step stats -> the record's ``stats``; ``label``: progress text;
     ``batches(data, train, generator)``: one epoch's minibatches (None: the source's own epoch over
@@ -113,6 +113,7 @@ class Task:
     make_optimizers: Callable[[TrainSpec], dict[str, torch.optim.Optimizer]]
     step: StepFn
     validate: Callable[[], float] | None = None
+    monitor: str = "elbo"
     report: Callable[[], Mapping[str, float]] | None = None
     scheduled: tuple[str, ...] = ("theta",)
     summarize: Callable[[Sequence[Mapping[str, float]]], Mapping[str, float]] = mean_stats
@@ -190,12 +191,7 @@ def fit(
     """
     train = check_train_spec(train)
     source, device = _placement(task, data, train, max_seconds)
-    n_val = int(data.val.shape[0]) if isinstance(data, DataSplits) else int(task.validate is not None)
-    if train.patience is not None and (n_val == 0 or task.validate is None):
-        raise ConfigError(
-            "train.patience (early stopping) needs a validation split and a method with a validation score; "
-            "set data.val_fraction > 0, or patience=None"
-        )
+    monitor = _check_validation(task, train, data)
     if source.num_rows == 0:
         raise ConfigError("the training split is empty; load more data or lower val/test fractions")
     for module in task.modules.values():
@@ -206,7 +202,7 @@ def fit(
     state = _start(task, train, session, state, resume)
     if state.epoch >= train.epochs or _patience_exhausted(state, train):
         logger.info("%s: at epoch %d of %d, nothing left to train", task.label, state.epoch, train.epochs)
-        return FitResult(_finish(state, session), "resumed_complete")
+        return FitResult(_finish(state, session), "resumed_complete", monitor)
     session.good, session.good_epoch = clone_modules(state.modules), state.epoch
     stopped = "completed"
     training = {name: m.training for name, m in state.modules.items()}
@@ -238,7 +234,22 @@ def fit(
         epochs.close()
         for name, was in training.items():
             state.modules[name].train(was)
-    return FitResult(_finish(state, session), stopped)
+    return FitResult(_finish(state, session), stopped, monitor)
+
+
+def _check_validation(task: Task, train: TrainSpec, data: Any) -> str | None:
+    """The name of the task's validation score (None without one); ConfigError for patience without one or
+    for a ``train.monitor`` the task does not offer."""
+    n_val = int(data.val.shape[0]) if isinstance(data, DataSplits) else int(task.validate is not None)
+    if train.patience is not None and (n_val == 0 or task.validate is None):
+        raise ConfigError(
+            "train.patience (early stopping) needs a validation split and a method with a validation score; "
+            "set data.val_fraction > 0, or patience=None"
+        )
+    if train.monitor is not None and train.monitor != task.monitor:
+        raise ConfigError(f"train.monitor={train.monitor!r} is not a validation score of {task.label}; its score is "
+                          f"{task.monitor!r}: set monitor to {task.monitor!r} or null")
+    return task.monitor if task.validate is not None else None
 
 
 def _placement(task: Task, data: Any, train: TrainSpec, max_seconds: float | None) -> tuple[Source, torch.device]:

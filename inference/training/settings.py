@@ -3,7 +3,7 @@ arguments every fit shares, checked once before it trains (:func:`check_fit_inpu
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from inference.objectives import OBJECTIVES
 from inference.training.optimizers import OPTIMIZERS
@@ -69,4 +69,24 @@ def check_fit_inputs(program: Any, data: Any, train: Any, *, program_name: str =
     return train
 
 
-__all__ = ["RESUMABLE_CHANGES", "check_train_spec", "as_train_spec", "check_batch_size", "check_fit_inputs"]
+def monitor_name(train: TrainSpec, names: Sequence[str], default: str, what: str) -> str:
+    """The validation score ``train.monitor`` names among ``names`` (None: ``default``).
+
+    ConfigError naming the valid ones when ``what`` (the method, for the message) offers no
+    score of that name; every score is higher-is-better.
+    """
+    name = default if train.monitor is None else train.monitor
+    if name not in names:
+        raise ConfigError(f"train.monitor={train.monitor!r} is not a validation score of {what}; use one of: "
+                          f"{', '.join(names)} (or null for {default})")
+    return name
+
+
+def choose_monitor(train: TrainSpec, scores: Mapping[str, Callable[[], float]], default: str,
+                   what: str) -> tuple[str, Callable[[], float]]:
+    """(name, function) of the validation score ``train.monitor`` names among ``scores`` (:func:`monitor_name`)."""
+    name = monitor_name(train, tuple(scores), default, what)
+    return name, scores[name]
+
+
+__all__ = ["RESUMABLE_CHANGES", "monitor_name", "choose_monitor", "check_train_spec", "as_train_spec", "check_batch_size", "check_fit_inputs"]

@@ -99,11 +99,13 @@ class FitResult:
     ``stopped``: "completed", "early_stopping", "budget" or "resumed_complete" (nothing left
     to train). ``wall_time`` (seconds) and ``samples_evaluated`` (the method's count of
     datapoint evaluations, e.g. rows x particles for SVI) are cumulative over the fit and its
-    continuations.
+    continuations. ``monitor``: the name of the validation score that chose the kept epoch
+    (``"elbo"``, M2's ``"accuracy"`` or ``"log_q"``; None without validation).
     """
 
     state: TrainState
     stopped: str
+    monitor: str | None = None
 
     @property
     def vae(self) -> nn.Module:

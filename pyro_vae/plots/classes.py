@@ -12,7 +12,8 @@ import torch
 from pyro_vae.plots.canvas import evaluating, image_grid, new_figure, save_figure, show_grid, value_range
 
 CLASS_FIGURES = {"reliability": "reliability.png", "confusion": "confusion.png", "analogies": "analogies.png",
-                 "class_samples": "class_samples.png"}
+                 "class_samples": "class_samples.png", "validation": "classifier_validation.png"}
+MONITOR_LABELS = {"accuracy": "accuracy", "log_q": "log q(y | x)", "elbo": "ELBO"}  # train.monitor -> words
 
 
 def plot_reliability(confidence: Sequence[float], accuracy: Sequence[float], count: Sequence[int], ece: float,
@@ -94,6 +95,31 @@ def plot_error_by_labels(labels: Sequence[int], series: dict[str, tuple[Sequence
     return save_figure(fig, path, title)
 
 
+def plot_classifier_validation(epochs: Sequence[float], accuracy: Sequence[float], log_q: Sequence[float],
+                               kept: int | None, monitor: str | None, path: str | os.PathLike) -> Path:
+    """Validation accuracy of argmax q(y | x) and (1/N) sum log q(y_i | x_i) per epoch, the kept epoch marked.
+
+    ``kept``: the epoch whose parameters the program holds (chosen by the score ``monitor``), or None.
+    """
+    fig = new_figure(6.0, 3.8)
+    ax = fig.add_subplot()
+    ax.plot(epochs, 100 * np.asarray(accuracy, dtype=float), color="tab:blue", label="accuracy (%)")
+    ax.set(xlabel="epoch", ylabel="validation accuracy (%)")
+    right = ax.twinx()
+    right.plot(epochs, log_q, color="tab:orange", label="log q(y | x) (nats per row)")
+    right.set_ylabel("validation log q(y | x)")
+    if kept is not None:
+        ax.axvline(kept, color="tab:green", linestyle=":", linewidth=1.2,
+                   label=f"kept: epoch {kept:g} (best {MONITOR_LABELS.get(monitor, monitor)})")
+    handles = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
+    ax.legend(handles, [h.get_label() for h in handles], fontsize=8, loc="lower right")
+    ax.grid(True, alpha=0.3)
+    title = "Classifier q(y | x) on the labelled validation split"
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path, title)
+
+
 def save_class_figures(program: Any, x: torch.Tensor, metrics: dict[str, Any], image_shape: Sequence[int] | None,
                        folder: str | os.PathLike, rows: int = 8) -> list[Path]:
     """Reliability diagram and confusion matrix from ``metrics`` (inference.semisup.yardstick); for images also
@@ -109,5 +135,5 @@ def save_class_figures(program: Any, x: torch.Tensor, metrics: dict[str, Any], i
     return paths
 
 
-__all__ = ["CLASS_FIGURES", "plot_error_by_labels", "plot_reliability", "plot_confusion", "plot_analogies", "plot_class_samples",
-           "save_class_figures"]
+__all__ = ["CLASS_FIGURES", "MONITOR_LABELS", "plot_classifier_validation", "plot_error_by_labels",
+           "plot_reliability", "plot_confusion", "plot_analogies", "plot_class_samples", "save_class_figures"]

@@ -85,12 +85,14 @@ def test_list_prints_every_registry(capsys):
         (["--latent-dim", "-1"], "latent_dim must be a positive integer"),
         (["--lr-schedule", "linear"], "lr_schedule='linear' is not valid"),
         (["--lr-final", "1e-5"], "no effect with lr_schedule='constant'"),
+        (["--monitor", "accuracy"], "train.monitor='accuracy' is not a validation score of 'vae'"),
     ],
 )
 def test_bad_input_exits_with_a_clear_message(tmp_path, capsys, argv, message):
     code = main(["train", "--out", str(tmp_path / "r2"), "-q", *argv])
     assert code == 2
     assert message in capsys.readouterr().err
+    assert not (tmp_path / "r2").exists()  # refused before the run folder is made
 
 
 def test_resume_without_a_run_is_refused(tmp_path, capsys):

@@ -119,3 +119,18 @@ def test_pyro_vae_list_shows_every_flow_and_the_hierarchical_program(capsys):
     out = capsys.readouterr().out
     for name in [*FLOWS, "hierarchical", "top_latent_dim", "num_flows"]:
         assert name in out
+
+
+@pytest.mark.parametrize("name", FLOWS)
+def test_a_vamp_prior_with_a_flow_guide_mixes_the_base_gaussians_at_the_pseudo_inputs(name):
+    """p(z) = (1/K) sum_k N(z; mu(u_k), diag sigma(u_k)^2), the flow's base at each pseudo-input, written out by hand;
+    and the flow VAE's log weights under it are finite (the evaluator scores it as any VAE)."""
+    vae = build_vae(data_dim=6, seed=0, guide=name, prior="vamp", **SMALL)
+    u = vae.prior.pseudo_inputs
+    z = torch.randn(7, 2, 3)
+    with torch.no_grad():
+        base = vae.posterior(u).base_dist.base_dist  # Normal(mu, sigma), batch (K, D)
+        manual = torch.logsumexp(base.log_prob(z[..., None, :]).sum(-1), -1) - torch.log(torch.tensor(float(len(u))))
+        torch.testing.assert_close(vae.prior().log_prob(z), manual)
+        x = torch.rand(4, 6).round()
+        assert bool(torch.isfinite(log_importance_weights(vae.model, vae.guide, x, 5)).all())

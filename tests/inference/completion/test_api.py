@@ -66,3 +66,24 @@ def test_completion_on_an_explicit_cpu_device_matches_the_default(runs):
     b = complete_run(runs / "vae", mask="quadrants:1", method="naive", rows=4, samples=2, num_samples=10, device="cpu")
     drop = lambda m: {k: v for k, v in m.items() if k != "seconds"}  # noqa: E731
     assert drop(a.metrics) == drop(b.metrics)
+
+
+def test_local_vi_completion_fits_its_per_row_proposal_once_and_scores_with_it(runs, monkeypatch):
+    """--method local_vi with the default proposal local_vi: one VI fit serves the completion and the score."""
+    import inference.completion.proposals as proposals
+    import inference.completion.samplers as samplers
+    import inference.completion.yardstick as yardstick
+
+    real, calls = proposals.local_vi_guide, []
+
+    def counted(*args, **kwargs):
+        calls.append(args[1].shape)
+        return real(*args, **kwargs)
+
+    for module in (samplers, yardstick):
+        monkeypatch.setattr(module, "local_vi_guide", counted)
+    out = complete_run(runs / "vae", mask="quadrants:1", method="local_vi", rows=4, samples=2, num_samples=20)
+    assert calls == [torch.Size([4, 64])]
+    assert out.metrics["conditional_nll"] > 0 and out.metrics["khat_max"] == out.metrics["khat_max"]
+    complete_run(runs / "vae", mask="quadrants:1", method="sir", rows=4, samples=2, num_samples=20)
+    assert len(calls) == 2  # another method still fits the proposal for the score

@@ -34,9 +34,11 @@ def test_train_resume_evaluate_and_classify_an_m2_run(tmp_path, capsys):
     assert sum(map(sum, s["confusion"])) == metrics["num_test"] and 0 <= s["ece"] <= 1
     assert len(metrics["history"]) == 2 and "val_accuracy" in metrics["history"][0]["stats"]
     assert yaml.safe_load((run / "config.yaml").read_text())["data"]["labels"] == 20
-    for name in ("reliability", "confusion", "analogies", "class_samples"):
+    for name in ("reliability", "confusion", "analogies", "class_samples", "classifier_validation", "elbo_curves"):
         assert (run / "figures" / f"{name}.png").is_file()
-    assert "Semi-supervised (M2)" in (run / "report.md").read_text()
+    assert metrics["monitor"] == "accuracy" and "val_log_q" in metrics["history"][0]["stats"]
+    report = (run / "report.md").read_text()
+    assert "Semi-supervised (M2)" in report and "by validation accuracy" in report
     assert main(["train", "--resume", "--out", str(run), "--epochs", "3", "--eval-samples", "4", "-q"]) == 0
     assert len(json.loads((run / "metrics.json").read_text())["history"]) == 3
     assert main(["evaluate", str(run), "-K", "4", "-q"]) == 0

@@ -11,13 +11,14 @@ import torch
 import torch.nn.functional as F
 from torch.nn.functional import softplus
 
-from inference import semisup
+from inference import semisup, svi
 from inference.objectives import ClassificationLoss, make_objective
 from inference.semisup.baseline import baseline_for, fit_classifier
 from inference.semisup.batches import mixed_batches
 from inference.semisup.yardstick import calibration, confusion_matrix, summed_log_likelihood
 from pyro_vae import build_program, load_dataset
 from pyro_vae.labels import UNLABELLED, labelled_rows, semi_supervised
+from pyro_vae.errors import ConfigError
 from pyro_vae.spec import ModelSpec, TrainSpec
 
 TINY = dict(latent_dim=2, encoder={"name": "mlp", "hidden": [5]}, decoder={"name": "mlp", "hidden": [5]})
@@ -163,3 +164,40 @@ def test_m2_beats_the_labelled_only_classifier_on_digits_with_50_labels():
     discordant = int((right_m2 != right_base).sum())
     margin = 2 * math.sqrt(max(discordant / n ** 2 - diff ** 2 / n, 0.0))
     assert diff > margin, (diff, margin)
+
+
+@pytest.mark.parametrize("monitor, key", [(None, "val_accuracy"), ("accuracy", "val_accuracy"), ("log_q", "val_log_q")])
+def test_the_kept_epoch_is_the_first_best_of_the_monitored_validation_score(monitor, key):
+    """M2 and the labelled-only floor keep the first epoch whose monitored score is highest, and hold its parameters:
+    the kept program scores on the validation split exactly what that epoch recorded."""
+    data = semi_supervised(load_dataset("digits", binarize="dynamic", max_train=300), 30, seed=0)
+    spec = ModelSpec(program={"name": "m2", "classes": 10}, latent_dim=3, encoder={"name": "mlp", "hidden": [16]},
+                     decoder={"name": "mlp", "hidden": [16]})
+    program = build_program(spec, data_dim=64, seed=0)
+    train = TrainSpec(elbo="enum", epochs=6, lr=1e-2, batch_size=50, monitor=monitor)
+    floor = baseline_for(program, seed=0)
+    for fit in (semisup.fit(program, data, train, progress=False),
+                fit_classifier(floor, data, TrainSpec(epochs=6, lr=1e-2, batch_size=10, monitor=monitor),
+                               progress=False)):
+        scores = [r.stats[key] for r in fit.history]
+        assert fit.monitor == (monitor or "accuracy")
+        assert fit.best_epoch == fit.history[scores.index(max(scores))].epoch
+        assert [r.val_elbo for r in fit.history] == scores  # the loop's validation score is the monitored one
+        log_q, accuracy = semisup.class_log_likelihood(fit.vae, data.val, data.val_labels)
+        assert {"val_accuracy": accuracy, "val_log_q": log_q}[key] == pytest.approx(max(scores), abs=1e-6)
+
+
+def test_a_validation_score_the_method_does_not_offer_is_refused_before_training():
+    data = semi_supervised(load_dataset("digits", binarize="dynamic", max_train=200), 20, seed=0)
+    program = tiny_m2(classes=10, data_dim=64)
+    before = {k: v.clone() for k, v in program.state_dict().items()}
+    with pytest.raises(ConfigError, match=r"train.monitor='elbo' is not a validation score of M2; use one of: "
+                                          r"accuracy, log_q"):
+        semisup.fit(program, data, TrainSpec(elbo="enum", epochs=1, monitor="elbo"), progress=False)
+    assert all(torch.equal(before[k], v) for k, v in program.state_dict().items())  # no step was taken
+    vae = build_program(ModelSpec(latent_dim=2), data_dim=64, seed=0)
+    with pytest.raises(ConfigError, match=r"train.monitor='accuracy' is not a validation score of .*'elbo'"):
+        svi.fit(vae, load_dataset("digits", binarize="dynamic", max_train=200), TrainSpec(epochs=1, monitor="accuracy"),
+                progress=False)
+    with pytest.raises(ConfigError, match=r"train.monitor must be null or the name of a validation score"):
+        TrainSpec(monitor="")
