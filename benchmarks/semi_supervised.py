@@ -53,7 +53,8 @@ def one_draw(data, n_labels: int, draw: int, args: argparse.Namespace) -> dict[s
     semi = semi_supervised(data, n_labels, seed=draw)
     train = TrainSpec(elbo="enum", epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, patience=args.patience,
                       seed=draw, monitor=args.monitor)
-    program = build_program(m2_spec(args.latent_dim, args.hidden, alpha=args.alpha), data_dim=data.feature_dim, seed=draw)
+    alpha = args.alpha if args.alpha_per_label is None else args.alpha_per_label * n_labels
+    program = build_program(m2_spec(args.latent_dim, args.hidden, alpha=alpha), data_dim=data.feature_dim, seed=draw)
     floor = baseline_for(program, seed=draw)
     out = {"m2": float("nan"), "seconds": float("nan"), "epochs": 0}
     if not args.skip_m2:
@@ -68,7 +69,7 @@ def one_draw(data, n_labels: int, draw: int, args: argparse.Namespace) -> dict[s
         from inference.semisup.m1 import latent_features
 
         features = latent_features(args.m1, semi)
-        m1m2 = build_program(m2_spec(args.latent_dim, args.hidden, "gaussian_learned", args.alpha),
+        m1m2 = build_program(m2_spec(args.latent_dim, args.hidden, "gaussian_learned", alpha),
                              data_dim=features.feature_dim, seed=draw)
         t0 = time.perf_counter()
         print_curve("M1+M2", semisup.fit(m1m2, features, train, progress=not args.quiet))
@@ -84,6 +85,12 @@ def print_curve(name: str, fit) -> None:
     print(f"{name}: kept epoch {fit.best_epoch} (by validation {fit.monitor}); validation accuracy by epoch: {acc}",
           flush=True)
     print(f"{name}: validation log q(y | x) by epoch: {logq}", flush=True)
+
+
+def _alpha_text(args: argparse.Namespace) -> str:
+    if args.alpha_per_label is not None:
+        return f"{args.alpha_per_label:g} x labels"
+    return f"{args.alpha:g}" if args.alpha is not None else "0.1 N"
 
 
 def summary(values: list[float]) -> str:
@@ -107,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--alpha", type=float, help="weight of alpha E_labelled[log q(y | x)] (default 0.1 N)")
     p.add_argument("--monitor", choices=["accuracy", "log_q"], help="the validation score that keeps the epoch and "
                    "stops early (default: accuracy)")
+    p.add_argument("--alpha-per-label", type=float, help="alpha = this x the number of labels (e.g. 0.1 N = 5000: "
+                   "the weight 0.1 N on every labelled row's log q(y | x), the sum reading); overrides --alpha")
     p.add_argument("--m1", help="a VAE run folder on MNIST: also fit M1+M2 on its latent means")
     p.add_argument("--skip-m2", action="store_true", help="fit only the floor (and M1+M2 with --m1), not M2 on pixels")
     p.add_argument("--threads", type=int, default=2)
@@ -121,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
                         max_train=args.max_train)
     print(f"MNIST: {len(data.train)} train, {len(data.val)} labelled validation, {len(data.test)} test rows; "
           f"M2 784-{args.hidden}-{args.latent_dim}, {args.epochs} epochs max, lr {args.lr}, {args.threads} threads, "
-          f"alpha {args.alpha if args.alpha is not None else '0.1 N'}, kept epoch by validation {args.monitor or 'accuracy'}")
+          f"alpha {_alpha_text(args)}, kept epoch by validation {args.monitor or 'accuracy'}")
     print("labels | M2 error %        | labelled-only %   | M1+M2 %           | s/run | paper M2 / M1+M2 | Pyro ex. acc")
     table: dict[int, list[dict[str, float]]] = {}
     for n in (int(v) for v in args.labels.split(",")):
@@ -134,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.figure:
         from pyro_vae.plots.classes import plot_error_by_labels
 
-        keys = {"M2": "m2", "labelled-only": "floor", **({"M1+M2": "m1m2"} if args.m1 else {})}
+        keys = {**({} if args.skip_m2 else {"M2": "m2"}), "labelled-only": "floor", **({"M1+M2": "m1m2"} if args.m1 else {})}
         series = {name: ([statistics.fmean(r[k] for r in runs) for runs in table.values()],
                          [statistics.stdev(r[k] for r in runs) if len(runs) > 1 else 0.0 for runs in table.values()])
                   for name, k in keys.items()}
