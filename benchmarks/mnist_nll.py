@@ -54,6 +54,7 @@ from inference.training import SCHEDULES  # noqa: E402
 from pyro_vae.spec import load_spec  # noqa: E402
 
 BURDA_VAE_K1 = -86.76
+GAUSSIAN_GUIDES = ("diag_normal", "lowrank_normal", "full_normal")
 
 
 def run_spec(args: argparse.Namespace | dict):
@@ -70,6 +71,8 @@ def run_spec(args: argparse.Namespace | dict):
     prior_name = getattr(args, "prior", "normal")  # configs saved before --prior existed: N(0, I)
     components = getattr(args, "prior_components", None)
     prior = {"name": prior_name, **({"components": components} if components is not None else {})}
+    if prior_name == "vamp" and args.guide not in GAUSSIAN_GUIDES:
+        prior["flow_base"] = True  # components: the flow's base Gaussians at the pseudo-inputs (pyro_vae.priors)
     return load_spec({
         "model": {"latent_dim": args.latent_dim, "program": program, "prior": prior, "likelihood": "bernoulli",
                   "encoder": net, "decoder": net, "guide": guide},
@@ -78,6 +81,17 @@ def run_spec(args: argparse.Namespace | dict):
         "train": {"elbo": args.elbo, "lr": args.lr, **schedule, "batch_size": args.batch_size, "epochs": args.epochs,
                   "kl_warmup_epochs": args.kl_warmup, "seed": args.seed, "num_particles": args.particles},
     })
+
+
+def model_line(args: argparse.Namespace, widths: str, layers: str) -> str:
+    """The printed description of the model and its training."""
+    prior = args.prior + (f" (K = {args.prior_components})" if args.prior_components else "")
+    if args.prior == "vamp" and args.guide not in GAUSSIAN_GUIDES:
+        prior += ", components the flow's base Gaussians"
+    return (f"model: {args.program} 784-{widths}-{layers} {args.activation}, guide {args.guide}, Bernoulli, {prior} prior; "
+            f"{args.elbo}, batch {args.batch_size}, lr {args.lr:g} {args.lr_schedule}"
+            + (f" to {args.lr_final:g}" if args.lr_schedule != "constant" else "")
+            + (f", KL warm-up {args.kl_warmup} epochs" if args.kl_warmup else ""))
 
 
 def main() -> None:
@@ -143,10 +157,7 @@ def main() -> None:
     met = ll.mean >= args.target and minutes <= args.minutes
     layers = f"{args.latent_dim}" if args.program == "vae" else (
         f"{args.latent_dim}-{'x'.join(map(str, args.top_hidden))}-{args.top_latent_dim} ({args.inference})")
-    print(f"model: {args.program} 784-{widths}-{layers} {args.activation}, guide {args.guide}, Bernoulli, {args.prior} prior"
-          f"{f' (K = {args.prior_components})' if args.prior_components else ''}; {args.elbo}, batch {args.batch_size}, "
-          f"lr {args.lr:g} {args.lr_schedule}" + (f" to {args.lr_final:g}" if args.lr_schedule != "constant" else "")
-          + (f", KL warm-up {args.kl_warmup} epochs" if args.kl_warmup else ""))
+    print(model_line(args, widths, layers))
     print(f"training: {fit.history[-1].epoch} epochs, {minutes:.1f} min, {args.threads} threads; "
           f"scored: best validation epoch {fit.best_epoch}")
     print(f"test log p(x) (IS, K={args.K}, {ll.n} points): {ll.mean:.2f} +- {ll.stderr:.2f} nats  ({eval_s:.0f} s)")

@@ -122,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--figure", help="write the error-against-labels figure (PNG) here")
     p.add_argument("-q", "--quiet", action="store_true")
     args = p.parse_args(argv)
+    if args.alpha is not None and args.alpha_per_label is not None:
+        p.error(f"--alpha {args.alpha:g} and --alpha-per-label {args.alpha_per_label:g} both set the weight; pass one")
     if args.quick:
         args.labels, args.draws, args.epochs, args.max_train = "100", 1, 5, args.max_train or 5000
         args.lr, args.val_fraction = 1e-3, 0.05

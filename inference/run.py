@@ -5,11 +5,12 @@ A run folder holds::
     config.yaml          the resolved RunSpec (reloadable with pyro_vae.load_spec)
     metrics.json         history, wall time, test log p(x) (IS, K samples) with std. error,
                          test ELBO under estimators A and B, active units, KL per latent dim
-    checkpoints/         last.pt (every epoch, atomic) and best.pt (best validation ELBO)
+    checkpoints/         last.pt (every epoch, atomic) and best.pt (best validation score: the ELBO, M2's accuracy)
     figures/*.png        ELBO curves, reconstructions, prior samples, latent space (+ manifold)
     report.md            a short human-readable summary
     (M2 runs)            metrics.json test.semi_supervised: accuracy, ECE, confusion, log p(x) with y
-                         summed out; figures reliability/confusion/analogies/class_samples;
+                         summed out; figures reliability/confusion/analogies/class_samples/
+                         classifier_validation (the ELBO curve shows the enumerated validation ELBO);
                          predictions/*.csv from classify_run
 
 The CLI only parses arguments and calls these functions; notebooks call them too.
@@ -34,7 +35,7 @@ from inference.semisup.m1 import latent_features, latent_rows
 from inference.objectives import kl_mode
 from inference.run_folder import check_fresh, check_resume_spec, clear_run, locked
 from inference.run_kinds import kind_of
-from inference.training import FitResult, check_resumable, check_train_spec, data_info, load_checkpoint, vae_state
+from inference.training import FitResult, check_best_monitor, check_resumable, check_train_spec, data_info, load_checkpoint, vae_state
 from inference.training import distributed
 from inference.training.tracking import TensorBoardTracker, require_tensorboard
 from pyro_vae.checks import positive_int
@@ -142,11 +143,14 @@ def train(
     data = load_data(spec)
     if resume:
         path = run_dir / "checkpoints" / "last.pt"
-        check_resumable(load_checkpoint(path), spec.train, data_info(data), path, allow_data_change=allow_data_change)
+        ckpt = load_checkpoint(path)
+        check_resumable(ckpt, spec.train, data_info(data), path, allow_data_change=allow_data_change)
     if tensorboard:
         require_tensorboard()
     vae = new_program(spec, data)
     _check_run_data(vae, data, spec)
+    if resume:
+        check_best_monitor(ckpt["best"], kind_of(vae).monitor(spec.train), str(path))
     if not main:  # another process of a torchrun job: train, write nothing
         fit = kind_of(vae).fit(vae, data, spec.train, run_dir=run_dir, resume=resume,
                                allow_data_change=allow_data_change, progress=False)

@@ -27,13 +27,14 @@ from torch import nn
 from inference import evaluate, semisup, svi
 from inference.devices import module_placement
 from inference.semisup import results as semisup_results
+from inference.semisup.task import DEFAULT_MONITOR, MONITORS
 from inference.training import FitResult
 from inference.training.settings import check_fit_inputs, monitor_name
 from pyro_vae.cvae import is_conditional
 from pyro_vae.data import DataSplits
 from pyro_vae.errors import ConfigError
 from pyro_vae.plots import save_run_figures
-from pyro_vae.spec import RunSpec
+from pyro_vae.spec import RunSpec, TrainSpec
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,8 @@ class RunKind:
     ``fit(program, data, train, **loop_options) -> FitResult``;
     ``test_metrics(program, data, figures_dir, *, num_samples, rows, progress) -> dict`` (figures_dir
     None: numbers only); ``figures(program, data, fit, figures_dir) -> list[Path]`` (``fit`` the FitResult);
-    ``check_data(program, data, spec)`` raises ConfigError/DataError.
+    ``check_data(program, data, spec)`` raises ConfigError/DataError; ``monitor(train)`` is the name of the
+    validation score the fit keeps its best epoch by.
     """
 
     name: str
@@ -52,6 +54,7 @@ class RunKind:
     test_metrics: Callable[..., dict[str, Any]]
     figures: Callable[..., list[Path]]
     check_data: Callable[[nn.Module, DataSplits, RunSpec], None]
+    monitor: Callable[[TrainSpec], str]
 
 
 def generative_test_metrics(vae: nn.Module, data: DataSplits, figures_dir: Path | None = None, *, num_samples: int,
@@ -114,13 +117,21 @@ def _check_semi_supervised(program: nn.Module, data: DataSplits, spec: RunSpec) 
     semisup.check_semi_supervised(program, data, spec.train)
 
 
+def _elbo_monitor(train: TrainSpec) -> str:
+    return monitor_name(train, ("elbo",), "elbo", "this program's fit")
+
+
+def _classifier_monitor(train: TrainSpec) -> str:
+    return monitor_name(train, MONITORS, DEFAULT_MONITOR, "M2")
+
+
 RUN_KINDS: tuple[RunKind, ...] = (
     RunKind("conditional", is_conditional, svi.fit, _conditional_test_metrics, _conditional_figures,
-            _check_unlabelled),
+            _check_unlabelled, _elbo_monitor),
     RunKind("semi_supervised", semisup.is_semi_supervised, semisup.fit, _semi_supervised_test_metrics,
-            semisup_results.save_training_figures, _check_semi_supervised),
+            semisup_results.save_training_figures, _check_semi_supervised, _classifier_monitor),
     RunKind("generative", lambda program: True, svi.fit, generative_test_metrics, _generative_figures,
-            _check_unlabelled),
+            _check_unlabelled, _elbo_monitor),
 )
 
 

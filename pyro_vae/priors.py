@@ -14,7 +14,8 @@ Registered priors (``PRIORS.names()``):
 - ``student_t``: p(z) = prod_d StudentT(z_d; nu, 0, 1).
 - ``mixture``: p(z) = sum_k pi_k N(z; mu_k, diag(sigma_k^2)), pi, mu, sigma learned.
 - ``vamp``: VampPrior (Tomczak & Welling 2018), p(z) = (1/K) sum_k q_phi(z | u_k) with
-  learnable pseudo-inputs u_k pushed through the encoder.
+  learnable pseudo-inputs u_k pushed through the encoder (``flow_base``: with a flow guide, its
+  base Gaussians at the u_k).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import torch
 from torch import nn
 from torch.nn.functional import softplus
 
-from pyro_vae.checks import positive_float, positive_int
+from pyro_vae.checks import boolean, positive_float, positive_int
 from pyro_vae.errors import ConfigError
 from pyro_vae.numerics import inverse_softplus
 from pyro_vae.registry import BuildContext, Registry
@@ -115,19 +116,22 @@ class MixtureOfGaussiansPrior(nn.Module):
 class VampPrior(nn.Module):
     """p(z) = (1/K) sum_k q_phi(z | u_k), u_k learnable pseudo-inputs (Tomczak & Welling 2018).
 
-    With a flow guide (q_phi a Gaussian base pushed through flows) the components are the base
-    Gaussians N(mu_phi(u_k), diag sigma_phi(u_k)^2): scoring a z under the flow itself would need
-    the flows' inverses (sequential over the D coordinates for IAF, none for planar and sylvester).
+    ``flow_base``: with a flow guide (a Gaussian base N(mu_phi(x), diag sigma_phi(x)^2) pushed
+    through flows) the components are the base Gaussians N(mu_phi(u_k), diag sigma_phi(u_k)^2)
+    instead of the flows: a mixture of Gaussians placed by the encoder. Scoring a z under K
+    conditioned flows needs inverses that IAF and the spline flow compute one coordinate at a
+    time and planar and Sylvester flows do not have.
     """
 
-    def __init__(self, posterior, pseudo_inputs: torch.Tensor) -> None:
+    def __init__(self, posterior, pseudo_inputs: torch.Tensor, flow_base: bool = False) -> None:
         super().__init__()
         self._posterior = posterior  # a function, not a submodule: the VAE owns the encoder
         self.pseudo_inputs = nn.Parameter(pseudo_inputs)
+        self.flow_base = flow_base
 
     def components(self) -> dist.Distribution:
         q = self._posterior(self.pseudo_inputs)
-        return q.base_dist if isinstance(q, dist.TransformedDistribution) else q
+        return q.base_dist if self.flow_base and isinstance(q, dist.TransformedDistribution) else q
 
     def forward(self) -> dist.Distribution:
         q = self.components()
@@ -180,9 +184,10 @@ def mixture(latent_dim: int, *, context: BuildContext, components: int = 10, ini
 
 
 @PRIORS.register("vamp")
-def vamp(latent_dim: int, *, context: BuildContext, components: int = 50) -> nn.Module:
-    """VampPrior: mixture of q(z|u_k) over K learned pseudo-inputs u_k."""
+def vamp(latent_dim: int, *, context: BuildContext, components: int = 50, flow_base: bool = False) -> nn.Module:
+    """VampPrior: mixture of q(z|u_k) over K learned pseudo-inputs u_k (``flow_base``: of a flow guide's base Gaussians)."""
     k = positive_int("vamp prior: components", components)
+    flow_base = boolean("vamp prior: flow_base", flow_base)
     if context.posterior is None:
         raise ConfigError("vamp prior needs the encoder: build it through pyro_vae.build_vae")
     sample = context.data_sample
@@ -192,4 +197,17 @@ def vamp(latent_dim: int, *, context: BuildContext, components: int = 50) -> nn.
         init = sample[idx].float() + 0.01 * torch.randn(k, context.data_dim, generator=g)
     else:
         init = 0.5 + 0.01 * torch.randn(k, context.data_dim, generator=torch.Generator().manual_seed(0))
-    return VampPrior(context.posterior, init)
+    prior = VampPrior(context.posterior, init, flow_base)
+    _check_scores(prior, latent_dim)
+    return prior
+
+
+def _check_scores(prior: VampPrior, latent_dim: int) -> None:
+    """ConfigError when the guide family cannot score a point under its K components (a flow without a batched inverse)."""
+    try:
+        with torch.no_grad():
+            prior().log_prob(torch.zeros(1, latent_dim))
+    except (RuntimeError, KeyError, NotImplementedError) as err:
+        raise ConfigError(f"vamp prior: this guide family cannot score z under q(z | u_k) for its pseudo-inputs "
+                          f"({type(err).__name__}); set the prior option flow_base: true (components = the flow's "
+                          "base Gaussians), or use guide diag_normal, lowrank_normal, full_normal or householder") from err

@@ -56,14 +56,14 @@ def labelled_batches(data: DataSplits, train: TrainSpec, generator: torch.Genera
 
 def classifier_task(classifier: Classifier, data: DataSplits, train: TrainSpec) -> Task:
     """The :class:`~inference.training.Task` of the labelled-only classifier (module docstring)."""
-    from inference.semisup.task import MONITORS, classifier_monitors, classifier_scores
+    from inference.semisup.task import DEFAULT_MONITOR, classifier_monitors, classifier_scores
 
     n_l = int(split_rows(data)[1].numel())
 
     def loss(batch: Mapping[str, torch.Tensor], beta: float) -> torch.Tensor:
         return -(n_l / batch["y"].numel()) * classifier.classify(batch["x"]).log_prob(batch["y"]).sum()
 
-    monitor, validate = choose_monitor(train, classifier_monitors(classifier, data.val, data.val_labels), MONITORS[0],
+    monitor, validate = choose_monitor(train, classifier_monitors(classifier, data.val, data.val_labels), DEFAULT_MONITOR,
                                        "the labelled-only classifier")
     return Task(
         modules={"program": classifier},

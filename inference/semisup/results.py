@@ -47,7 +47,7 @@ def save_training_figures(program: nn.Module, data: DataSplits, fit: FitResult, 
     validation accuracy and log q(y | x) per epoch with the kept epoch marked."""
     history = fit.history
     curves = [dataclasses.replace(r, val_elbo=r.stats.get("val_elbo")) for r in history]
-    paths = save_run_figures(program, data, curves, figures_dir)
+    paths = save_run_figures(program, data, curves, figures_dir, kept_epoch=fit.best_epoch if fit.monitor else None)
     if history:
         nan = math.nan
         paths.append(plot_classifier_validation(

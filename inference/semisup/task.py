@@ -42,7 +42,8 @@ from pyro_vae.spec import TrainSpec
 
 logger = logging.getLogger(__name__)
 CHUNK = 1000
-MONITORS = ("accuracy", "log_q")  # the validation scores of a classifier (module docstring), the default first
+MONITORS = ("accuracy", "log_q")  # the validation scores of a classifier (module docstring)
+DEFAULT_MONITOR = "accuracy"
 
 
 def is_semi_supervised(program: Any) -> bool:
@@ -75,8 +76,8 @@ def classifier_scores(program: nn.Module, x: torch.Tensor, y: torch.Tensor) -> d
 
 def classifier_monitors(program: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, Callable[[], float]]:
     """The validation scores a classifier offers ``train.monitor``: ``accuracy`` and ``log_q`` on (x, y)."""
-    return dict(zip(MONITORS, (lambda: class_log_likelihood(program, x, y)[1],
-                               lambda: class_log_likelihood(program, x, y)[0])))
+    return {"accuracy": lambda: class_log_likelihood(program, x, y)[1],
+            "log_q": lambda: class_log_likelihood(program, x, y)[0]}
 
 
 def m2_task(program: nn.Module, data: DataSplits, train: TrainSpec) -> Task:
@@ -101,7 +102,7 @@ def m2_task(program: nn.Module, data: DataSplits, train: TrainSpec) -> Task:
     def report() -> dict[str, float]:
         return {**classifier_scores(program, val, val_y), "val_elbo": mean_elbo(program, val, objective)}
 
-    monitor, validate = choose_monitor(train, classifier_monitors(program, val, val_y), MONITORS[0], "M2")
+    monitor, validate = choose_monitor(train, classifier_monitors(program, val, val_y), DEFAULT_MONITOR, "M2")
     return Task(
         modules={"program": program},
         make_optimizers=lambda t: {"theta": make_optimizer(program, t)},
@@ -128,7 +129,7 @@ def check_semi_supervised(program: nn.Module, data: DataSplits, train: TrainSpec
                      ("test_labels", data.test_labels)):
         if y is not None:
             check_label_range(y, program.num_classes, split)
-    monitor_name(train, MONITORS, MONITORS[0], "M2")
+    monitor_name(train, MONITORS, DEFAULT_MONITOR, "M2")
     if split_rows(data)[1].numel() < program.num_classes:
         raise DataError(f"{data.name} has {split_rows(data)[1].numel()} labelled training rows, fewer than the "
                         f"{program.num_classes} classes; set data.labels (--labels) to at least {program.num_classes}")

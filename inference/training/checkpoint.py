@@ -5,7 +5,7 @@ A checkpoint is one ``torch.save`` file holding a plain dict, written atomically
 half-written checkpoint. Everything stored is plain data (tensors, numbers, strings, lists,
 dicts, tuples), so :func:`load_checkpoint` reads with ``torch.load(weights_only=True)`` and
 never unpickles code. The training loop writes ``run_dir/checkpoints/last.pt`` every epoch
-and ``best.pt`` when the validation ELBO improves; the layout::
+and ``best.pt`` when the validation score (the ELBO, or ``train.monitor``'s) improves; the layout::
 
     {
       "format": "pyro_vae.checkpoint/2",
@@ -18,7 +18,7 @@ and ``best.pt`` when the validation ELBO improves; the layout::
       "rng_ranks": [capture_rng(), ...],  # under torchrun: every process's streams, in rank order
       "batch_generator": ByteTensor,    # the torch.Generator that shuffles and binarizes
       "history": [dict, ...],           # one dict per EpochRecord
-      "best": {"epoch", "val_elbo", "vae", "modules"},   # best-validation states (None without)
+      "best": {"epoch", "val_elbo", "vae", "modules", "monitor"},   # best-validation states (None without)
       "spec": dict,                     # the TrainSpec as plain data
       "data": dict,                     # name, n_train, n_val, feature_dim, binarize of the data
       "samples_evaluated": int,         # cumulative count of the method's datapoint evaluations
@@ -216,6 +216,7 @@ def state_to_checkpoint(state: TrainState, *, spec: Mapping[str, Any], data: Map
             "val_elbo": best.val_elbo if best else None,
             "vae": best.modules[PROGRAM] if best else None,
             "modules": dict(best.modules) if best else None,
+            "monitor": best.monitor if best else None,
         },
         "spec": dict(spec),
         "data": dict(data),
@@ -255,7 +256,8 @@ def restore_state(state: TrainState, ckpt: Mapping[str, Any], path: Path) -> Tra
     return state.replace(
         epoch=int(ckpt["epoch"]),
         history=tuple(EpochRecord(**r) for r in ckpt["history"]),
-        best=Best(best["epoch"], best["val_elbo"], best_modules) if best_modules is not None else None,
+        best=Best(best["epoch"], best["val_elbo"], best_modules, best.get("monitor"))
+        if best_modules is not None else None,
         samples=int(ckpt.get("samples_evaluated", 0)),
         wall_time=float(ckpt.get("wall_time", 0.0)),
     )

@@ -59,7 +59,7 @@ from inference.training.checkpoint import (
     capture_rng, load_checkpoint, restore_rng, restore_state, save_checkpoint, state_to_checkpoint,
 )
 from inference.training.schedules import kl_beta, set_learning_rate
-from inference.training.resume import check_resumable, data_info
+from inference.training.resume import check_best_monitor, check_resumable, data_info
 from inference.training.settings import check_train_spec
 from inference.training.state import Best, EpochRecord, FitResult, TrainState, clone_modules, load_modules
 from pyro_vae.data import DataSplits
@@ -246,6 +246,9 @@ def _check_validation(task: Task, train: TrainSpec, data: Any) -> str | None:
             "train.patience (early stopping) needs a validation split and a method with a validation score; "
             "set data.val_fraction > 0, or patience=None"
         )
+    if train.monitor is not None and (n_val == 0 or task.validate is None):
+        raise ConfigError(f"train.monitor={train.monitor!r} names a validation score, but {task.label} has none here "
+                          "(no validation split, or a method without one); set data.val_fraction > 0, or monitor=None")
     if train.monitor is not None and train.monitor != task.monitor:
         raise ConfigError(f"train.monitor={train.monitor!r} is not a validation score of {task.label}; its score is "
                           f"{task.monitor!r}: set monitor to {task.monitor!r} or null")
@@ -271,6 +274,7 @@ def _start(task: Task, train: TrainSpec, session: _Session, state: TrainState | 
             load_modules(state.modules, state.last)
         if state.rng is not None:  # draws made since (checks, scoring) must not shift the fit
             restore_rng(state.rng)
+        check_best_monitor(state.best, task.monitor, "the given state")
         return state.replace(last=None)
     fresh = init_state(task, train)
     if not resume:
@@ -281,6 +285,7 @@ def _start(task: Task, train: TrainSpec, session: _Session, state: TrainState | 
     ckpt = load_checkpoint(path)
     check_resumable(ckpt, train, session.data, path, allow_data_change=session.allow_data_change)
     state = restore_state(fresh, ckpt, path)
+    check_best_monitor(state.best, task.monitor, str(path))
     rank, size = distributed.world()
     streams = ckpt.get("rng_ranks")
     if streams is not None and len(streams) == size:  # every process continues its own streams
@@ -367,7 +372,8 @@ def _validate(state: TrainState, session: _Session, epoch: int, step: int, steps
 def _end_epoch(state: TrainState, session: _Session, record: EpochRecord) -> TrainState:
     """Record the epoch, track the best state, write the checkpoints, remember the good state."""
     improved = record.val_elbo is not None and (state.best is None or record.val_elbo > state.best.val_elbo)
-    best = Best(record.epoch, record.val_elbo, clone_modules(state.modules)) if improved else state.best
+    best = Best(record.epoch, record.val_elbo, clone_modules(state.modules), session.task.monitor) if improved \
+        else state.best
     state = state.replace(epoch=record.epoch, history=state.history + (record,), best=best, wall_time=session.wall(),
                           rng=capture_rng())
     streams = distributed.gather_rng(capture_rng) if session.ckpt_dir is not None else None

@@ -16,7 +16,9 @@ from pyro_vae.spec import TrainSpec, as_section
 
 # TrainSpec fields that may change between a run and its resumption (they do not change the maths
 # of the epochs already done).
-RESUMABLE_CHANGES = ("epochs", "patience", "validate_every_step", "device")  # device: the maths is the same anywhere
+# device: the maths is the same anywhere; monitor: null and its default name the same score, and a change of score is
+# refused against the checkpoint's best epoch (inference.training.resume.check_best_monitor)
+RESUMABLE_CHANGES = ("epochs", "patience", "validate_every_step", "device", "monitor")
 
 
 def check_train_spec(train: TrainSpec) -> TrainSpec:
@@ -78,7 +80,7 @@ def monitor_name(train: TrainSpec, names: Sequence[str], default: str, what: str
     name = default if train.monitor is None else train.monitor
     if name not in names:
         raise ConfigError(f"train.monitor={train.monitor!r} is not a validation score of {what}; use one of: "
-                          f"{', '.join(names)} (or null for {default})")
+                          f"{', '.join(names)} (--monitor; or null for {default})")
     return name
 
 

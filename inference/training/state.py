@@ -25,7 +25,8 @@ class EpochRecord:
 
     ``train_elbo``: the training objective per datapoint, mean over the epoch's steps (the
     annealed ELBO for the SVI objectives, the log joint at the codes or chains for MAP and
-    MCEM); ``val_elbo``: the validation ELBO per datapoint (None without one); ``beta``: KL
+    MCEM); ``val_elbo``: the task's validation score (the ELBO per datapoint unless ``train.monitor``
+    names another, e.g. M2's accuracy; None without one); ``beta``: KL
     weight at the last step; ``seconds``: wall time (not reproducible); ``lr``: learning rate;
     ``stats``: what the method adds (acceptance rate, step size, minibatches done, ...).
     """
@@ -41,11 +42,13 @@ class EpochRecord:
 
 @dataclass(frozen=True)
 class Best:
-    """The epoch with the best validation ELBO so far, and every module's state then."""
+    """The epoch with the best validation score so far, every module's state then, and the score's name
+    (``Task.monitor``; None in checkpoints written before it was recorded)."""
 
     epoch: int
     val_elbo: float
     modules: Mapping[str, Mapping[str, torch.Tensor]]
+    monitor: str | None = None
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,7 @@ class FitResult:
 
     @property
     def best_val_elbo(self) -> float | None:
+        """The kept epoch's validation score (named by :attr:`monitor`), None without validation."""
         return self.state.best.val_elbo if self.state.best is not None else None
 
     @property

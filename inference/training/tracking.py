@@ -3,7 +3,8 @@
 A tracker is a callback ``tracker(state, record)`` that the training loop calls after every
 epoch (``fit(..., callbacks=[...])``). :class:`TensorBoardTracker` writes, under tag groups
 
-* ``elbo/train``, ``elbo/validation``: the record's objective and validation score (nats per datapoint);
+* ``elbo/train``, ``elbo/validation``: the record's objective and validation ELBO (nats per datapoint);
+  a task keeping its epoch by another score writes it as ``validation/<train.monitor>`` (M2: accuracy);
 * ``schedule/lr``, ``schedule/beta``: the learning rate and KL weight;
 * ``stats/<name>``: everything in the record's ``stats`` (e.g. ``val_reconstruction``, ``val_kl``);
 * ``samples``: every ``image_every`` epochs, a grid of decoder means E[x | z], z ~ p(z), for
@@ -49,8 +50,9 @@ class TensorBoardTracker:
     def __call__(self, state: TrainState, record: EpochRecord) -> None:
         w, e = self.writer, record.epoch
         w.add_scalar("elbo/train", record.train_elbo, e)
-        if record.val_elbo is not None:
-            w.add_scalar("elbo/validation", record.val_elbo, e)
+        if record.val_elbo is not None:  # the task's validation score: the ELBO unless train.monitor names another
+            monitor = state.best.monitor if state.best is not None else None
+            w.add_scalar("elbo/validation" if monitor in (None, "elbo") else f"validation/{monitor}", record.val_elbo, e)
         if record.lr is not None:
             w.add_scalar("schedule/lr", record.lr, e)
         w.add_scalar("schedule/beta", record.beta, e)

@@ -68,12 +68,14 @@ def elbo_series(history: Sequence[Any]) -> ElboSeries:
     return ElboSeries(epochs, train, val, beta, best, _spans(np.nan_to_num(beta, nan=1.0) < 1.0))
 
 
-def plot_elbo_curves(history: Sequence[Any], path: str | os.PathLike, *, title: str | None = None) -> Path:
+def plot_elbo_curves(history: Sequence[Any], path: str | os.PathLike, *, title: str | None = None,
+                     kept_epoch: float | None = None) -> Path:
     """Train and validation ELBO per epoch, L = E_q[log p(x|z)] - KL(q(z|x) || p(z)), nats per datapoint.
 
     ``history`` holds one record per epoch with ``epoch``, ``train_elbo``, ``val_elbo`` (or
     None) and ``beta`` (an ``inference.training.EpochRecord`` or a dict with those keys). The
-    epoch with the highest validation ELBO is marked; KL warm-up is shaded (records with
+    epoch with the highest validation ELBO is marked (``kept_epoch``: that epoch instead, for a fit
+    that kept its parameters by another validation score); KL warm-up is shaded (records with
     beta < 1, plus the epoch in which beta reached 1, since ``beta`` is its value at the last
     step of an epoch); there the train curve is the annealed bound that was optimized. When the first epochs lie far below the rest, the y axis is cut so the later
     curve stays readable and a note says so.
@@ -97,10 +99,12 @@ def plot_elbo_curves(history: Sequence[Any], path: str | os.PathLike, *, title: 
         ok = np.isfinite(val)  # validation may run every k epochs: join the epochs that have it
         ax.plot(epochs[ok], val[ok], color="tab:orange", marker="o" if ok.sum() <= 30 else None, markersize=3,
                 label="validation ELBO")
-        best = series.best
+        at = np.flatnonzero(epochs == kept_epoch) if kept_epoch is not None else []
+        best = int(at[0]) if len(at) else series.best
+        what = "kept epoch, validation" if len(at) else "best validation"
         ax.axvline(epochs[best], color="tab:green", linestyle=":", linewidth=1)
         ax.plot([epochs[best]], [val[best]], marker="*", markersize=12, color="tab:green", linestyle="none",
-                label=f"best validation: {val[best]:.2f} at epoch {epochs[best]:g}")
+                label=f"{what}: {val[best]:.2f} at epoch {epochs[best]:g}")
 
     values = np.concatenate([train, val])
     values = values[np.isfinite(values)]

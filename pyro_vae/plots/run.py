@@ -43,7 +43,8 @@ def _on_cpu(vae: Any) -> Any:
     return copy.deepcopy(vae).to(device="cpu", dtype=torch.float32)
 
 
-def save_run_figures(vae: Any, data: Any, history: Sequence[Any] | None, figures_dir: str | os.PathLike) -> list[Path]:
+def save_run_figures(vae: Any, data: Any, history: Sequence[Any] | None, figures_dir: str | os.PathLike, *,
+                     kept_epoch: float | None = None) -> list[Path]:
     """Write every figure that applies into ``figures_dir`` and return their paths.
 
     ELBO curves (when ``history`` has records; with the validation ELBO's reconstruction and KL
@@ -51,7 +52,7 @@ def save_run_figures(vae: Any, data: Any, history: Sequence[Any] | None, figures
     input and reconstruction under dynamic binarization) and the latent space of the test split
     (else validation, else train), and for image data (``data.image_shape``) prior
     samples and, when latent_dim == 2, the latent manifold. File names are in
-    :data:`FIGURE_NAMES`.
+    :data:`FIGURE_NAMES`. ``kept_epoch``: the epoch the ELBO curve marks (default: its best validation ELBO).
     """
     folder = Path(figures_dir)
     vae = _on_cpu(vae)
@@ -60,7 +61,8 @@ def save_run_figures(vae: Any, data: Any, history: Sequence[Any] | None, figures
     paths: list[Path] = []
     if history is not None and len(history) > 0:
         paths.append(plot_elbo_curves(history, folder / FIGURE_NAMES["elbo"],
-                                      title=f"ELBO per datapoint ({getattr(data, 'name', 'data')})"))
+                                      title=f"ELBO per datapoint ({getattr(data, 'name', 'data')})",
+                                      kept_epoch=kept_epoch))
     else:
         logger.info("no training history: skipping the ELBO curve figure")
     paths.append(_reconstructions(vae, data, x, image_shape, folder / FIGURE_NAMES["reconstructions"]))

@@ -122,10 +122,10 @@ def test_pyro_vae_list_shows_every_flow_and_the_hierarchical_program(capsys):
 
 
 @pytest.mark.parametrize("name", FLOWS)
-def test_a_vamp_prior_with_a_flow_guide_mixes_the_base_gaussians_at_the_pseudo_inputs(name):
+def test_a_vamp_prior_with_flow_base_mixes_the_base_gaussians_at_the_pseudo_inputs(name):
     """p(z) = (1/K) sum_k N(z; mu(u_k), diag sigma(u_k)^2), the flow's base at each pseudo-input, written out by hand;
     and the flow VAE's log weights under it are finite (the evaluator scores it as any VAE)."""
-    vae = build_vae(data_dim=6, seed=0, guide=name, prior="vamp", **SMALL)
+    vae = build_vae(data_dim=6, seed=0, guide=name, prior={"name": "vamp", "flow_base": True}, **SMALL)
     u = vae.prior.pseudo_inputs
     z = torch.randn(7, 2, 3)
     with torch.no_grad():
@@ -134,3 +134,17 @@ def test_a_vamp_prior_with_a_flow_guide_mixes_the_base_gaussians_at_the_pseudo_i
         torch.testing.assert_close(vae.prior().log_prob(z), manual)
         x = torch.rand(4, 6).round()
         assert bool(torch.isfinite(log_importance_weights(vae.model, vae.guide, x, 5)).all())
+
+
+def test_a_vamp_prior_scores_under_the_flow_itself_where_it_can_and_otherwise_names_flow_base():
+    """Householder flows invert in closed form: the default vamp prior mixes the flows q(z | u_k) themselves,
+    (1/K) sum_k N(H_k^{-1} z; mu_k, sigma_k) (|det H| = 1); the others are refused at build with the fix named."""
+    vae = build_vae(data_dim=6, seed=0, guide="householder", prior="vamp", **SMALL)
+    q = vae.posterior(vae.prior.pseudo_inputs)
+    z = torch.randn(5, 3)
+    with torch.no_grad():
+        by_hand = torch.logsumexp(q.log_prob(z[:, None, :]), -1) - torch.log(torch.tensor(float(q.batch_shape[0])))
+        torch.testing.assert_close(vae.prior().log_prob(z), by_hand)
+    for name in ("iaf", "planar", "sylvester", "spline"):
+        with pytest.raises(ConfigError, match="set the prior option flow_base: true"):
+            build_vae(data_dim=6, seed=0, guide=name, prior="vamp", **SMALL)

@@ -100,3 +100,30 @@ def test_m1_m2_trains_m2_on_the_latent_means_of_a_vae_run_and_refuses_another_la
     assert main(["classify", str(run), "--dataset", str(rows), "--out", str(tmp_path / "m1m2.csv")]) == 0
     with open(tmp_path / "m1m2.csv", newline="") as fh:
         assert len(list(csv.DictReader(fh))) == 5
+
+
+def test_resuming_with_another_validation_score_is_refused_before_anything_is_written(tmp_path, capsys):
+    """The best epoch kept so far was chosen by one score; continuing by another would compare accuracies with
+    log-likelihoods. A checkpoint from before train.monitor (no name saved) was kept by log q for M2."""
+    from inference.training import load_checkpoint, save_checkpoint
+
+    config = tmp_path / "m2.yaml"
+    config.write_text(yaml.safe_dump(M2))
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(config), "--labels", "20", "--out", str(run), "--eval-samples", "4", "-q"]) == 0
+    capsys.readouterr()
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
+    assert main(["train", "--resume", "--out", str(run), "--epochs", "3", "--monitor", "log_q", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "kept by validation accuracy, this fit keeps it by log_q" in err and "--monitor accuracy" in err
+    assert {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()} == before
+    last = run / "checkpoints" / "last.pt"
+    ckpt = load_checkpoint(last)
+    del ckpt["best"]["monitor"], ckpt["checksum"]  # as written before train.monitor existed
+    save_checkpoint(last, ckpt)
+    assert main(["train", "--resume", "--out", str(run), "--epochs", "3", "--eval-samples", "4", "-q"]) == 2
+    assert "saved before train.monitor existed" in capsys.readouterr().err
+    assert main(["train", "--resume", "--out", str(run), "--epochs", "3", "--monitor", "log_q", "--eval-samples", "4",
+                 "-q"]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["monitor"] == "log_q" and len(metrics["history"]) == 3

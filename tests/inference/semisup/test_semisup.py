@@ -201,3 +201,10 @@ def test_a_validation_score_the_method_does_not_offer_is_refused_before_training
                 progress=False)
     with pytest.raises(ConfigError, match=r"train.monitor must be null or the name of a validation score"):
         TrainSpec(monitor="")
+    no_val = load_dataset("digits", binarize="dynamic", max_train=200, val_fraction=0.0)
+    with pytest.raises(ConfigError, match=r"train.monitor='elbo' names a validation score, but .* has none here"):
+        svi.fit(vae, no_val, TrainSpec(epochs=1, monitor="elbo"), progress=False)
+    fit = semisup.fit(program, data, TrainSpec(elbo="enum", epochs=1), progress=False)
+    with pytest.raises(ConfigError, match=r"cannot continue the given state: its best epoch was kept by "
+                                          r"validation accuracy, this fit keeps it by log_q"):
+        semisup.fit(program, data, TrainSpec(elbo="enum", epochs=2, monitor="log_q"), state=fit.state, progress=False)
