@@ -20,6 +20,8 @@ Registered priors (``PRIORS.names()``):
 
 from __future__ import annotations
 
+import math
+
 
 import pyro.distributions as dist
 import torch
@@ -99,10 +101,7 @@ class MixtureOfGaussiansPrior(nn.Module):
         self.rho = nn.Parameter(torch.full((components, latent_dim), inverse_softplus(1.0)))
 
     def forward(self) -> dist.Distribution:
-        scale = softplus(self.rho) + 1e-5
-        return dist.MixtureSameFamily(
-            dist.Categorical(logits=self.logits), dist.Normal(self.loc, scale).to_event(1)
-        )
+        return diagonal_normal_mixture(self.logits, self.loc, softplus(self.rho) + 1e-5)
 
     def marginals(self) -> dist.Distribution:
         scale = softplus(self.rho) + 1e-5
@@ -111,6 +110,44 @@ class MixtureOfGaussiansPrior(nn.Module):
             dist.Categorical(logits=self.logits.expand(d, -1)),
             dist.Normal(self.loc.T, scale.T),
         )
+
+
+class DiagonalNormalMixture(dist.MixtureSameFamily):
+    """sum_k pi_k N(z; mu_k, diag sigma_k^2), scored without a (..., K, D) intermediate.
+
+    log N(z; mu_k, sigma_k) = -1/2 [z^2 . s_k - 2 z . (mu_k s_k) + mu_k^2 . s_k] - sum_d log sigma_kd - D/2 log 2 pi,
+    s_k = sigma_k^-2: two matrix products (in float64: the expanded square cancels) give all K
+    components of every z at once. Build it with :func:`diagonal_normal_mixture`; expanded copies
+    (a data plate) keep the K x D parameters. Sampling and everything else are ``MixtureSameFamily``'s.
+    """
+
+    _flat: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # (logits (K,), loc (K, D), scale (K, D))
+
+    def expand(self, batch_shape, _instance=None):
+        new = super().expand(batch_shape, _instance)
+        new._flat = self._flat
+        return new
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        if self._flat is None:
+            return super().log_prob(value)
+        if self._validate_args:
+            self._validate_sample(value)
+        logits, loc, scale = (t.double() for t in self._flat)
+        prec = scale.pow(-2)  # (K, D)
+        z = value.reshape(-1, loc.shape[-1]).double()
+        quad = z.pow(2) @ prec.T - 2 * z @ (loc * prec).T + (loc.pow(2) * prec).sum(-1)  # (N, K)
+        log_norm = scale.log().sum(-1) + 0.5 * loc.shape[-1] * math.log(2 * math.pi)
+        out = torch.logsumexp(torch.log_softmax(logits, -1) - 0.5 * quad - log_norm, dim=-1)
+        out = out.reshape(value.shape[:-1]).to(value.dtype)
+        return out.expand(torch.broadcast_shapes(out.shape, self.batch_shape))
+
+
+def diagonal_normal_mixture(logits: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> DiagonalNormalMixture:
+    """p(z) = sum_k softmax(logits)_k N(z; loc_k, diag scale_k^2), loc and scale (K, D): batch_shape (), event (D,)."""
+    mixture = DiagonalNormalMixture(dist.Categorical(logits=logits), dist.Normal(loc, scale).to_event(1))
+    mixture._flat = (logits, loc, scale)
+    return mixture
 
 
 class VampPrior(nn.Module):
@@ -136,8 +173,11 @@ class VampPrior(nn.Module):
     def forward(self) -> dist.Distribution:
         q = self.components()
         k = self.pseudo_inputs.shape[0]
-        weights = dist.Categorical(logits=torch.zeros(k, device=self.pseudo_inputs.device))
-        return dist.MixtureSameFamily(weights, q)
+        logits = torch.zeros(k, device=self.pseudo_inputs.device)
+        normal = q.base_dist if isinstance(q, dist.Independent) else None
+        if isinstance(normal, dist.Normal) and normal.loc.dim() == 2:  # diagonal components: the fast mixture
+            return diagonal_normal_mixture(logits, normal.loc, normal.scale)
+        return dist.MixtureSameFamily(dist.Categorical(logits=logits), q)
 
     def marginals(self) -> dist.Distribution:
         q = self.components()

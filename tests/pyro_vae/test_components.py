@@ -198,3 +198,25 @@ def test_registered_kl_to_diagonal_prior_matches_monte_carlo(name):
     terms = q.log_prob(z) - p.log_prob(z)
     se = terms.std(0) / math.sqrt(len(z))
     assert ((kl - terms.mean(0)).abs() < 4 * se).all()
+
+
+def test_the_diagonal_normal_mixture_scores_as_mixture_same_family_value_and_gradient():
+    """The expanded-square scoring of the mixture and vamp priors equals pyro's MixtureSameFamily, for any batch shape."""
+    from pyro_vae.priors import DiagonalNormalMixture, diagonal_normal_mixture
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(7, generator=g).requires_grad_()
+    loc = (3 * torch.randn(7, D_Z, generator=g)).requires_grad_()
+    scale = (0.05 + torch.rand(7, D_Z, generator=g)).requires_grad_()
+    z = 4 * torch.randn(5, 3, D_Z, generator=g)
+    fast = diagonal_normal_mixture(logits, loc, scale).log_prob(z)
+    slow = torch.distributions.MixtureSameFamily(torch.distributions.Categorical(logits=logits),
+                                                 torch.distributions.Independent(torch.distributions.Normal(loc, scale), 1)).log_prob(z)
+    assert fast.shape == (5, 3)
+    torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-4)
+    for a, b in zip(torch.autograd.grad(fast.sum(), (logits, loc, scale)), torch.autograd.grad(slow.sum(), (logits, loc, scale))):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    vae = build_vae(data_dim=D_X, latent_dim=D_Z, prior="vamp", seed=0)
+    assert isinstance(vae.prior(), DiagonalNormalMixture) and isinstance(make_prior("mixture")(), DiagonalNormalMixture)
+    expanded = diagonal_normal_mixture(logits, loc, scale).expand((3,))  # as in a data plate of 3 rows
+    torch.testing.assert_close(expanded.log_prob(z), slow, rtol=1e-5, atol=1e-4)
