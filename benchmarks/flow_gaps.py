@@ -43,6 +43,7 @@ from inference.diagnostics import amortization_gaps  # noqa: E402
 from inference.svi import fit  # noqa: E402
 from inference.training.checkpoint import load_checkpoint, vae_state  # noqa: E402
 from pyro_vae import build_vae, load_dataset  # noqa: E402
+from pyro_vae.priors import VampPrior  # noqa: E402
 
 FLOWS = {"iaf": {"name": "iaf", "num_flows": 2}, "sylvester": {"name": "sylvester", "num_flows": 2},
          "planar": {"name": "planar", "num_flows": 4}, "householder": {"name": "householder", "num_flows": 4}}
@@ -82,7 +83,14 @@ def main() -> None:
 
 
 def on_frozen_decoder(vae, base, data, train) -> None:
-    """Train ``vae``'s guide with ``base``'s prior, likelihood and decoder copied in and frozen."""
+    """Train ``vae``'s guide with ``base``'s prior, likelihood and decoder copied in and frozen.
+
+    A VampPrior reads its components through the encoder it was built with, so ``vae`` takes
+    ``base``'s prior itself (components from ``base``'s encoder, which is not trained here): a copy
+    of its pseudo-inputs alone would put them through ``vae``'s own, changing, encoder.
+    """
+    if isinstance(base.prior, VampPrior):
+        vae.prior = base.prior
     for part in ("prior", "likelihood", "decoder"):
         getattr(vae, part).load_state_dict(getattr(base, part).state_dict())
     with frozen(vae.decoder), frozen(vae.likelihood), frozen(vae.prior):
