@@ -149,8 +149,8 @@ def train(
         require_tensorboard()
     vae = new_program(spec, data)
     _check_run_data(vae, data, spec)
-    if resume:
-        check_best_monitor(ckpt["best"], kind_of(vae).monitor(spec.train), str(path))
+    if resume and ckpt["best"].get("epoch") is not None:
+        check_best_monitor(ckpt["best"].get("monitor"), kind_of(vae).monitor(spec.train), str(path))
     if not main:  # another process of a torchrun job: train, write nothing
         fit = kind_of(vae).fit(vae, data, spec.train, run_dir=run_dir, resume=resume,
                                allow_data_change=allow_data_change, progress=False)

@@ -274,7 +274,8 @@ def _start(task: Task, train: TrainSpec, session: _Session, state: TrainState | 
             load_modules(state.modules, state.last)
         if state.rng is not None:  # draws made since (checks, scoring) must not shift the fit
             restore_rng(state.rng)
-        check_best_monitor(state.best, task.monitor, "the given state")
+        if state.best is not None:
+            check_best_monitor(state.best.monitor, task.monitor, "the given state")
         return state.replace(last=None)
     fresh = init_state(task, train)
     if not resume:
@@ -285,7 +286,8 @@ def _start(task: Task, train: TrainSpec, session: _Session, state: TrainState | 
     ckpt = load_checkpoint(path)
     check_resumable(ckpt, train, session.data, path, allow_data_change=session.allow_data_change)
     state = restore_state(fresh, ckpt, path)
-    check_best_monitor(state.best, task.monitor, str(path))
+    if state.best is not None:
+        check_best_monitor(state.best.monitor, task.monitor, str(path))
     rank, size = distributed.world()
     streams = ckpt.get("rng_ranks")
     if streams is not None and len(streams) == size:  # every process continues its own streams

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import logging
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Mapping
 
 import numpy as np
@@ -52,20 +51,16 @@ def changed_settings(saved: Mapping[str, Any], now: Mapping[str, Any], *, resuma
 LEGACY_MONITORS = ("elbo", "log_q")  # the scores fits used before train.monitor existed
 
 
-def check_best_monitor(best: Any, monitor: str, where: str) -> None:
-    """ConfigError when the best epoch of a fit to continue was kept by another validation score than ``monitor``.
+def check_best_monitor(saved: str | None, monitor: str, where: str) -> None:
+    """ConfigError when the best epoch of a fit to continue was kept by the score ``saved``, not ``monitor``.
 
-    ``best``: the fit's :class:`~inference.training.Best` or a checkpoint's ``"best"`` entry (None: no best yet).
-
-    A best epoch saved without its score's name (checkpoints written before ``train.monitor``) was
-    kept by what its task then used: the ELBO, or M2's log q(y | x) (``log_q``).
+    Call it only for a fit that has a best epoch. ``saved`` None (checkpoints written before
+    ``train.monitor``): it was kept by what its task then used, the ELBO or M2's log q(y | x) (``log_q``).
     """
-    if isinstance(best, Mapping):
-        best = None if best.get("epoch") is None else SimpleNamespace(monitor=best.get("monitor"))
-    if best is None or best.monitor == monitor or (best.monitor is None and monitor in LEGACY_MONITORS):
+    if saved == monitor or (saved is None and monitor in LEGACY_MONITORS):
         return
-    saved = best.monitor or "elbo or, for M2, log_q (saved before train.monitor existed)"
-    fix = best.monitor or "log_q"
+    fix = saved or "log_q"
+    saved = saved or "elbo or, for M2, log_q (saved before train.monitor existed)"
     raise ConfigError(f"cannot continue {where}: its best epoch was kept by validation {saved}, this fit keeps it by "
                       f"{monitor}; continue with train.monitor={fix!r} (--monitor {fix}), or start a new run")
 
