@@ -73,7 +73,7 @@ def load_data(spec: RunSpec) -> DataSplits:
     if d.labels is not None:  # semi-supervised: the labels of d.labels balanced training rows kept, the others hidden
         data = semi_supervised(data, d.labels, num_classes=spec.model.program.options.get("classes"), seed=spec.train.seed)
     if d.m1 is not None:  # M1+M2: every row replaced by its posterior mean under the M1 run's guide
-        data = latent_features(d.m1, data)
+        data = latent_features(d.m1, data, units=d.m1_units)
     return data
 
 
@@ -150,7 +150,7 @@ def train(
     vae = new_program(spec, data)
     _check_run_data(vae, data, spec)
     if resume and ckpt["best"].get("epoch") is not None:
-        check_best_monitor(ckpt["best"].get("monitor"), kind_of(vae).monitor(spec.train), str(path))
+        check_best_monitor(ckpt["best"].get("monitor"), kind_of(vae).monitor(spec), str(path))
     if not main:  # another process of a torchrun job: train, write nothing
         fit = kind_of(vae).fit(vae, data, spec.train, run_dir=run_dir, resume=resume,
                                allow_data_change=allow_data_change, progress=False)
@@ -308,7 +308,7 @@ def classify_run(run_dir: str | Path, *, dataset: str = "test", out: str | Path 
                           "model.program: m2")
     x, labels, name = semisup_results.rows_to_classify(data, dataset)
     if spec.data.m1 is not None and dataset not in semisup_results.SPLITS:  # new raw rows: through M1 first, as in training
-        x = latent_rows(spec.data.m1, x, name=str(dataset))
+        x = latent_rows(spec.data.m1, x, name=str(dataset), units=spec.data.m1_units)
     with locked(run_dir):
         return semisup_results.write_predictions(program, x, labels, Path(out) if out else
                                                  run_dir / "predictions" / f"{name}.csv")

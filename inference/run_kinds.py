@@ -27,14 +27,14 @@ from torch import nn
 from inference import evaluate, semisup, svi
 from inference.devices import module_placement
 from inference.semisup import results as semisup_results
-from inference.semisup.task import DEFAULT_MONITOR, MONITORS
+from inference.semisup.validation import DEFAULT_MONITOR, MONITORS
 from inference.training import FitResult
 from inference.training.settings import check_fit_inputs, monitor_name
 from pyro_vae.cvae import is_conditional
 from pyro_vae.data import DataSplits
 from pyro_vae.errors import ConfigError
 from pyro_vae.plots import save_run_figures
-from pyro_vae.spec import RunSpec, TrainSpec
+from pyro_vae.spec import RunSpec
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ class RunKind:
     ``fit(program, data, train, **loop_options) -> FitResult``;
     ``test_metrics(program, data, figures_dir, *, num_samples, rows, progress) -> dict`` (figures_dir
     None: numbers only); ``figures(program, data, fit, figures_dir) -> list[Path]`` (``fit`` the FitResult);
-    ``check_data(program, data, spec)`` raises ConfigError/DataError; ``monitor(train)`` is the name of the
+    ``check_data(program, data, spec)`` raises ConfigError/DataError; ``monitor(spec)`` is the name of the
     validation score the fit keeps its best epoch by.
     """
 
@@ -54,7 +54,7 @@ class RunKind:
     test_metrics: Callable[..., dict[str, Any]]
     figures: Callable[..., list[Path]]
     check_data: Callable[[nn.Module, DataSplits, RunSpec], None]
-    monitor: Callable[[TrainSpec], str]
+    monitor: Callable[[RunSpec], str]
 
 
 def generative_test_metrics(vae: nn.Module, data: DataSplits, figures_dir: Path | None = None, *, num_samples: int,
@@ -106,7 +106,7 @@ def _check_unlabelled(program: nn.Module, data: DataSplits, spec: RunSpec) -> No
     """The fit's inputs; and no hidden labels for a program that takes none."""
     train = check_fit_inputs(program, data, spec.train)
     svi.check_program_data(program, data, train)
-    monitor_name(train, ("elbo",), "elbo", f"{spec.model.program.name!r} (its fit keeps the best validation ELBO)")
+    _elbo_monitor(spec)
     if spec.data.labels is not None:
         raise ConfigError(f"data.labels={spec.data.labels} hides labels for semi-supervised training, but the program "
                           f"{spec.model.program.name!r} takes none; use model.program: m2, or drop data.labels (--labels)")
@@ -117,12 +117,13 @@ def _check_semi_supervised(program: nn.Module, data: DataSplits, spec: RunSpec) 
     semisup.check_semi_supervised(program, data, spec.train)
 
 
-def _elbo_monitor(train: TrainSpec) -> str:
-    return monitor_name(train, ("elbo",), "elbo", "this program's fit")
+def _elbo_monitor(spec: RunSpec) -> str:
+    return monitor_name(spec.train, ("elbo",), "elbo",
+                        f"{spec.model.program.name!r} (its fit keeps the best validation ELBO)")
 
 
-def _classifier_monitor(train: TrainSpec) -> str:
-    return monitor_name(train, MONITORS, DEFAULT_MONITOR, "M2")
+def _classifier_monitor(spec: RunSpec) -> str:
+    return monitor_name(spec.train, MONITORS, DEFAULT_MONITOR, "M2")
 
 
 RUN_KINDS: tuple[RunKind, ...] = (

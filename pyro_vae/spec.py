@@ -33,7 +33,7 @@ from pyro_vae.checks import (
     boolean, check_fractions, choice, got, integer, mapping, name_string, optional_positive_float, optional_positive_int,
     positive_float, positive_int, seed,
 )
-from pyro_vae.data import default_binarize
+from pyro_vae.data import BINARIZE_MODES as BINARIZE, default_binarize
 from pyro_vae.errors import ConfigError
 from pyro_vae.files import write_text
 from pyro_vae.guides import GUIDES
@@ -44,7 +44,7 @@ from pyro_vae.priors import PRIORS
 from pyro_vae.programs import PROGRAMS
 from pyro_vae.registry import Registry
 
-BINARIZE = ("none", "threshold", "static", "dynamic")
+M1_UNITS = ("all", "active")  # data.m1_units: which of an M1 run's latent units M1+M2 reads (inference.semisup.m1)
 DEVICE_FORMS = ("cpu", "cuda", "cuda:N", "mps", "auto")  # train.device; resolved by inference.devices
 _DEVICE = re.compile(r"(cpu|cuda|cuda:\d+|mps|auto)")
 
@@ -126,6 +126,7 @@ class DataSpec:
     max_train: int | None = None
     labels: int | None = None  # semi-supervised: keep the labels of this many balanced training rows (pyro_vae.labels)
     m1: str | None = None  # M1+M2: a VAE run folder whose posterior means replace every row (inference.semisup.m1)
+    m1_units: str = "all"  # M1+M2: all of M1's units, or only its active ones (inference.semisup.m1)
 
     def __post_init__(self) -> None:
         name_string("data.dataset", self.dataset, what="a built-in dataset name or a .npy/.npz/.csv path")
@@ -139,6 +140,10 @@ class DataSpec:
         optional_positive_int("data.labels", self.labels)
         if self.m1 is not None:
             name_string("data.m1", self.m1, what="null or the folder of a trained VAE run (M1 of M1+M2)")
+        choice("data.m1_units", self.m1_units, M1_UNITS)
+        if self.m1 is None and self.m1_units != "all":
+            raise ConfigError(f"data.m1_units={self.m1_units!r} selects units of an M1 run, but data.m1 is null; "
+                              "set data.m1 (--m1) to a trained VAE run folder, or drop data.m1_units")
 
 
 @dataclass(frozen=True)
@@ -350,6 +355,6 @@ def override(spec: RunSpec, **dotted: Any) -> RunSpec:
 
 
 __all__ = [
-    "Component", "DEVICE_FORMS", "check_device_form", "ModelSpec", "DataSpec", "TrainSpec", "RunSpec", "as_section",
+    "Component", "DEVICE_FORMS", "M1_UNITS", "check_device_form", "ModelSpec", "DataSpec", "TrainSpec", "RunSpec", "as_section",
     "spec_from_dict", "spec_to_dict", "load_spec", "save_spec", "override",
 ]

@@ -23,9 +23,9 @@ import torch
 from torch import nn
 
 from inference.semisup.batches import split_rows
+from inference.semisup.validation import classifier_validation
 from inference.training import FitResult, Task, gradient_step, make_optimizer
 from inference.training import fit as run_loop
-from inference.training.settings import choose_monitor
 from pyro_vae.data import DataSplits
 from pyro_vae.errors import DataError
 from pyro_vae.spec import TrainSpec
@@ -56,22 +56,19 @@ def labelled_batches(data: DataSplits, train: TrainSpec, generator: torch.Genera
 
 def classifier_task(classifier: Classifier, data: DataSplits, train: TrainSpec) -> Task:
     """The :class:`~inference.training.Task` of the labelled-only classifier (module docstring)."""
-    from inference.semisup.task import DEFAULT_MONITOR, classifier_monitors, classifier_scores
-
     n_l = int(split_rows(data)[1].numel())
 
     def loss(batch: Mapping[str, torch.Tensor], beta: float) -> torch.Tensor:
         return -(n_l / batch["y"].numel()) * classifier.classify(batch["x"]).log_prob(batch["y"]).sum()
 
-    monitor, validate = choose_monitor(train, classifier_monitors(classifier, data.val, data.val_labels), DEFAULT_MONITOR,
-                                       "the labelled-only classifier")
+    scores = classifier_validation(classifier, data.val, data.val_labels, train, "the labelled-only classifier")
     return Task(
         modules={"program": classifier},
         make_optimizers=lambda t: {"theta": make_optimizer(classifier, t)},
         step=gradient_step(loss),
-        validate=validate,
-        monitor=monitor,
-        report=lambda: classifier_scores(classifier, data.val, data.val_labels),
+        validate=scores.validate,
+        monitor=scores.monitor,
+        report=scores.report,
         label="labelled-only classifier",
         batches=labelled_batches,
     )

@@ -9,6 +9,15 @@ with the labels carried over unchanged (hidden ones stay :data:`pyro_vae.labels.
 M2 is fitted to the u's as to any real-valued data (a Gaussian likelihood, e.g.
 ``gaussian_learned``). Rows under dynamic binarization are encoded as their grey values (the
 mean of the Bernoulli draws M1 was trained on).
+
+``units="active"`` keeps only M1's active units (Burda et al. 2015), measured on the M1 run's own
+training rows x_1..x_n:
+
+    keep u  iff  Var_i(E_{q_M1}[z_u | x_i]) > 0.01,
+
+so the same units are kept whatever rows are then encoded. An inactive unit's mean is nearly the
+same for every row; a learned-variance Gaussian likelihood in M2 can shrink its scale on such a
+feature without bound, which rewards fitting noise rather than the classes.
 """
 
 from __future__ import annotations
@@ -17,10 +26,13 @@ from pathlib import Path
 
 import torch
 
-from pyro_vae.checks import positive_int
+from pyro_vae.checks import choice, positive_int
 from pyro_vae.data import DataSplits
 from pyro_vae.errors import ConfigError, DataError
 from pyro_vae.plots.latents import posterior_means
+from pyro_vae.spec import M1_UNITS
+
+ACTIVE_THRESHOLD = 0.01  # Burda et al. 2015: a unit is active when Var_x E_q[z_u | x] exceeds it
 
 
 def _load_m1(m1_run: str | Path):
@@ -36,11 +48,27 @@ def _means(m1, x: torch.Tensor) -> torch.Tensor:
         return posterior_means(m1, x) if x.shape[0] else torch.zeros(0, m1.latent_dim)
 
 
-def latent_features(m1_run: str | Path, data: DataSplits | None = None, *, latent_dim: int | None = None) -> DataSplits:
+def _kept_units(run_dir: Path, own: DataSplits, m1, units: str) -> torch.Tensor | None:
+    """The indices of the units ``units`` keeps (None: all of them; module docstring for ``active``)."""
+    choice("data.m1_units", units, M1_UNITS)
+    if units == "all":
+        return None
+    variances = _means(m1, own.train).var(0)
+    keep = torch.nonzero(variances > ACTIVE_THRESHOLD).flatten()
+    if keep.numel() == 0:
+        raise DataError(f"the M1 run {str(run_dir)!r} has no active unit (Var_x E_q[z_u | x] > {ACTIVE_THRESHOLD} on its "
+                        f"training rows; largest {float(variances.max()):.3g}); use data.m1_units: all, or an M1 "
+                        "whose posterior depends on x")
+    return keep
+
+
+def latent_features(m1_run: str | Path, data: DataSplits | None = None, *, latent_dim: int | None = None,
+                    units: str = "all") -> DataSplits:
     """``data`` (default: the M1 run's own splits) with every row replaced by its M1 posterior mean (module docstring).
 
-    ``latent_dim``: the feature size the caller's M2 expects; a run with another latent size is
+    ``latent_dim``: the M1 latent size the caller expects; a run with another latent size is
     refused (ConfigError), as is data whose feature count differs from the run's (DataError).
+    ``units``: ``all`` the run's units, or ``active`` only its active units (module docstring).
     """
     run_dir, own, m1 = _load_m1(m1_run)
     data = own if data is None else data
@@ -49,16 +77,23 @@ def latent_features(m1_run: str | Path, data: DataSplits | None = None, *, laten
         raise ConfigError(f"the M1 run {str(run_dir)!r} has latent_dim {size}, but the M2 here expects {latent_dim} "
                           f"features; build M2 for data_dim={size}, or train M1 with latent_dim={latent_dim}")
     _check_width(run_dir, m1, data.feature_dim, data.name)
-    means = [_means(m1, x) for x in (data.train, data.val, data.test)]
-    return DataSplits(f"{data.name} as M1 ({run_dir.name}) means", *means, data.train_labels, data.val_labels,
+    keep = _kept_units(run_dir, own, m1, units)
+    means = [_select(_means(m1, x), keep) for x in (data.train, data.val, data.test)]
+    which = "means" if keep is None else f"means of {keep.numel()} active units"
+    return DataSplits(f"{data.name} as M1 ({run_dir.name}) {which}", *means, data.train_labels, data.val_labels,
                       data.test_labels, None, "none")
 
 
-def latent_rows(m1_run: str | Path, x: torch.Tensor, name: str = "the rows") -> torch.Tensor:
-    """The M1 posterior means u_i = E_q[z | x_i] of new rows x (N, D): what an M1+M2 program classifies."""
-    run_dir, _, m1 = _load_m1(m1_run)
+def latent_rows(m1_run: str | Path, x: torch.Tensor, name: str = "the rows", *, units: str = "all") -> torch.Tensor:
+    """The M1 posterior means u_i = E_q[z | x_i] of new rows x (N, D), of the units ``units`` keeps: what an
+    M1+M2 program classifies."""
+    run_dir, own, m1 = _load_m1(m1_run)
     _check_width(run_dir, m1, int(x.shape[1]), name)
-    return _means(m1, x)
+    return _select(_means(m1, x), _kept_units(run_dir, own, m1, units))
+
+
+def _select(means: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+    return means if keep is None else means.index_select(1, keep)
 
 
 def _check_width(run_dir: Path, m1, width: int, name: str) -> None:
@@ -67,4 +102,4 @@ def _check_width(run_dir: Path, m1, width: int, name: str) -> None:
                         f"{width}; use the data that M1 was trained on")
 
 
-__all__ = ["latent_features", "latent_rows"]
+__all__ = ["latent_features", "latent_rows", "ACTIVE_THRESHOLD"]

@@ -30,20 +30,18 @@ from torch import nn
 
 from inference.objectives import ClassificationLoss, make_objective
 from inference.semisup.batches import mixed_batches, split_rows
+from inference.semisup.validation import DEFAULT_MONITOR, MONITORS, class_log_likelihood, classifier_validation
 from inference.svi import mean_elbo
 from inference.training import EpochRecord, FitResult, Task, TrainState, gradient_step, make_optimizer
 from inference.training import fit as run_loop
 from inference.training.checks import check_splits
-from inference.training.settings import check_fit_inputs, choose_monitor, monitor_name
+from inference.training.settings import check_fit_inputs, monitor_name
 from pyro_vae.data import DataSplits
 from pyro_vae.errors import ConfigError, DataError
 from pyro_vae.labels import check_label_range
 from pyro_vae.spec import TrainSpec
 
 logger = logging.getLogger(__name__)
-CHUNK = 1000
-MONITORS = ("accuracy", "log_q")  # the validation scores of a classifier (module docstring)
-DEFAULT_MONITOR = "accuracy"
 
 
 def is_semi_supervised(program: Any) -> bool:
@@ -54,30 +52,6 @@ def is_semi_supervised(program: Any) -> bool:
 def alpha_of(program: nn.Module, n_train: int) -> float:
     """The classification weight alpha: the program's, else 0.1 N (Kingma et al. 2014)."""
     return float(program.alpha) if getattr(program, "alpha", None) is not None else 0.1 * n_train
-
-
-@torch.no_grad()
-def class_log_likelihood(program: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-    """((1/N) sum_i log q(y_i | x_i), accuracy of argmax q(y | x)) over the rows of x."""
-    total, right = 0.0, 0
-    for start in range(0, x.shape[0], CHUNK):
-        q = program.classify(x[start:start + CHUNK])
-        yy = y[start:start + CHUNK]
-        total += float(q.log_prob(yy).sum())
-        right += int((q.probs.argmax(-1) == yy).sum())
-    return total / x.shape[0], right / x.shape[0]
-
-
-def classifier_scores(program: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-    """``val_accuracy`` and ``val_log_q`` ((1/N) sum_i log q(y_i | x_i)) of ``program.classify`` on the rows (x, y)."""
-    log_q, accuracy = class_log_likelihood(program, x, y)
-    return {"val_accuracy": accuracy, "val_log_q": log_q}
-
-
-def classifier_monitors(program: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, Callable[[], float]]:
-    """The validation scores a classifier offers ``train.monitor``: ``accuracy`` and ``log_q`` on (x, y)."""
-    return {"accuracy": lambda: class_log_likelihood(program, x, y)[1],
-            "log_q": lambda: class_log_likelihood(program, x, y)[0]}
 
 
 def m2_task(program: nn.Module, data: DataSplits, train: TrainSpec) -> Task:
@@ -99,16 +73,17 @@ def m2_task(program: nn.Module, data: DataSplits, train: TrainSpec) -> Task:
             total = total + classification.differentiable_loss(program.model, program.guide, **labelled_batch)
         return total
 
-    def report() -> dict[str, float]:
-        return {**classifier_scores(program, val, val_y), "val_elbo": mean_elbo(program, val, objective)}
+    scores = classifier_validation(program, val, val_y, train, "M2")
 
-    monitor, validate = choose_monitor(train, classifier_monitors(program, val, val_y), DEFAULT_MONITOR, "M2")
+    def report() -> dict[str, float]:
+        return {**scores.report(), "val_elbo": mean_elbo(program, val, objective)}
+
     return Task(
         modules={"program": program},
         make_optimizers=lambda t: {"theta": make_optimizer(program, t)},
         step=gradient_step(loss, samples_per_row=train.num_particles),
-        validate=validate,
-        monitor=monitor,
+        validate=scores.validate,
+        monitor=scores.monitor,
         report=report,
         label=f"m2 {train.elbo}",
         batches=mixed_batches,
@@ -154,4 +129,5 @@ def fit(program: nn.Module, data: DataSplits, train: TrainSpec | Mapping[str, An
                     allow_data_change=allow_data_change, callbacks=callbacks, progress=progress)
 
 
-__all__ = ["fit", "m2_task", "classifier_scores", "classifier_monitors", "check_semi_supervised", "is_semi_supervised", "alpha_of", "class_log_likelihood"]
+__all__ = ["fit", "m2_task", "check_semi_supervised", "is_semi_supervised", "alpha_of", "class_log_likelihood",
+           "MONITORS", "DEFAULT_MONITOR"]

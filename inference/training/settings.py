@@ -3,7 +3,7 @@ arguments every fit shares, checked once before it trains (:func:`check_fit_inpu
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from inference.objectives import OBJECTIVES
 from inference.training.optimizers import OPTIMIZERS
@@ -84,11 +84,4 @@ def monitor_name(train: TrainSpec, names: Sequence[str], default: str, what: str
     return name
 
 
-def choose_monitor(train: TrainSpec, scores: Mapping[str, Callable[[], float]], default: str,
-                   what: str) -> tuple[str, Callable[[], float]]:
-    """(name, function) of the validation score ``train.monitor`` names among ``scores`` (:func:`monitor_name`)."""
-    name = monitor_name(train, tuple(scores), default, what)
-    return name, scores[name]
-
-
-__all__ = ["RESUMABLE_CHANGES", "monitor_name", "choose_monitor", "check_train_spec", "as_train_spec", "check_batch_size", "check_fit_inputs"]
+__all__ = ["RESUMABLE_CHANGES", "monitor_name", "check_train_spec", "as_train_spec", "check_batch_size", "check_fit_inputs"]

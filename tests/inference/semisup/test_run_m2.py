@@ -11,9 +11,9 @@ import yaml
 
 from inference import semisup
 from inference.cli import main
-from inference.semisup.m1 import latent_features
+from inference.semisup.m1 import latent_features, latent_rows
 from pyro_vae import build_program, load_dataset
-from pyro_vae.errors import ConfigError
+from pyro_vae.errors import ConfigError, DataError
 from pyro_vae.labels import labelled_rows, semi_supervised
 from pyro_vae.spec import ModelSpec, TrainSpec
 
@@ -70,7 +70,7 @@ def test_an_m2_fit_stopped_and_resumed_equals_one_uninterrupted_fit(tmp_path):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
 
 
-def test_m1_m2_trains_m2_on_the_latent_means_of_a_vae_run_and_refuses_another_latent_size(tmp_path):
+def test_m1_m2_trains_m2_on_the_latent_means_of_a_vae_run_and_refuses_another_latent_size(tmp_path, capsys):
     vae_config = tmp_path / "vae.yaml"
     vae_config.write_text(yaml.safe_dump({"model": {"latent_dim": 4, "encoder": SMALL, "decoder": SMALL},
                                           "data": {"dataset": "digits", "max_train": 300}, "train": {"epochs": 1}}))
@@ -86,6 +86,9 @@ def test_m1_m2_trains_m2_on_the_latent_means_of_a_vae_run_and_refuses_another_la
     assert len(result.history) == 2
     with pytest.raises(ConfigError, match=r"has latent_dim 4, but the M2 here expects 50 features"):
         latent_features(m1, data, latent_dim=50)
+    assert int((latent_features(m1).train.var(0) > 0.01).sum()) == 0  # one epoch: no unit active yet
+    with pytest.raises(DataError, match=r"has no active unit .*use data.m1_units: all"):
+        latent_features(m1, data, units="active")
     # the same from the command line: data.m1 names the M1 run, recorded in the run's config
     config = tmp_path / "m2.yaml"
     config.write_text(yaml.safe_dump(M2))
@@ -94,6 +97,10 @@ def test_m1_m2_trains_m2_on_the_latent_means_of_a_vae_run_and_refuses_another_la
                  "--out", str(run), "--eval-samples", "4", "-q"]) == 0
     assert yaml.safe_load((run / "config.yaml").read_text())["data"]["m1"] == str(m1)
     assert json.loads((run / "metrics.json").read_text())["test"]["semi_supervised"]["accuracy"] >= 0
+    refused = tmp_path / "m1m2_active"  # this M1 has no active unit: refused in one line, nothing written
+    assert main(["train", "--config", str(config), "--labels", "20", "--m1", str(m1), "--m1-units", "active",
+                 "--likelihood", "gaussian_learned", "--out", str(refused), "-q"]) != 0
+    assert "no active unit" in capsys.readouterr().err and not refused.exists()
     rows = tmp_path / "raw_rows.npz"  # new raw rows go through M1 before M2 classifies them
     raw = load_dataset("digits", binarize="threshold")
     __import__("numpy").savez(rows, x=raw.test[:5].numpy(), y=raw.test_labels[:5].numpy())
@@ -127,3 +134,20 @@ def test_resuming_with_another_validation_score_is_refused_before_anything_is_wr
                  "-q"]) == 0
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["monitor"] == "log_q" and len(metrics["history"]) == 3
+
+
+def test_m1_m2_on_active_units_keeps_the_units_whose_means_vary_over_m1s_training_rows(tmp_path):
+    from inference import run
+
+    m1 = tmp_path / "m1"
+    run.train({"model": {"latent_dim": 4, "encoder": SMALL, "decoder": SMALL},
+               "data": {"dataset": "digits", "max_train": 300}, "train": {"epochs": 30, "lr": 0.01}},
+              m1, eval_samples=2, progress=False)
+    data = semi_supervised(load_dataset("digits", binarize="dynamic", max_train=300), 20, seed=0)
+    every = latent_features(m1, data)
+    active = torch.nonzero(latent_features(m1).train.var(0) > 0.01).flatten()  # on M1's own training rows
+    assert 0 < active.numel() < 4, "the check needs an M1 with some units active and some not"
+    kept = latent_features(m1, data, units="active")
+    assert kept.feature_dim == active.numel() and torch.equal(kept.train_labels, data.train_labels)
+    torch.testing.assert_close(kept.test, every.test[:, active], rtol=0, atol=0)
+    torch.testing.assert_close(latent_rows(m1, data.test[:5], units="active"), every.test[:5, active], rtol=0, atol=0)
