@@ -18,6 +18,7 @@ anchors: Kingma et al. 2014 Table 1 (M2 11.97 / 4.94 / 3.60 / 3.92 %, M1+M2 3.33
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import time
@@ -76,6 +77,8 @@ def one_draw(data, n_labels: int, draw: int, args: argparse.Namespace) -> dict[s
         out["m1m2"] = error(m1m2, features.test, features.test_labels)
         print(f"M1+M2: {time.perf_counter() - t0:.0f} s, test error {out['m1m2']:.2f} % ({features.feature_dim} "
               "M1 units)", flush=True)
+    print(f"draw {draw}, {n_labels} labels: test error % M2 {out['m2']:.2f}, labelled-only {out['floor']:.2f}, "
+          f"M1+M2 {out.get('m1m2', float('nan')):.2f}", flush=True)
     return out
 
 
@@ -95,8 +98,12 @@ def _alpha_text(args: argparse.Namespace) -> str:
 
 
 def summary(values: list[float]) -> str:
-    sd = statistics.stdev(values) if len(values) > 1 else float("nan")
-    return f"{statistics.fmean(values):6.2f} +- {sd:5.2f}"
+    """mean +- sd of the measured values (NaN: not run, e.g. M2 under --skip-m2); a dash when none was."""
+    measured = [v for v in values if math.isfinite(v)]
+    if not measured:
+        return "       -       "
+    sd = statistics.stdev(measured) if len(measured) > 1 else float("nan")
+    return f"{statistics.fmean(measured):6.2f} +- {sd:5.2f}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     table: dict[int, list[dict[str, float]]] = {}
     for n in (int(v) for v in args.labels.split(",")):
         runs = table[n] = [one_draw(data, n, d, args) for d in range(args.draws)]
-        m1m2 = summary([r["m1m2"] for r in runs]) if args.m1 else "       -       "
+        m1m2 = summary([r.get("m1m2", float("nan")) for r in runs])
         print(f"{n:6d} | {summary([r['m2'] for r in runs])} | {summary([r['floor'] for r in runs])} | {m1m2} | "
               f"{statistics.fmean(r['seconds'] for r in runs):5.0f} | {PAPER_M2.get(n, float('nan')):5.2f} / "
               f"{PAPER_M1M2.get(n, float('nan')):4.2f}    | {PYRO_ACCURACY.get(n, float('nan')):.2f} "
