@@ -30,7 +30,7 @@ from torch import nn
 
 from inference.objectives import ClassificationLoss, make_objective
 from inference.semisup.batches import mixed_batches, split_rows
-from inference.semisup.validation import DEFAULT_MONITOR, MONITORS, class_log_likelihood, classifier_validation
+from inference.semisup.validation import DEFAULT_MONITOR, MONITORS, classifier_validation
 from inference.svi import mean_elbo
 from inference.training import EpochRecord, FitResult, Task, TrainState, gradient_step, make_optimizer
 from inference.training import fit as run_loop
@@ -129,5 +129,4 @@ def fit(program: nn.Module, data: DataSplits, train: TrainSpec | Mapping[str, An
                     allow_data_change=allow_data_change, callbacks=callbacks, progress=progress)
 
 
-__all__ = ["fit", "m2_task", "check_semi_supervised", "is_semi_supervised", "alpha_of", "class_log_likelihood",
-           "MONITORS", "DEFAULT_MONITOR"]
+__all__ = ["fit", "m2_task", "check_semi_supervised", "is_semi_supervised", "alpha_of"]
