@@ -70,6 +70,7 @@ def run_spec(args: argparse.Namespace | dict):
                                                      "inference": args.inference}
     prior_name = getattr(args, "prior", "normal")  # configs saved before --prior existed: N(0, I)
     components = getattr(args, "prior_components", None)
+    optimizer = {"optimizer": getattr(args, "optimizer", "adam"), "weight_decay": getattr(args, "weight_decay", 0.0)}
     prior = {"name": prior_name, **({"components": components} if components is not None else {})}
     if prior_name == "vamp" and args.guide not in GAUSSIAN_GUIDES:
         prior["flow_base"] = True  # components: the flow's base Gaussians at the pseudo-inputs (pyro_vae.priors)
@@ -78,7 +79,7 @@ def run_spec(args: argparse.Namespace | dict):
                   "encoder": net, "decoder": net, "guide": guide},
         "data": {"dataset": args.dataset, "data_dir": args.data_dir,
                  **({"binarize": "dynamic", "val_fraction": 1 / 60} if args.dataset == "mnist" else {"binarize": "static"})},
-        "train": {"elbo": args.elbo, "lr": args.lr, **schedule, "batch_size": args.batch_size, "epochs": args.epochs,
+        "train": {"elbo": args.elbo, "lr": args.lr, **schedule, **optimizer, "batch_size": args.batch_size, "epochs": args.epochs,
                   "kl_warmup_epochs": args.kl_warmup, "seed": args.seed, "num_particles": args.particles},
     })
 
@@ -91,7 +92,8 @@ def model_line(args: argparse.Namespace, widths: str, layers: str) -> str:
     return (f"model: {args.program} 784-{widths}-{layers} {args.activation}, guide {args.guide}, Bernoulli, {prior} prior; "
             f"{args.elbo}, batch {args.batch_size}, lr {args.lr:g} {args.lr_schedule}"
             + (f" to {args.lr_final:g}" if args.lr_schedule != "constant" else "")
-            + (f", KL warm-up {args.kl_warmup} epochs" if args.kl_warmup else ""))
+            + (f", KL warm-up {args.kl_warmup} epochs" if args.kl_warmup else "")
+            + (f", {args.optimizer} weight decay {args.weight_decay:g}" if args.weight_decay else ""))
 
 
 def main() -> None:
@@ -104,6 +106,8 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--lr-schedule", default="cosine", choices=SCHEDULES.names())
     p.add_argument("--lr-final", type=float, default=1e-5)
+    p.add_argument("--optimizer", default="adam", help="adam, adamw, clipped_adam")
+    p.add_argument("--weight-decay", type=float, default=0.0, help="L2 (adam) or decoupled (adamw) weight decay")
     p.add_argument("--batch-size", type=int, default=200)
     p.add_argument("--kl-warmup", type=int, default=10, help="KL warm-up epochs")
     p.add_argument("--elbo", default="meanfield")

@@ -60,7 +60,7 @@ def _train(args: argparse.Namespace) -> int:
         train__batch_size=args.batch_size, train__num_particles=args.num_particles,
         train__kl_warmup_epochs=args.kl_warmup, train__patience=args.patience, train__monitor=args.monitor,
         train__lr_schedule=args.lr_schedule, train__lr_final=args.lr_final, train__optimizer=args.optimizer,
-        train__device=args.device, train__mixed_precision=args.mixed_precision or None,
+        train__weight_decay=args.weight_decay, train__device=args.device, train__mixed_precision=args.mixed_precision or None,
     )
     spec = _with_widths(spec, args.hidden, args.activation)
     if args.resume and args.overwrite:
@@ -271,6 +271,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--lr", type=float)
     t.add_argument("--lr-schedule", help=f"{_names(SCHEDULES.names())} (per epoch, from --lr to --lr-final)")
     t.add_argument("--lr-final", type=float, help="learning rate of the last epoch (default lr / 100)")
+    t.add_argument("--weight-decay", type=float, help="L2 weight decay (adam, clipped_adam; decoupled with adamw); default 0")
     t.add_argument("--batch-size", type=int)
     t.add_argument("--kl-warmup", type=int, help="epochs of linear KL warm-up")
     t.add_argument("--patience", type=int, help="early stopping patience (epochs)")

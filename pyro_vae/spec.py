@@ -30,7 +30,7 @@ import tomli_w
 import yaml
 
 from pyro_vae.checks import (
-    boolean, check_fractions, choice, got, integer, mapping, name_string, optional_positive_float, optional_positive_int,
+    boolean, check_fractions, choice, got, integer, mapping, name_string, number, optional_positive_float, optional_positive_int,
     positive_float, positive_int, seed,
 )
 from pyro_vae.data import BINARIZE_MODES as BINARIZE, default_binarize
@@ -164,6 +164,7 @@ class TrainSpec:
     lr_schedule: str = "constant"
     lr_final: float | None = None
     clip_norm: float = 10.0
+    weight_decay: float = 0.0  # >= 0: L2 for adam/clipped_adam, decoupled for adamw (inference.training.optimizers)
     batch_size: int = 100
     epochs: int = 200
     kl_warmup_epochs: int = 0
@@ -182,6 +183,7 @@ class TrainSpec:
         for key in ("lr", "clip_norm"):
             positive_float(f"train.{key}", getattr(self, key))
         optional_positive_float("train.lr_final", self.lr_final)
+        number("train.weight_decay", self.weight_decay, minimum=0)
         if self.lr_final is not None and self.lr_final > self.lr:
             raise ConfigError(f"train.lr_final={self.lr_final!r} must not exceed train.lr={self.lr!r} (the schedules decay)")
         for key in ("num_particles", "batch_size", "epochs"):

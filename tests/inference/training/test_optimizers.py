@@ -60,8 +60,32 @@ def test_adam_is_fused_and_follows_the_adam_update():
 
 
 def test_optimizers_are_registered_by_name_and_refuse_an_empty_parameter_list():
-    assert OPTIMIZERS.names() == ["adam", "clipped_adam"]
+    assert OPTIMIZERS.names() == ["adam", "adamw", "clipped_adam"]
     clipped = make_optimizer(torch.nn.Linear(3, 2), TrainSpec(optimizer="clipped_adam", clip_norm=0.5))
     assert isinstance(clipped, ClippedAdam) and clipped.defaults["clip_norm"] == 0.5
     with pytest.raises(ConfigError, match="no trainable parameters"):
         make_optimizer([], TrainSpec())
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw", "clipped_adam"])
+def test_weight_decay_enters_each_optimizer_as_its_docstring_says(name):
+    """With a zero gradient Adam's own step is zero, so what moves theta is the weight decay alone.
+    AdamW shrinks theta by exactly the fraction lr * lambda; Adam and ClippedAdam add lambda theta to the
+    gradient, and Adam's first step on a gradient g is lr g / (|g| + eps), i.e. lr sign(theta)."""
+    torch.manual_seed(0)
+    theta = torch.randn(40, requires_grad=True)
+    start = theta.detach().clone()
+    lr, lam = 1e-2, 0.5
+    optimizer = make_optimizer([theta], TrainSpec(optimizer=name, lr=lr, weight_decay=lam))
+    theta.grad = torch.zeros_like(theta)
+    optimizer.step()
+    if name == "adamw":
+        expected = start * (1 - lr * lam)
+    else:
+        g = lam * start
+        expected = start - lr * g / (g.abs() + 1e-8)
+    # ClippedAdam adds eps to sqrt(v) before the bias correction (eps / sqrt(1 - beta2) = 3e-7 in effect), so
+    # theta near 0 moves by lr |g| / (|g| + 3e-7): 1e-5 is far below the step lr = 1e-2 being checked.
+    assert torch.allclose(theta.detach(), expected, rtol=0, atol=1e-5)
+    without = make_optimizer([start.clone().requires_grad_()], TrainSpec(optimizer=name, lr=lr))
+    assert without.param_groups[0]["weight_decay"] == 0
