@@ -747,6 +747,7 @@ CLI = [
     cli("config-no-test-split", ["--config", "{files}/notest.yaml"], "test"),
     cli("resume-without-run", ["--resume"], "resume"),
     cli("evaluate-K-0", ["{out}", "-K", "0"], "num_samples", base=["evaluate"]),
+    cli("evaluate-refine-steps-negative", ["{out}", "--refine-steps", "-1"], "refine_steps", base=["evaluate"]),
     cli("evaluate-not-a-run", ["{files}", "-K", "10", "-q"], "config.yaml", base=["evaluate"]),
     cli("sample-not-a-run", ["{files}"], "config.yaml", base=["sample"]),
     cli("diagnose-not-a-run", ["{files}"], "config.yaml", base=["diagnose"]),

@@ -11,6 +11,7 @@ from inference.baselines.local_family import LocalFamilyGuide, encoder_family_gu
 from inference.baselines.local_vi import LocalFit, final_elbo, fit_local, fit_local_vi
 from inference.baselines.map import encode_map, fit_map, map_objective, map_proposal
 from inference.baselines.mcem import fit_mcem, mcem_proposal
+from inference.baselines.refine import RefinedLogLikelihood, refine_encoder, refined_log_likelihood
 from inference.baselines.theta import check_continuous_latents, frozen, theta_parameters, theta_penalty
 
 __all__ = [
@@ -18,5 +19,5 @@ __all__ = [
     "exact_em", "LocalGaussianGuide", "PointGuide", "RowTable", "initial_codes", "initial_guide", "LocalFit",
     "final_elbo", "fit_local", "fit_local_vi", "encode_map", "fit_map", "map_objective", "map_proposal", "fit_mcem",
     "mcem_proposal", "check_continuous_latents", "frozen", "theta_parameters", "theta_penalty",
-    "LocalFamilyGuide", "encoder_family_guide",
+    "LocalFamilyGuide", "encoder_family_guide", "RefinedLogLikelihood", "refine_encoder", "refined_log_likelihood",
 ]

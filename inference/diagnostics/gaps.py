@@ -12,7 +12,7 @@ member of the family::
 L[q] = E_q[log p(x, z) - log q(z)] is estimated with :func:`inference.evaluate.elbo` (estimator
 B by default: analytic KL), log p(x) by importance sampling with many samples
 (:func:`inference.evaluate.log_likelihood`, a stochastic lower bound that tightens as K grows),
-and q* by :func:`inference.baselines.fit_local` started from the encoder, so that
+and q* by :func:`inference.baselines.refine_encoder` (fit_local started from the encoder), so that
 L[q*] >= L[q] by construction up to Monte Carlo noise. Each gap is the mean over N datapoints of
 the per-datapoint differences, with the standard error of that mean.
 
@@ -36,10 +36,8 @@ from scipy import stats
 
 from inference.diagnostics.convert import LATENT_VAR, InferenceData, latent_names, posterior_draws
 from inference.evaluate import Estimate, elbo, log_likelihood
-from inference.baselines import LocalFamilyGuide, LocalGaussianGuide, encoder_family_guide, fit_local
-from pyro_vae.flows import FlowFamily
+from inference.baselines import LocalFamilyGuide, LocalGaussianGuide, refine_encoder
 from pyro_vae.errors import ConfigError
-from pyro_vae.guides import DiagonalNormal
 from pyro_vae.vae import VAE
 
 logger = logging.getLogger(__name__)
@@ -101,7 +99,7 @@ def amortization_gaps(
 ) -> Gaps:
     """Approximation and amortization gaps of ``vae``'s guide on the rows of x (module docstring).
 
-    q*: :func:`inference.baselines.fit_local` from the encoder (``init="encoder"``) for
+    q*: :func:`inference.baselines.refine_encoder` (fit_local from the encoder) for
     ``local_steps`` Adam steps at ``local_lr`` (default: fit_local's schedule) with ``local_particles`` particles; a diagonal
     Gaussian q_i when the VAE's guide is ``diag_normal``, a full-covariance one otherwise (or as
     ``full_cov`` says); for a flow guide (:mod:`pyro_vae.flows`) q*_i = family(eta_i) with eta_i
@@ -113,17 +111,12 @@ def amortization_gaps(
     if proposal not in PROPOSALS:
         raise ConfigError(f"proposal={proposal!r} is not valid; choose one of: {', '.join(PROPOSALS)}")
     vae.check_data(x)
-    if full_cov is None:
-        full_cov = not isinstance(vae.family, DiagonalNormal)
     was_training = vae.training
     vae.eval()
     try:
-        lr = {} if local_lr is None else {"lr": local_lr}
-        init = encoder_family_guide(vae, x) if isinstance(vae.family, FlowFamily) else "encoder"
-        fit = fit_local(
-            vae, x, steps=local_steps, num_particles=local_particles, init=init, **lr,
-            full_cov=full_cov, elbo="meanfield" if estimator == "B" else "trace", eval_particles=elbo_particles,
-            seed=seed, progress=progress,
+        fit = refine_encoder(
+            vae, x, steps=local_steps, num_particles=local_particles, lr=local_lr, full_cov=full_cov,
+            elbo="meanfield" if estimator == "B" else "trace", eval_particles=elbo_particles, seed=seed, progress=progress,
         )
         local = fit.guide
         common = dict(estimator=estimator, num_particles=elbo_particles, batch_size=batch_size, progress=progress)

@@ -70,9 +70,12 @@ def check_resumable(ckpt: Mapping[str, Any], train: TrainSpec, data: Mapping[str
     """ConfigError unless ``ckpt`` was trained with ``train`` (up to RESUMABLE_CHANGES) on ``data``.
 
     A checkpoint written before fingerprints existed is compared without one; with
-    ``allow_data_change`` a different fingerprint is only logged.
+    ``allow_data_change`` a different fingerprint is only logged. A training setting the
+    checkpoint does not record (added to TrainSpec later) is compared at its default.
     """
     saved, now = ckpt.get("spec") or {}, spec_to_dict(train)
+    if saved:  # settings added to TrainSpec after the checkpoint was written: it was trained under their defaults
+        saved = {**spec_to_dict(TrainSpec()), **saved}
     changed = changed_settings(saved, now, resumable=RESUMABLE_CHANGES)
     if changed:
         diffs = ", ".join(changed)

@@ -41,6 +41,18 @@ def test_train_writes_a_complete_run_folder(run_dir, capsys):
     assert lrs[0] == pytest.approx(config["train"]["lr"]) and lrs[-1] == pytest.approx(config["train"]["lr"] / 100)
 
 
+def test_evaluate_adds_log_px_with_the_refined_proposal(run_dir, capsys):
+    """--refine-steps keeps the estimate with the encoder's q and adds the one from q*_i, refined per row; on the
+    same model both are IS estimates of the same log p(x), so their difference is recorded as the gain."""
+    assert main(["evaluate", str(run_dir), "-K", "50", "--eval-rows", "40", "--refine-steps", "30", "-q"]) == 0
+    said = capsys.readouterr().out
+    test = json.loads((run_dir / "metrics.json").read_text())["test"]
+    refined, amortized = test["log_likelihood_refined"], test["log_likelihood"]
+    assert refined["n"] == amortized["n"] == 40 and refined["num_samples"] == 50 and refined["refine_steps"] == 30
+    assert refined["gain"] == pytest.approx(refined["mean"] - amortized["mean"])
+    assert "refined per row, 30 steps" in said and "refined per row (30 steps)" in (run_dir / "report.md").read_text()
+
+
 @pytest.mark.slow
 def test_evaluate_sample_and_resume(run_dir, capsys):
     assert main(["evaluate", str(run_dir), "-K", "100", "-q"]) == 0

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from inference.run import train
+from inference.training.checkpoint import load_checkpoint, save_checkpoint
 from pyro_vae.errors import ConfigError
 
 SPEC = {"model": {"latent_dim": 2, "encoder": {"name": "mlp", "hidden": [8]}, "decoder": {"name": "mlp", "hidden": [8]}},
@@ -41,6 +42,21 @@ def test_a_refused_resume_writes_nothing(finished, change):
     assert snapshot(finished) == before
     again = train(None, finished, resume=True, eval_samples=5, progress=False)  # the saved config still resumes
     assert again.fit.history[-1].epoch == 1
+
+
+def test_a_checkpoint_written_before_a_setting_existed_resumes_under_its_default(finished):
+    """A checkpoint that does not record train.weight_decay (it predates it) was trained with none: it resumes
+    with the default 0, and is refused (before anything is written) with another value."""
+    for name in ("last.pt", "best.pt"):
+        path = finished / "checkpoints" / name
+        state = load_checkpoint(path)
+        del state["spec"]["weight_decay"]
+        save_checkpoint(path, {k: v for k, v in state.items() if k != "checksum"})
+    before = snapshot(finished)
+    with pytest.raises(ConfigError, match="weight_decay: 0.0 -> 0.1"):
+        train(tiny(epochs=2, weight_decay=0.1), finished, resume=True, eval_samples=5, progress=False)
+    assert snapshot(finished) == before
+    assert train(tiny(epochs=2), finished, resume=True, eval_samples=5, progress=False).fit.history[-1].epoch == 2
 
 
 def test_a_folder_in_use_is_refused_and_a_stale_lock_is_taken_over(tmp_path):

@@ -43,6 +43,9 @@ def test_train_resume_evaluate_and_classify_an_m2_run(tmp_path, capsys):
     assert len(json.loads((run / "metrics.json").read_text())["history"]) == 3
     assert main(["evaluate", str(run), "-K", "4", "-q"]) == 0
     assert "ECE" in capsys.readouterr().out
+    before = (run / "metrics.json").read_bytes()
+    assert main(["evaluate", str(run), "-K", "4", "--refine-steps", "5", "-q"]) == 2  # y is discrete: no refined proposal
+    assert "refine_steps" in capsys.readouterr().err and (run / "metrics.json").read_bytes() == before
     assert main(["classify", str(run), "--dataset", "val"]) == 0
     with open(run / "predictions" / "val.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))

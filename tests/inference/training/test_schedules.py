@@ -34,7 +34,7 @@ def test_learning_rate_schedules_follow_their_formulas(schedule):
     [
         (dict(lr_schedule="linear"), "lr_schedule='linear' is not valid; choose one of: constant, cosine, exponential"),
         (dict(elbo="elbow"), "elbo='elbow' is not valid; choose one of: .*meanfield.*trace"),
-        (dict(optimizer="sgd"), "optimizer='sgd' is not valid; choose one of: adam, clipped_adam"),
+        (dict(optimizer="sgd"), "optimizer='sgd' is not valid; choose one of: adam, adamw, clipped_adam"),
         (dict(lr_final=1e-4), "no effect with lr_schedule='constant'"),
         (dict(lr_schedule="cosine", lr_final=1.0), "must not exceed train.lr"),
         (dict(lr_schedule="cosine", lr_final=0.0), "lr_final must be a positive number"),
