@@ -96,7 +96,8 @@ def model_line(args: argparse.Namespace, widths: str, layers: str) -> str:
             f"{args.elbo}, batch {args.batch_size}, lr {args.lr:g} {args.lr_schedule}"
             + (f" to {args.lr_final:g}" if args.lr_schedule != "constant" else "")
             + (f", KL warm-up {args.kl_warmup} epochs" if args.kl_warmup else "")
-            + (f", {args.optimizer} weight decay {args.weight_decay:g}" if args.weight_decay else ""))
+            + (f", {args.optimizer}" if args.optimizer != "adam" or args.weight_decay else "")
+            + (f" weight decay {args.weight_decay:g}" if args.weight_decay else ""))
 
 
 def main() -> None:
@@ -110,7 +111,8 @@ def main() -> None:
     p.add_argument("--lr-schedule", default="cosine", choices=SCHEDULES.names())
     p.add_argument("--lr-final", type=float, default=1e-5)
     p.add_argument("--optimizer", default="adam", help="adam, adamw, clipped_adam")
-    p.add_argument("--weight-decay", type=float, default=0.0, help="L2 (adam) or decoupled (adamw) weight decay")
+    p.add_argument("--weight-decay", type=float, default=0.0,
+                   help="decoupled with adamw (0.05 served here); with adam an L2 term on the whole-data loss")
     p.add_argument("--batch-size", type=int, default=200)
     p.add_argument("--kl-warmup", type=int, default=10, help="KL warm-up epochs")
     p.add_argument("--elbo", default="meanfield")
@@ -142,6 +144,8 @@ def main() -> None:
                    help="with --resume on a finished run: score with the encoder refined per row for N steps as the IS "
                         "proposal (and its k-hat), added to mnist_nll.json as 'refined'; the first estimate is kept")
     args = p.parse_args()
+    if args.eval_rows is not None and args.eval_rows < 1:
+        p.error(f"--eval-rows must be a positive number of test rows, got {args.eval_rows}")
     if args.refine_steps and not args.resume:
         p.error("--refine-steps scores a finished run: pass --resume with the run's flags")
     torch.set_num_threads(args.threads)

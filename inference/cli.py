@@ -275,7 +275,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--lr", type=float)
     t.add_argument("--lr-schedule", help=f"{_names(SCHEDULES.names())} (per epoch, from --lr to --lr-final)")
     t.add_argument("--lr-final", type=float, help="learning rate of the last epoch (default lr / 100)")
-    t.add_argument("--weight-decay", type=float, help="L2 weight decay (adam, clipped_adam; decoupled with adamw); default 0")
+    t.add_argument("--weight-decay", type=float, help="weight decay: decoupled with adamw (e.g. 0.05); with adam/clipped_adam an L2 term on the "
+                   "whole-data loss, so it needs far smaller values; default 0")
     t.add_argument("--batch-size", type=int)
     t.add_argument("--kl-warmup", type=int, help="epochs of linear KL warm-up")
     t.add_argument("--patience", type=int, help="early stopping patience (epochs)")

@@ -310,13 +310,15 @@ def evaluate_run(run_dir: str | Path, *, num_samples: int = 5000, rows: int | No
 def _check_refinable(program: torch.nn.Module, run_dir: Path) -> None:
     """ConfigError unless the run's program is a VAE whose only latent is a real vector z (what a refined proposal covers)."""
     kind = kind_of(program).name
-    try:
-        if kind != "generative":
-            raise UnsupportedModelError(f"it is a {kind} run")
-        check_continuous_latents(program, "a refined proposal")
-    except UnsupportedModelError as err:
+    reason = f"it is a {kind.replace('_', '-')} run" if kind != "generative" else None
+    if reason is None:
+        try:
+            check_continuous_latents(program, "a refined proposal")
+        except UnsupportedModelError:
+            reason = "its latents are not one real vector z"
+    if reason is not None:
         raise ConfigError(f"refine_steps (--refine-steps) needs a VAE run with one continuous latent z, and {run_dir} "
-                          f"does not qualify ({err}); evaluate it without --refine-steps") from None
+                          f"does not qualify ({reason}); evaluate it without --refine-steps")
 
 
 def _refined_record(vae: torch.nn.Module, x: torch.Tensor, amortized: dict[str, Any], num_samples: int, steps: int,

@@ -26,7 +26,6 @@ from __future__ import annotations
 import time
 from typing import NamedTuple
 
-import pyro
 import torch
 
 from inference.baselines.local_family import encoder_family_guide
@@ -106,10 +105,12 @@ def refined_log_likelihood(
 ) -> RefinedLogLikelihood:
     r"""log p(x_i) ~= log (1/K) sum_k p(x_i, z_k) / q*_i(z_k), z_k ~ q*_i, K = ``num_samples`` (module docstring).
 
-    q*_i is :func:`refine_encoder`'s with ``steps`` and ``num_particles`` (a full-covariance Gaussian
-    for a Gaussian guide: the best Gaussian proposal, whatever the guide's covariance), scored by
-    :func:`inference.evaluate.log_likelihood` in chunks of ``batch_size`` rows. The VAE is put in
-    eval mode for the duration; ``seed`` fixes the refinement and the importance samples.
+    q*_i is :func:`refine_encoder`'s with ``steps`` and ``num_particles`` (for a Gaussian guide the
+    ELBO-optimal full-covariance Gaussian, whatever the guide's covariance: it minimizes KL(q || p), so it
+    may be narrower than the posterior; the PSIS k-hat of the proposal says how far that matters), scored
+    by :func:`inference.evaluate.log_likelihood` in chunks of ``batch_size`` rows. The VAE is put in eval
+    mode for the duration. ``seed`` fixes the refinement and the importance samples; like
+    :func:`~inference.baselines.fit_local`, the refinement reseeds the global RNGs (``pyro.set_rng_seed``).
     """
     for name, value in (("num_samples", num_samples), ("steps", steps), ("num_particles", num_particles),
                         ("batch_size", batch_size)):
@@ -123,7 +124,7 @@ def refined_log_likelihood(
         fit = refine_encoder(vae, x, steps=steps, num_particles=num_particles, full_cov=True, eval_particles=10,
                              seed=seed, progress=progress)
         with torch.random.fork_rng(devices=[]):
-            pyro.set_rng_seed(seed + 1)
+            torch.manual_seed(seed + 1)  # importance samples: torch's RNG (seed + 1 may exceed numpy's 2**32 - 1)
             ll = log_likelihood(vae.model, fit.guide.guide, x, num_samples=num_samples, batch_size=batch_size,
                                 progress=progress)
     finally:
