@@ -30,7 +30,7 @@ import torch
 
 from inference.baselines.local_family import encoder_family_guide
 from inference.baselines.local_vi import LocalFit, fit_local
-from inference.baselines.theta import check_continuous_latents
+from inference.baselines.theta import check_continuous_latents, frozen
 from inference.evaluate import Estimate, log_likelihood
 from pyro_vae.checks import boolean, positive_int, seed as check_seed
 from pyro_vae.flows import FlowFamily
@@ -108,8 +108,8 @@ def refined_log_likelihood(
     q*_i is :func:`refine_encoder`'s with ``steps`` and ``num_particles`` (for a Gaussian guide the
     ELBO-optimal full-covariance Gaussian, whatever the guide's covariance: it minimizes KL(q || p), so it
     may be narrower than the posterior; the PSIS k-hat of the proposal says how far that matters), scored
-    by :func:`inference.evaluate.log_likelihood` in chunks of ``batch_size`` rows. The VAE is put in eval
-    mode for the duration. ``seed`` fixes the refinement and the importance samples; like
+    by :func:`inference.evaluate.log_likelihood` in chunks of ``batch_size`` rows. The VAE is frozen
+    (eval mode, no gradients) for the duration and restored after. ``seed`` fixes the refinement and the importance samples; like
     :func:`~inference.baselines.fit_local`, the refinement reseeds the global RNGs (``pyro.set_rng_seed``).
     """
     for name, value in (("num_samples", num_samples), ("steps", steps), ("num_particles", num_particles),
@@ -118,17 +118,13 @@ def refined_log_likelihood(
     check_seed("seed", seed)
     boolean("progress", progress)
     t0 = time.perf_counter()
-    was_training = vae.training
-    vae.eval()
-    try:
+    with frozen(vae):
         fit = refine_encoder(vae, x, steps=steps, num_particles=num_particles, full_cov=True, eval_particles=10,
                              seed=seed, progress=progress)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed + 1)  # importance samples: torch's RNG (seed + 1 may exceed numpy's 2**32 - 1)
             ll = log_likelihood(vae.model, fit.guide.guide, x, num_samples=num_samples, batch_size=batch_size,
                                 progress=progress)
-    finally:
-        vae.train(was_training)
     return RefinedLogLikelihood(ll, fit, steps, time.perf_counter() - t0)
 
 

@@ -36,7 +36,7 @@ from scipy import stats
 
 from inference.diagnostics.convert import LATENT_VAR, InferenceData, latent_names, posterior_draws
 from inference.evaluate import Estimate, elbo, log_likelihood
-from inference.baselines import LocalFamilyGuide, LocalGaussianGuide, refine_encoder
+from inference.baselines import LocalFamilyGuide, LocalGaussianGuide, frozen, refine_encoder
 from pyro_vae.errors import ConfigError
 from pyro_vae.vae import VAE
 
@@ -111,9 +111,7 @@ def amortization_gaps(
     if proposal not in PROPOSALS:
         raise ConfigError(f"proposal={proposal!r} is not valid; choose one of: {', '.join(PROPOSALS)}")
     vae.check_data(x)
-    was_training = vae.training
-    vae.eval()
-    try:
+    with frozen(vae):
         fit = refine_encoder(
             vae, x, steps=local_steps, num_particles=local_particles, lr=local_lr, full_cov=full_cov,
             elbo="meanfield" if estimator == "B" else "trace", eval_particles=elbo_particles, seed=seed, progress=progress,
@@ -126,8 +124,6 @@ def amortization_gaps(
             l_optimized = elbo(vae.model, local.guide, x, **common)
             q = local.guide if proposal == "optimized" else vae.guide
             log_px = log_likelihood(vae.model, q, x, num_samples=is_samples, batch_size=batch_size, progress=progress)
-    finally:
-        vae.train(was_training)
     gaps = Gaps(
         log_px=log_px, elbo_optimized=l_optimized, elbo_amortized=l_amortized,
         approximation_gap=_difference(log_px, l_optimized), amortization_gap=_difference(l_optimized, l_amortized),
