@@ -15,7 +15,8 @@ with their standard errors: a positive difference beyond 2 s.e. says the flow sh
 ``--frontier RUN`` takes the decoder and flow guide of a finished ``benchmarks/mnist_nll.py`` run
 instead (its best validation epoch, its data and test rows), trains a diagonal guide for
 ``--epochs`` on that frozen decoder, and compares the two the same way (issue 16: the gaps of the
-frontier models on 500 test rows):
+frontier models on 500 test rows); ``--flows`` adds other flow guides, each trained as long on the
+same frozen decoder:
 
     PYTHONPATH=. python benchmarks/flow_gaps.py --frontier runs/nll16_iaf --epochs 30 --rows 500 --threads 1
 """
@@ -46,7 +47,8 @@ from pyro_vae import build_vae, load_dataset  # noqa: E402
 from pyro_vae.priors import VampPrior  # noqa: E402
 
 FLOWS = {"iaf": {"name": "iaf", "num_flows": 2}, "sylvester": {"name": "sylvester", "num_flows": 2},
-         "planar": {"name": "planar", "num_flows": 4}, "householder": {"name": "householder", "num_flows": 4}}
+         "planar": {"name": "planar", "num_flows": 4}, "householder": {"name": "householder", "num_flows": 4},
+         "spline": {"name": "spline", "num_flows": 1}}
 
 
 def main() -> None:
@@ -55,7 +57,8 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--latent-dim", type=int, default=20)
     p.add_argument("--hidden", type=int, nargs="+", default=[200, 200])
-    p.add_argument("--flows", nargs="+", default=["iaf", "sylvester"], choices=sorted(FLOWS))
+    p.add_argument("--flows", nargs="+", default=None, choices=sorted(FLOWS),
+                   help="flow guides trained on the frozen decoder (default: iaf sylvester; none with --frontier)")
     p.add_argument("--rows", type=int, default=100)
     p.add_argument("-K", type=int, default=500)
     p.add_argument("--local-steps", type=int, default=150)
@@ -110,7 +113,12 @@ def frontier_guides(args, t0):
     on_frozen_decoder(diag, flow, data, train)
     print(f"{folder}: {config['guide']} guide, best epoch of {config['epochs']}; diagonal guide on its frozen decoder, "
           f"{args.epochs} epochs on {len(data.train)} rows ({time.perf_counter() - t0:.0f} s)", flush=True)
-    return {"diag_normal": diag, config["guide"]: flow}, data.test[: args.rows]
+    guides = {"diag_normal": diag, config["guide"]: flow}
+    for name in [f for f in args.flows or [] if f != config["guide"]]:
+        guides[name] = run.new_program(replace(spec, model=replace(spec.model, guide=dict(FLOWS[name]))), data)
+        on_frozen_decoder(guides[name], flow, data, train)
+        print(f"{name} guide on the frozen decoder ({time.perf_counter() - t0:.0f} s)", flush=True)
+    return guides, data.test[: args.rows]
 
 
 def trained_guides(args, t0):
@@ -123,7 +131,7 @@ def trained_guides(args, t0):
     fit(diag, data, train, progress=False)
     print(f"diagonal VAE: {args.epochs} epochs on {len(data.train)} rows ({time.perf_counter() - t0:.0f} s)", flush=True)
     guides = {"diag_normal": diag}
-    for name in args.flows:
+    for name in args.flows or ["iaf", "sylvester"]:
         vae = build_vae(data_dim=784, seed=args.seed, guide=FLOWS[name], **model)
         on_frozen_decoder(vae, diag, data, train)
         guides[name] = vae

@@ -173,7 +173,7 @@ def main() -> None:
     test = data.test[:args.eval_rows]
     print(estimate_log_likelihood_cost(vae.model, vae.guide, test, num_samples=args.K).summary(), flush=True)
     t0 = time.perf_counter()
-    ll = evaluate.log_likelihood(vae.model, vae.guide, test, num_samples=args.K, progress=False)
+    ll = evaluate.log_likelihood(vae.model, vae.guide, test, num_samples=args.K, progress=True)
     eval_s = time.perf_counter() - t0
     widths = "x".join(str(h) for h in args.hidden)
     met = ll.mean >= args.target and minutes <= args.minutes and args.eval_rows is None  # the target: all test rows

@@ -292,7 +292,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--eval-rows", type=int, help="score only the first N test rows (default: all)")
     t.add_argument("--tensorboard", action="store_true",
                    help="log losses, lr, KL terms and sample grids to RUN/tensorboard (pip install 'pyro-vae[tensorboard]')")
-    t.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    t.add_argument("-q", "--quiet", action="store_true", help="no progress (a bar on a terminal, a line a minute in a log)")
     _add_device(t)
     t.add_argument("--mixed-precision", action="store_true",
                    help="networks in bfloat16 under autocast, densities in float32 (off by default; measure first)")
@@ -388,7 +388,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--eval-rows", type=int, default=1000, help="held-out and training rows scored (default 1000)")
     c.add_argument("--checkpoints", default="0.125,0.25,0.5,1", help="budget fractions drawn in figure3.png")
     c.add_argument("--out", required=True, help="folder for results.md, results.csv, figure3.png")
-    c.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    c.add_argument("-q", "--quiet", action="store_true", help="no progress (a bar on a terminal, a line a minute in a log)")
     _add_device(c)
     c.set_defaults(func=_compare)
 
@@ -408,7 +408,7 @@ def _add_diagnose(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--rows", type=int, help="diagnose only the first N test rows (default: all; bounds time and memory)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--threads", type=int, default=1, help="torch threads while diagnosing (default 1: small networks only contend)")
-    g.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    g.add_argument("-q", "--quiet", action="store_true", help="no progress (a bar on a terminal, a line a minute in a log)")
     _add_device(g)
     g.set_defaults(func=_diagnose)
 

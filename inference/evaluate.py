@@ -216,7 +216,7 @@ def _chunked(
     particle_batch = min(particle_batch, num_particles)
     plan = [(r0, nr, k0, nk) for r0, nr in _chunks(x.shape[0], batch_size) for k0, nk in _chunks(num_particles, particle_batch)]
     logger.debug("%s: %d datapoints x %d particles in %d chunks (particle_batch=%d)", what, x.shape[0], num_particles, len(plan), particle_batch)
-    return particle_batch, iter(bar(plan, enabled=progress, desc=what, leave=False))
+    return particle_batch, iter(bar(plan, enabled=progress, desc=what, unit="chunk", leave=False))
 
 
 def _validate_first(i: int):

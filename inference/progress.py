@@ -1,8 +1,10 @@
 """Progress that reads well where it lands: a tqdm bar on a terminal, plain lines in a log.
 
 When stderr is not a terminal (a log file, CI, ``nohup``), a bar would write thousands of
-carriage returns; :func:`bar` is then silent and :class:`EpochLines` prints one line per epoch
-(at most one every ``every`` seconds, and always the last one) instead.
+carriage returns; :func:`bar` then gives :class:`LogLines`, which prints a plain line
+(done/total, elapsed, time left) at most once a minute, so a short job stays quiet and a
+twenty-minute evaluation says where it is. The training loop prints its own line per epoch
+(:class:`EpochLines`) instead.
 """
 
 from __future__ import annotations
@@ -19,9 +21,82 @@ def interactive() -> bool:
     return bool(getattr(sys.stderr, "isatty", lambda: False)())
 
 
-def bar(iterable: Iterable[Any] | None = None, *, enabled: bool = True, **kwargs: Any) -> tqdm:
-    """A tqdm bar when ``enabled`` and stderr is a terminal; a silent pass-through otherwise."""
+def bar(iterable: Iterable[Any] | None = None, *, enabled: bool = True, log_lines: bool = True, every: float = 60.0,
+        **kwargs: Any) -> tqdm | LogLines:
+    """A tqdm bar on a terminal; off one, :class:`LogLines` (one every ``every`` s), or silence.
+
+    Parameters
+    ----------
+    iterable, kwargs
+        As for ``tqdm`` (``desc``, ``total``, ``initial``, ``unit``; ``leave`` only on a terminal).
+    enabled
+        False: no output at all.
+    log_lines
+        Off a terminal, whether to print lines (False where the caller prints its own).
+    every
+        Least seconds between two log lines.
+    """
+    if enabled and not interactive() and log_lines:
+        return LogLines(iterable, every=every, **kwargs)
     return tqdm(iterable, disable=not (enabled and interactive()), **kwargs)
+
+
+class LogLines:
+    """Progress for a log: ``desc: n/total (p %), elapsed s, ~left s`` on stderr, at most one line every ``every`` s.
+
+    Nothing is printed before ``every`` seconds have passed, so short work stays quiet; once a
+    line has gone out, :meth:`close` prints a last one. Time left assumes the rate so far:
+    ``(total - n) * elapsed / (n - initial)``. Supports what the library's loops use of tqdm:
+    iteration, ``update``, ``set_postfix``, ``close``.
+    """
+
+    def __init__(self, iterable: Iterable[Any] | None = None, *, desc: str = "", total: int | None = None,
+                 initial: int = 0, unit: str = "it", every: float = 60.0, **_terminal_only: Any) -> None:
+        if total is None and hasattr(iterable, "__len__"):
+            total = len(iterable)  # type: ignore[arg-type]
+        self.iterable, self.desc, self.total, self.unit, self.every = iterable, desc or "progress", total, unit, every
+        self.n = self.initial = initial
+        self.start = self.last = time.monotonic()
+        self.printed, self.printed_n, self.closed, self.postfix = False, None, False, ""
+
+    def __iter__(self):
+        try:
+            for item in self.iterable or ():
+                yield item
+                self.update(1)
+        finally:
+            self.close()
+
+    def update(self, n: int = 1) -> None:
+        """Count ``n`` more done; print a line if ``every`` seconds passed since the last (or the start)."""
+        self.n += n
+        now = time.monotonic()
+        if now - self.last >= self.every:
+            self._line(now)
+
+    def set_postfix(self, **values: Any) -> None:
+        """Text appended to the next line (``key=value`` pairs, as tqdm's)."""
+        self.postfix = ", ".join(f"{k}={v}" for k, v in values.items())
+
+    def close(self) -> None:
+        """The last line, if any was printed before and the count moved since; idempotent."""
+        if not self.closed and self.printed and self.printed_n != self.n:
+            self._line(time.monotonic())
+        self.closed = True
+
+    def _line(self, now: float) -> None:
+        elapsed, done = now - self.start, self.n - self.initial
+        text = f"{self.desc}: {self.n}"
+        if self.total:
+            text += f"/{self.total} {self.unit} ({100 * self.n / self.total:.0f} %)"
+            if 0 < done and self.n < self.total:
+                text += f", {elapsed:.0f} s, ~{(self.total - self.n) * elapsed / done:.0f} s left"
+            else:
+                text += f", {elapsed:.0f} s"
+        else:
+            text += f" {self.unit}, {elapsed:.0f} s"
+        print(text + (f", {self.postfix}" if self.postfix else ""), file=sys.stderr, flush=True)
+        self.last, self.printed, self.printed_n = now, True, self.n
 
 
 class EpochLines:
@@ -40,4 +115,4 @@ class EpochLines:
             self.last = now
 
 
-__all__ = ["interactive", "bar", "EpochLines"]
+__all__ = ["interactive", "bar", "LogLines", "EpochLines"]

@@ -208,7 +208,7 @@ def fit(
     training = {name: m.training for name, m in state.modules.items()}
     progress = progress and distributed.is_main()  # one bar for a torchrun job
     epochs = bar(range(state.epoch + 1, train.epochs + 1), enabled=progress, initial=state.epoch, total=train.epochs,
-                 desc=task.label, unit="epoch", leave=False)
+                 desc=task.label, unit="epoch", leave=False, log_lines=False)
     lines = EpochLines(task.label, train.epochs, enabled=progress)
     precision = contextlib.ExitStack()  # train.mixed_precision: the networks under autocast for the session
     precision.enter_context(networks_autocast(task.modules["program"], train.mixed_precision))
