@@ -40,6 +40,7 @@ from inference.completion.metrics import image_metrics  # noqa: E402
 from inference.completion.samplers import complete_by_inference  # noqa: E402
 from inference.completion.yardstick import score_conditional, score_vae_completion  # noqa: E402
 from pyro_vae import build_program, load_dataset  # noqa: E402
+from pyro_vae.files import write_json  # noqa: E402
 from pyro_vae.masks import quadrant_mask  # noqa: E402
 from pyro_vae.observation import LowResolution, ObservedPart  # noqa: E402
 
@@ -50,7 +51,7 @@ FULL = dict(max_train=None, epochs=50, rows=10000, vae_rows=10000, K=1000, hidde
             factors=[2, 4], datasets=["mnist", "fashion-mnist"],
             methods=["naive", "sir", "local_vi", "mwg", "pseudo_gibbs", "nuts"], superres_methods=["sir", "local_vi"])
 # ``rows``: test images scored for the CVAE, the baseline and bicubic; ``vae_rows``: the first of them completed by
-# each method and scored with the NUTS-fitted proposal (NUTS and the Gibbs chains cost far more per image);
+# each method (NUTS costs far more per image); ``nuts_rows``: the first of those scored with the NUTS-fitted proposal;
 # ``vae_nll_rows``: the first of them scored through the VAE with the per-row VI proposal (proposal="local_vi")
 
 
@@ -99,18 +100,20 @@ def quadrants(cfg, data_dir) -> list[dict]:
             rows.append({"observed": observed, **row(f"vae (NLL, proposal=local_vi, {len(xn)} rows)", lv_score,
                                                      train_s=vae_s, complete_s=time.perf_counter() - t0)})
             found += 1
-        if len(xv) >= 2:  # the NUTS-fitted proposal and every completion method, on the first vae_rows images
-            score = score_vae_completion(vae, xv, mask, num_samples=cfg["K"])
+        score, xs = None, xv[: cfg["nuts_rows"]]
+        if len(xs) >= 2:  # the NUTS-fitted proposal (its cost grows faster than the rows) on the first nuts_rows images
+            score = score_vae_completion(vae, xs, mask, num_samples=cfg["K"])
             t0 = time.perf_counter()
-            nuts_score = score_vae_completion(vae, xv, mask, num_samples=cfg["K"], proposal="nuts")
-            rows.append({"observed": observed, **row(f"vae (NLL, proposal=nuts, {len(xv)} rows)", nuts_score,
+            nuts_score = score_vae_completion(vae, xs, mask, num_samples=cfg["K"], proposal="nuts")
+            rows.append({"observed": observed, **row(f"vae (NLL, proposal=nuts, {len(xs)} rows)", nuts_score,
                                                      train_s=vae_s, complete_s=time.perf_counter() - t0)})
             found += 1
+        if len(xv) >= 2:  # every completion method on the first vae_rows images
             for method in cfg["methods"]:
                 out = complete_by_inference(ObservedPart(vae, mask), xv, method=method, num_samples=10,
                                             warmup=100, proposals=1000)
-                rows.append({"observed": observed, **row(f"vae+{method}", score, out.means, xv, ~mask, vae_s,
-                                                         out.seconds, data.image_shape)})
+                rows.append({"observed": observed, **row(f"vae+{method}", score if len(xs) == len(xv) else None,
+                                                         out.means, xv, ~mask, vae_s, out.seconds, data.image_shape)})
                 found += 1
         print_rows(rows[-found:])
     return rows
@@ -161,8 +164,9 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("runs/completion_benchmark"))
     p.add_argument("--epochs", type=int, help="training epochs of every model (default: 8 quick, 50 full)")
     p.add_argument("--rows", type=int, help="test images scored (default: 300 quick, 10000 full)")
-    p.add_argument("--vae-rows", type=int, help="of those, completed by each method and scored with the NUTS proposal "
-                   "(default: all; 0: none)")
+    p.add_argument("--vae-rows", type=int, help="of those, completed by each method (default: all; 0: none)")
+    p.add_argument("--nuts-rows", type=int, help="of the --vae-rows, scored with the NUTS-fitted proposal of log p(x_obs) "
+                   "(default: all of them; 0: none)")
     p.add_argument("--vae-nll-rows", type=int, help="of those, scored through the VAE with the local_vi proposal "
                    "(default: --vae-rows; 0: none)")
     p.add_argument("-K", type=int, help="importance samples per image (default: 200 quick, 1000 full)")
@@ -181,6 +185,7 @@ def main() -> None:
         if getattr(args, key) is not None:
             cfg[key] = getattr(args, key)
     cfg["vae_rows"] = min(cfg["rows"] if args.vae_rows is None else args.vae_rows, cfg["rows"])
+    cfg["nuts_rows"] = min(cfg["vae_rows"] if args.nuts_rows is None else args.nuts_rows, cfg["vae_rows"])
     cfg["vae_nll_rows"] = min(cfg["vae_rows"] if args.vae_nll_rows is None else args.vae_nll_rows, cfg["rows"])
     for key, cast in (("observed", int), ("factors", int), ("datasets", str), ("methods", str),
                       ("superres_methods", str)):
@@ -197,7 +202,7 @@ def main() -> None:
         print("== super-resolution (grey levels, continuous Bernoulli) ==")
         rows += superres(cfg, args.data_dir)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "completion.json").write_text(json.dumps({"config": cfg, "rows": rows}, indent=1))
+    write_json(args.out / "completion.json", {"config": cfg, "rows": rows})
     print(f"total {time.perf_counter() - t0:.0f} s; written {args.out / 'completion.json'}")
 
 
