@@ -9,6 +9,7 @@ is trained for as many epochs on its frozen prior, likelihood and decoder, and
 (IS with ``-K`` draws from q*, ``--local-steps`` of per-datapoint refinement, ELBO estimator A).
 The paired per-datapoint differences of the approximation gaps (diagonal minus flow) are printed
 with their standard errors: a positive difference beyond 2 s.e. says the flow shrinks the gap.
+Everything printed is also written to ``--out``: ``gaps.json`` and ``gaps.png`` (the gaps by family).
 
     PYTHONPATH=. python benchmarks/flow_gaps.py --max-train 10000 --epochs 10 --rows 100 --threads 1
 
@@ -40,10 +41,11 @@ from mnist_nll import run_spec  # noqa: E402
 
 from inference import run  # noqa: E402
 from inference.baselines import frozen  # noqa: E402
-from inference.diagnostics import amortization_gaps  # noqa: E402
+from inference.diagnostics import amortization_gaps, plot_gaps_by_family  # noqa: E402
 from inference.svi import fit  # noqa: E402
 from inference.training.checkpoint import load_checkpoint, vae_state  # noqa: E402
 from pyro_vae import build_vae, load_dataset  # noqa: E402
+from pyro_vae.files import write_json  # noqa: E402
 from pyro_vae.priors import VampPrior  # noqa: E402
 
 FLOWS = {"iaf": {"name": "iaf", "num_flows": 2}, "sylvester": {"name": "sylvester", "num_flows": 2},
@@ -66,6 +68,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default=str(default_data_dir()))
     p.add_argument("--frontier", help="a finished benchmarks/mnist_nll.py run folder (flow guide): its decoder and guide")
+    p.add_argument("--out", default="runs/flow_gaps", help="folder for gaps.json and gaps.png")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
@@ -77,12 +80,22 @@ def main() -> None:
     gaps = {name: amortization_gaps(vae, x, **common) for name, vae in guides.items()}
     for name, g in gaps.items():
         print(f"{name:12s} {g.summary()}")
-    for name in (n for n in gaps if n != "diag_normal"):
-        d = gaps["diag_normal"].approximation_gap.values - gaps[name].approximation_gap.values
+    record = {"config": vars(args), "families": {}}
+    for name, g in gaps.items():
+        d = gaps["diag_normal"].approximation_gap.values - g.approximation_gap.values
         se = float(d.std() / d.numel() ** 0.5)
+        record["families"][name] = {key: {"mean": getattr(g, key).mean, "stderr": getattr(g, key).stderr} for key in
+                                    ("log_px", "elbo_optimized", "elbo_amortized", "approximation_gap", "amortization_gap")}
+        if name == "diag_normal":
+            continue
         verdict = "shrinks" if d.mean() > 2 * se else "enlarges" if d.mean() < -2 * se else "does not measurably change"
+        record["families"][name]["diagonal_minus_this_approximation_gap"] = {"mean": float(d.mean()), "stderr": se}
         print(f"approximation gap, diagonal - {name}: {d.mean():+.3f} +- {se:.3f} nats: {name} {verdict} it")
-    print(f"total {time.perf_counter() - t0:.0f} s")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "gaps.json", record)
+    plot_gaps_by_family(gaps, out / "gaps.png", title=f"gaps by guide family, {x.shape[0]} MNIST test images (+- 2 s.e.)")
+    print(f"total {time.perf_counter() - t0:.0f} s; written {out / 'gaps.json'} and {out / 'gaps.png'}")
 
 
 def on_frozen_decoder(vae, base, data, train) -> None:

@@ -19,7 +19,7 @@ from inference.diagnostics.convert import (
 )
 from inference.diagnostics.gaps import PROPOSALS, Gaps, PosteriorComparison, amortization_gaps, compare_draws, compare_to_mcmc
 from inference.diagnostics.plots import (
-    new_figure, plot_gaps, plot_khat_histogram, plot_kl_per_dimension, plot_posterior_overlay, plot_ppc,
+    new_figure, plot_gaps, plot_gaps_by_family, plot_khat_histogram, plot_kl_per_dimension, plot_posterior_overlay, plot_ppc,
     plot_ppc_loglik, plot_ppc_moments, plot_rank, plot_trace, save_figure,
 )
 from inference.diagnostics.ppc import ALPHA, PPCResult, guide_draws, log_likelihood_draws, posterior_predictive_check, replicate
@@ -41,7 +41,7 @@ __all__ = [
     "ALPHA", "PPCResult", "guide_draws", "log_likelihood_draws", "replicate", "posterior_predictive_check",
     # plots
     "new_figure", "save_figure", "plot_khat_histogram", "plot_kl_per_dimension", "plot_ppc_moments", "plot_ppc_loglik",
-    "plot_posterior_overlay", "plot_gaps", "plot_trace", "plot_rank", "plot_ppc",
+    "plot_posterior_overlay", "plot_gaps", "plot_gaps_by_family", "plot_trace", "plot_rank", "plot_ppc",
     # checks, report
     "KHAT_TOLERANCE", "CHECK_QUANTILE", "Check", "verdicts", "FILES", "Diagnosis", "diagnose_run", "write_report",
 ]

@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import xarray as xr
@@ -224,6 +224,31 @@ def plot_gaps(gaps: Gaps, path: str | os.PathLike) -> Path:
     return save_figure(fig, path, "inference gaps")
 
 
+def plot_gaps_by_family(gaps: Mapping[str, Gaps], path: str | os.PathLike, *, title: str | None = None) -> Path:
+    """Approximation gap log p(x) - L[q*] and amortization gap L[q*] - L[q] of each guide family, bars +- 2 s.e.
+
+    ``gaps``: family name -> :class:`Gaps` of one model on the same datapoints (in the order to draw).
+    """
+    if not gaps:
+        raise ConfigError("plot_gaps_by_family: gaps is empty; pass {family name: Gaps} for at least one family")
+    names = list(gaps)
+    fig = new_figure(1.2 * len(names) + 3.0, 3.8)
+    ax = fig.subplots()
+    at, width = np.arange(len(names)), 0.38
+    for offset, part, label, color in ((-width / 2, "approximation_gap", "approximation  log p(x) - L[q*]", "tab:purple"),
+                                       (width / 2, "amortization_gap", "amortization  L[q*] - L[q]", "tab:red")):
+        est = [getattr(gaps[n], part) for n in names]
+        ax.bar(at + offset, [e.mean for e in est], width, yerr=[2 * e.stderr for e in est], color=color, capsize=3,
+               label=label)
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_xticks(at, names, fontsize=8)
+    ax.set_ylabel("nats per datapoint")
+    ax.legend(fontsize=8)
+    n = gaps[names[0]].log_px.n
+    ax.set_title(title or f"inference gaps by guide family, {n} datapoints (+- 2 s.e.)", fontsize=10)
+    return save_figure(fig, path, "inference gaps by family")
+
+
 # -- ArviZ plots of MCMC draws and replicates -----------------------------------------------------------
 def _pick(values: np.ndarray, chosen: Sequence[Any] | None, default_count: int) -> list[Any]:
     if chosen is None:
@@ -319,5 +344,5 @@ def plot_ppc(
 
 __all__ = [
     "new_figure", "save_figure", "plot_khat_histogram", "plot_kl_per_dimension", "plot_ppc_moments",
-    "plot_ppc_loglik", "plot_posterior_overlay", "plot_gaps", "plot_trace", "plot_rank", "plot_ppc",
+    "plot_ppc_loglik", "plot_posterior_overlay", "plot_gaps", "plot_gaps_by_family", "plot_trace", "plot_rank", "plot_ppc",
 ]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from inference.diagnostics import amortization_gaps, compare_draws, guide_draws, plot_gaps
+from inference.diagnostics import amortization_gaps, compare_draws, guide_draws, plot_gaps, plot_gaps_by_family
 from pyro_vae.errors import ConfigError
 from pyro_vae.linear_gaussian import elbo_gaussian, linear_gaussian_vae, log_marginal, posterior, set_gaussian_posterior
 
@@ -52,6 +52,10 @@ def test_amortized_elbo_below_optimized_elbo_below_log_px(ppca, tmp_path):
     assert gaps.amortization_gap.mean > 0 and gaps.approximation_gap.mean > 0
     assert "amortization gap" in gaps.summary()
     assert is_png(plot_gaps(gaps, tmp_path / "gaps.png"))
+    assert is_png(plot_gaps_by_family({"diag_normal": gaps, "again": gaps}, tmp_path / "families.png"))
+    with pytest.raises(ConfigError, match="gaps is empty"):
+        plot_gaps_by_family({}, tmp_path / "none.png")
+    assert not (tmp_path / "none.png").exists()
 
 
 def test_compare_draws_measures_a_too_narrow_posterior(ppca):
