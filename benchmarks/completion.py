@@ -178,6 +178,9 @@ def main() -> None:
     p.add_argument("--skip", choices=["quadrants", "superres"], help="leave one part out")
     p.add_argument("--vae-only", action="store_true", help="quadrants: only the unconditional VAE (no CVAE, no baseline)")
     args = p.parse_args()
+    for key in ("rows", "vae_rows", "nuts_rows", "vae_nll_rows", "epochs", "K"):
+        if getattr(args, key) is not None and getattr(args, key) < 0:
+            p.error(f"--{key.replace('_', '-')} {getattr(args, key)}: must be 0 or more")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     cfg = dict(QUICK if args.quick else FULL)

@@ -60,7 +60,8 @@ def main() -> None:
     p.add_argument("--latent-dim", type=int, default=20)
     p.add_argument("--hidden", type=int, nargs="+", default=[200, 200])
     p.add_argument("--flows", nargs="+", default=None, choices=sorted(FLOWS),
-                   help="flow guides trained on the frozen decoder (default: iaf sylvester; none with --frontier)")
+                   help="flow guides trained on the frozen decoder, with the flow counts of FLOWS (default: iaf sylvester; "
+                        "none with --frontier)")
     p.add_argument("--rows", type=int, default=100)
     p.add_argument("-K", type=int, default=500)
     p.add_argument("--local-steps", type=int, default=150)
@@ -117,6 +118,9 @@ def frontier_guides(args, t0):
     """{"diag_normal": a diagonal guide trained on the run's frozen decoder, <guide>: the run's program}, test rows."""
     folder = Path(args.frontier)
     config = json.loads((folder / "mnist_nll.json").read_text())["config"]
+    if config["guide"] not in FLOWS:
+        sys.exit(f"flow_gaps.py: error: --frontier {folder} has guide {config['guide']!r}, not a flow guide; "
+                 f"pass a run trained with one of {sorted(FLOWS)}")
     spec = run_spec(config)
     data = run.load_data(spec)
     flow = run.new_program(spec, data)

@@ -61,7 +61,7 @@ class LogLines:
 
     def __iter__(self):
         try:
-            for item in self.iterable or ():
+            for item in self.iterable if self.iterable is not None else ():
                 yield item
                 self.update(1)
         finally:
@@ -69,6 +69,8 @@ class LogLines:
 
     def update(self, n: int = 1) -> None:
         """Count ``n`` more done; print a line if ``every`` seconds passed since the last (or the start)."""
+        if self.closed:
+            return
         self.n += n
         now = time.monotonic()
         if now - self.last >= self.every:

@@ -1,23 +1,35 @@
 """Progress off a terminal: plain lines, throttled, with a last line; silent for short work."""
 
+from types import SimpleNamespace
+
 import pytest
 
 from inference import progress
 from inference.progress import LogLines, bar
 
 
+@pytest.fixture(autouse=True)
+def in_a_log(monkeypatch):
+    """stderr is a log file, not a terminal (also under ``pytest -s``)."""
+    monkeypatch.setattr(progress, "interactive", lambda: False)
+
+
 @pytest.fixture
 def clock(monkeypatch):
-    """A settable time.monotonic for the progress module."""
+    """A settable clock for the progress module only (``time.monotonic`` elsewhere untouched)."""
     now = [100.0]
-    monkeypatch.setattr(progress.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(progress, "time", SimpleNamespace(monotonic=lambda: now[0]))
     return now
 
 
-def test_off_a_terminal_bar_gives_log_lines(capsys):
-    assert isinstance(bar(range(3), desc="x"), LogLines)  # pytest's captured stderr is not a terminal
+def test_off_a_terminal_bar_gives_log_lines(monkeypatch):
+    assert isinstance(bar(range(3), desc="x"), LogLines)
     assert not isinstance(bar(range(3), desc="x", log_lines=False), LogLines)
     assert not isinstance(bar(range(3), enabled=False), LogLines)
+    monkeypatch.setattr(progress, "interactive", lambda: True)
+    on_terminal = bar(range(3), desc="x", every=5.0)
+    assert not isinstance(on_terminal, LogLines) and not on_terminal.disable  # a live tqdm bar
+    on_terminal.close()
 
 
 def test_short_work_prints_nothing(capsys, clock):
@@ -32,6 +44,7 @@ def test_lines_are_throttled_and_say_how_far_and_how_long(capsys, clock):
         lines.update(1)
     lines.close()
     lines.close()  # idempotent
+    lines.update(1)  # nothing after close
     out = capsys.readouterr().err.splitlines()
     assert out == ["log p(x): 3/10 chunk (30 %), 75 s, ~175 s left",
                    "log p(x): 6/10 chunk (60 %), 150 s, ~100 s left",
@@ -69,7 +82,7 @@ def test_an_importance_sampled_evaluation_reports_in_a_log(capsys, clock, monkey
         clock[0] += 100.0
         return clock[0]
 
-    monkeypatch.setattr(progress.time, "monotonic", tick)
+    monkeypatch.setattr(progress, "time", SimpleNamespace(monotonic=tick))
     vae = build_vae(data_dim=6, latent_dim=2, seed=0)
     x = torch.rand(10, 6).round()
     log_likelihood(vae.model, vae.guide, x, num_samples=8, batch_size=5, particle_batch=4, progress=True)
