@@ -104,6 +104,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--epochs", type=int, default=260, help="training epochs (choose them to fit the budget)")
     p.add_argument("--minutes", type=float, default=60.0, help="the training wall-time budget to check against")
+    p.add_argument("--hard-budget", action="store_true",
+                   help="stop training at the first step past --minutes (the schedule is cut short there)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (batch 100 gains little from 2)")
     p.add_argument("--hidden", type=int, nargs="+", default=[400, 400])
     p.add_argument("--activation", default="relu")
@@ -156,7 +158,10 @@ def main() -> None:
     if args.estimate_only:
         print(estimate_log_likelihood_cost(vae.model, vae.guide, data.test, num_samples=args.K).summary())
         return
-    fit = svi.fit(vae, data, spec.train, run_dir=out, resume=args.resume, progress=True)
+    fit = svi.fit(vae, data, spec.train, run_dir=out, resume=args.resume, progress=True,
+                  max_seconds=args.minutes * 60 if args.hard_budget else None)
+    if fit.stopped == "budget":
+        print(f"training stopped by --hard-budget after epoch {fit.history[-1].epoch} of {args.epochs}", flush=True)
     for rec in fit.history[9::10]:
         print(f"epoch {rec.epoch}: lr {rec.lr:.2e}, train ELBO {rec.train_elbo:.2f}, val ELBO {rec.val_elbo:.2f}")
     minutes = fit.wall_time / 60
