@@ -31,7 +31,7 @@ from inference import semisup  # noqa: E402
 from inference.semisup.baseline import baseline_for, fit_classifier  # noqa: E402
 from pyro_vae import build_program, load_dataset  # noqa: E402
 from pyro_vae.labels import semi_supervised  # noqa: E402
-from pyro_vae.spec import M1_UNITS, ModelSpec, TrainSpec  # noqa: E402
+from pyro_vae.spec import M1_FEATURES, M1_UNITS, ModelSpec, TrainSpec  # noqa: E402
 
 PAPER_M2 = {100: 11.97, 600: 4.94, 1000: 3.60, 3000: 3.92}
 PAPER_M1M2 = {100: 3.33, 600: 2.59, 1000: 2.40, 3000: 2.18}
@@ -69,7 +69,7 @@ def one_draw(data, n_labels: int, draw: int, args: argparse.Namespace) -> dict[s
     if args.m1:
         from inference.semisup.m1 import latent_features
 
-        features = latent_features(args.m1, semi, units=args.m1_units)
+        features = latent_features(args.m1, semi, units=args.m1_units, features=args.m1_features)
         m1m2 = build_program(m2_spec(args.latent_dim, args.hidden, "gaussian_learned", alpha),
                              data_dim=features.feature_dim, seed=draw)
         t0 = time.perf_counter()
@@ -127,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--m1", help="a VAE run folder on MNIST: also fit M1+M2 on its latent means")
     p.add_argument("--m1-units", choices=M1_UNITS, default="all",
                    help="M1+M2 on all of M1's units or only its active ones (Var_x E_q[z_u | x] > 0.01)")
+    p.add_argument("--m1-features", choices=M1_FEATURES, default="mean",
+                   help="M1+M2 trained on M1's posterior means, or on a fresh draw of z ~ q(z | x) per minibatch")
     p.add_argument("--skip-m2", action="store_true", help="fit only the floor (and M1+M2 with --m1), not M2 on pixels")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--figure", help="write the error-against-labels figure (PNG) here")
@@ -143,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"MNIST: {len(data.train)} train, {len(data.val)} labelled validation, {len(data.test)} test rows; "
           f"M2 784-{args.hidden}-{args.latent_dim}, {args.epochs} epochs max, lr {args.lr}, {args.threads} threads, "
           f"alpha {_alpha_text(args)}, kept epoch by validation {args.monitor or 'accuracy'}"
-          + (f", M1+M2 on {args.m1_units} M1 units" if args.m1 else ""))
+          + (f", M1+M2 on {args.m1_units} M1 units ({args.m1_features})" if args.m1 else ""))
     print("labels | M2 error %        | labelled-only %   | M1+M2 %           | s/run | paper M2 / M1+M2 | Pyro ex. acc")
     table: dict[int, list[dict[str, float]]] = {}
     for n in (int(v) for v in args.labels.split(",")):

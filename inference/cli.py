@@ -21,7 +21,7 @@ from pyro_vae import GUIDES, LIKELIHOODS, PRIORS, PROGRAMS
 from pyro_vae.errors import ConfigError, DataError, TrainingError, UnsupportedModelError
 from pyro_vae.networks import ACTIVATIONS
 from pyro_vae.plugins import load_plugins
-from pyro_vae.spec import BINARIZE, M1_UNITS
+from pyro_vae.spec import BINARIZE, M1_FEATURES, M1_UNITS
 
 
 def _names(names) -> str:
@@ -52,7 +52,7 @@ def _train(args: argparse.Namespace) -> int:
         spec,
         data__dataset=args.dataset, data__data_dir=args.data_dir, data__binarize=args.binarize,
         data__max_train=args.max_train, data__labels=args.labels, data__m1=args.m1,
-        data__m1_units=args.m1_units,
+        data__m1_units=args.m1_units, data__m1_features=args.m1_features,
         model__program=args.program, model__prior=args.prior, model__likelihood=args.likelihood,
         model__latent_dim=args.latent_dim,
         model__guide=args.guide,
@@ -261,6 +261,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    "continuous likelihood, e.g. --likelihood gaussian_learned)")
     t.add_argument("--m1-units", help=f"M1+M2: {_names(M1_UNITS)} of the M1 run's latent units (active: "
                    "Var_x E_q[z_u | x] > 0.01 on its training rows; default all)")
+    t.add_argument("--m1-features", help=f"M1+M2: train M2 on {_names(M1_FEATURES)} of the M1 run's q(z | x) "
+                   "(sample: a fresh draw per minibatch; default mean)")
     t.add_argument("--program", help=f"{_names(PROGRAMS.names())} (default vae)")
     t.add_argument("--prior", help=_names(PRIORS.names()))
     t.add_argument("--likelihood", help=_names(LIKELIHOODS.names()))

@@ -74,7 +74,7 @@ def load_data(spec: RunSpec) -> DataSplits:
     if d.labels is not None:  # semi-supervised: the labels of d.labels balanced training rows kept, the others hidden
         data = semi_supervised(data, d.labels, num_classes=spec.model.program.options.get("classes"), seed=spec.train.seed)
     if d.m1 is not None:  # M1+M2: every row replaced by its posterior mean under the M1 run's guide
-        data = latent_features(d.m1, data, units=d.m1_units)
+        data = latent_features(d.m1, data, units=d.m1_units, features=d.m1_features)
     return data
 
 

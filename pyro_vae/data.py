@@ -61,6 +61,7 @@ class DataSplits:
     test_labels: torch.Tensor | None
     image_shape: tuple[int, ...] | None
     binarize: str
+    train_sd: torch.Tensor | None = None  # per-entry sd: training rows drawn as N(train, train_sd^2) per minibatch
 
     def __post_init__(self) -> None:
         for split in ("train", "val", "test"):
@@ -72,6 +73,12 @@ class DataSplits:
                 )
             if y is not None and y.shape != (x.shape[0],):
                 raise DataError(f"{split}_labels has shape {tuple(y.shape)}; expected ({x.shape[0]},)")
+        sd = self.train_sd
+        if sd is not None and (sd.shape != self.train.shape or not bool(torch.isfinite(sd).all()) or bool((sd < 0).any())):
+            raise DataError(f"train_sd must be finite, >= 0 and of the training rows' shape {tuple(self.train.shape)}, "
+                            f"got shape {tuple(sd.shape)}; pass one sd per training entry, or None")
+        if sd is not None and self.binarize == "dynamic":
+            raise DataError("train_sd draws Gaussian training rows, binarize='dynamic' Bernoulli ones; use one of them")
 
     @property
     def feature_dim(self) -> int:

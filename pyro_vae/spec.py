@@ -45,6 +45,7 @@ from pyro_vae.programs import PROGRAMS
 from pyro_vae.registry import Registry
 
 M1_UNITS = ("all", "active")  # data.m1_units: which of an M1 run's latent units M1+M2 reads (inference.semisup.m1)
+M1_FEATURES = ("mean", "sample")  # data.m1_features: M2's training rows, M1's posterior means or fresh draws (same module)
 DEVICE_FORMS = ("cpu", "cuda", "cuda:N", "mps", "auto")  # train.device; resolved by inference.devices
 _DEVICE = re.compile(r"(cpu|cuda|cuda:\d+|mps|auto)")
 
@@ -127,6 +128,7 @@ class DataSpec:
     labels: int | None = None  # semi-supervised: keep the labels of this many balanced training rows (pyro_vae.labels)
     m1: str | None = None  # M1+M2: a VAE run folder whose posterior means replace every row (inference.semisup.m1)
     m1_units: str = "all"  # M1+M2: all of M1's units, or only its active ones (inference.semisup.m1)
+    m1_features: str = "mean"  # M1+M2: train M2 on M1's posterior means, or on a fresh draw of z per minibatch
 
     def __post_init__(self) -> None:
         name_string("data.dataset", self.dataset, what="a built-in dataset name or a .npy/.npz/.csv path")
@@ -144,6 +146,10 @@ class DataSpec:
         if self.m1 is None and self.m1_units != "all":
             raise ConfigError(f"data.m1_units={self.m1_units!r} selects units of an M1 run, but data.m1 is null; "
                               "set data.m1 (--m1) to a trained VAE run folder, or drop data.m1_units")
+        choice("data.m1_features", self.m1_features, M1_FEATURES)
+        if self.m1 is None and self.m1_features != "mean":
+            raise ConfigError(f"data.m1_features={self.m1_features!r} reads an M1 run's posterior, but data.m1 is null; "
+                              "set data.m1 (--m1) to a trained VAE run folder, or drop data.m1_features")
 
 
 @dataclass(frozen=True)

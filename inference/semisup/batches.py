@@ -11,7 +11,9 @@ S = ceil(N / B) steps. Each epoch
 so every step sees ~U / S unlabelled and m labelled rows, and every labelled row is seen at
 least once per epoch (L <= S m; with few labels they recur, a fresh order each pass). A batch
 holds ``x``/``idx`` (unlabelled rows and their row numbers) and ``x_labelled``/``y``/``idx_labelled``.
-Under dynamic binarization every row is a fresh Bernoulli draw, as in :func:`pyro_vae.data.batches`.
+Under dynamic binarization every row is a fresh Bernoulli draw, as in :func:`pyro_vae.data.batches`;
+with ``data.train_sd`` (M1+M2 on draws of M1's z, :mod:`inference.semisup.m1`) every row is a fresh
+Gaussian draw x = train + train_sd * eps, eps ~ N(0, I).
 """
 
 from __future__ import annotations
@@ -55,6 +57,9 @@ def mixed_batches(data: DataSplits, train: TrainSpec, generator: torch.Generator
         x_u, x_l = data.train.index_select(0, idx_u), data.train.index_select(0, idx_l)
         if dynamic:
             x_u, x_l = torch.bernoulli(x_u, generator=generator), torch.bernoulli(x_l, generator=generator)
+        elif data.train_sd is not None:
+            x_u, x_l = (x + data.train_sd.index_select(0, i) * torch.randn(x.shape, generator=generator)
+                        for x, i in ((x_u, idx_u), (x_l, idx_l)))
         yield {"x": x_u, "idx": idx_u, "x_labelled": x_l, "y": data.train_labels[idx_l] if per_step else idx_l,
                "idx_labelled": idx_l}
 

@@ -10,6 +10,15 @@ M2 is fitted to the u's as to any real-valued data (a Gaussian likelihood, e.g.
 ``gaussian_learned``). Rows under dynamic binarization are encoded as their grey values (the
 mean of the Bernoulli draws M1 was trained on).
 
+``features="sample"`` trains M2 on draws instead (Kingma et al.'s reference code does so): the
+training rows keep their means u_i and carry the guide's sds s_i (``DataSplits.train_sd``), and
+every minibatch draws fresh features
+
+    z_i = u_i + s_i * eps,    eps ~ N(0, I),   i.e. z_i ~ q_M1(z | x_i),
+
+as dynamic binarization draws fresh pixels; validation and test rows stay the means. It needs a
+Gaussian M1 guide (its sds).
+
 ``units="active"`` keeps only M1's active units (Burda et al. 2015), measured on the M1 run's own
 training rows x_1..x_n:
 
@@ -25,12 +34,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from torch.distributions import Independent, Normal
 
 from pyro_vae.checks import choice, positive_int
 from pyro_vae.data import DataSplits
 from pyro_vae.errors import ConfigError, DataError
+from pyro_vae.plots.canvas import CHUNK, evaluating
 from pyro_vae.plots.latents import posterior_means
-from pyro_vae.spec import M1_UNITS
+from pyro_vae.spec import M1_FEATURES, M1_UNITS
 
 ACTIVE_THRESHOLD = 0.01  # Burda et al. 2015: a unit is active when Var_x E_q[z_u | x] exceeds it
 
@@ -63,13 +74,16 @@ def _kept_units(run_dir: Path, own: DataSplits, m1, units: str) -> torch.Tensor 
 
 
 def latent_features(m1_run: str | Path, data: DataSplits | None = None, *, latent_dim: int | None = None,
-                    units: str = "all") -> DataSplits:
+                    units: str = "all", features: str = "mean") -> DataSplits:
     """``data`` (default: the M1 run's own splits) with every row replaced by its M1 posterior mean (module docstring).
 
     ``latent_dim``: the M1 latent size the caller expects; a run with another latent size is
     refused (ConfigError), as is data whose feature count differs from the run's (DataError).
     ``units``: ``all`` the run's units, or ``active`` only its active units (module docstring).
+    ``features``: ``mean``, or ``sample`` to train on draws of z (module docstring; ConfigError for
+    an M1 guide that is not a Gaussian).
     """
+    choice("data.m1_features", features, M1_FEATURES)
     run_dir, own, m1 = _load_m1(m1_run)
     data = own if data is None else data
     size = getattr(m1, "latent_dim", None)
@@ -79,9 +93,23 @@ def latent_features(m1_run: str | Path, data: DataSplits | None = None, *, laten
     _check_width(run_dir, m1, data.feature_dim, data.name)
     keep = _kept_units(run_dir, own, m1, units)
     means = [_select(_means(m1, x), keep) for x in (data.train, data.val, data.test)]
+    sd = _select(_sds(run_dir, m1, data.train), keep) if features == "sample" else None
     which = "means" if keep is None else f"means of {keep.numel()} active units"
+    which += ", training rows drawn from q(z | x) per minibatch" if sd is not None else ""
     return DataSplits(f"{data.name} as M1 ({run_dir.name}) {which}", *means, data.train_labels, data.val_labels,
-                      data.test_labels, None, "none")
+                      data.test_labels, None, "none", train_sd=sd)
+
+
+def _sds(run_dir: Path, m1, x: torch.Tensor) -> torch.Tensor:
+    """The M1 guide's per-unit sds of q(z | x_i) for every row (a Gaussian guide: ConfigError otherwise)."""
+    with torch.no_grad(), evaluating(m1):
+        q = m1.posterior(x[:1])
+        if not isinstance(getattr(q, "base_dist", q), Normal) or not isinstance(q, (Normal, Independent)):
+            raise ConfigError(f"data.m1_features='sample' draws from the M1 run's diagonal Gaussian q(z | x), but "
+                              f"{str(run_dir)!r} has a {type(q).__name__} guide; use data.m1_features: mean")
+        if not x.shape[0]:
+            return torch.zeros(0, m1.latent_dim)
+        return torch.cat([m1.posterior(chunk).stddev for chunk in x.split(CHUNK)])
 
 
 def latent_rows(m1_run: str | Path, x: torch.Tensor, name: str = "the rows", *, units: str = "all") -> torch.Tensor:

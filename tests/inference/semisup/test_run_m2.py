@@ -11,6 +11,7 @@ import yaml
 
 from inference import semisup
 from inference.cli import main
+from inference.run import load_run
 from inference.semisup.m1 import latent_features, latent_rows
 from pyro_vae import build_program, load_dataset
 from pyro_vae.errors import ConfigError, DataError
@@ -90,6 +91,14 @@ def test_m1_m2_trains_m2_on_the_latent_means_of_a_vae_run_and_refuses_another_la
     with pytest.raises(ConfigError, match=r"has latent_dim 4, but the M2 here expects 50 features"):
         latent_features(m1, data, latent_dim=50)
     assert int((latent_features(m1).train.var(0) > 0.01).sum()) == 0  # one epoch: no unit active yet
+    drawn = latent_features(m1, data, features="sample")  # the same means, plus q(z | x)'s sds on the training rows
+    assert features.train_sd is None and torch.equal(drawn.train, features.train) and torch.equal(drawn.test, features.test)
+    _, _, m1_vae = load_run(m1)
+    m1_vae.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(drawn.train_sd, m1_vae.posterior(data.train).stddev)
+    assert bool((drawn.train_sd > 0).all())
+    assert len(semisup.fit(m2, drawn, TrainSpec(elbo="enum", epochs=1, batch_size=100), progress=False).history) == 1
     with pytest.raises(DataError, match=r"has no active unit .*use data.m1_units: all"):
         latent_features(m1, data, units="active")
     # the same from the command line: data.m1 names the M1 run, recorded in the run's config
@@ -99,6 +108,10 @@ def test_m1_m2_trains_m2_on_the_latent_means_of_a_vae_run_and_refuses_another_la
     assert main(["train", "--config", str(config), "--labels", "20", "--m1", str(m1), "--likelihood", "gaussian_learned",
                  "--out", str(run), "--eval-samples", "4", "-q"]) == 0
     assert yaml.safe_load((run / "config.yaml").read_text())["data"]["m1"] == str(m1)
+    drawn_run = tmp_path / "m1m2_drawn"
+    assert main(["train", "--config", str(config), "--labels", "20", "--m1", str(m1), "--m1-features", "sample",
+                 "--likelihood", "gaussian_learned", "--out", str(drawn_run), "--eval-samples", "4", "-q"]) == 0
+    assert yaml.safe_load((drawn_run / "config.yaml").read_text())["data"]["m1_features"] == "sample"
     assert json.loads((run / "metrics.json").read_text())["test"]["semi_supervised"]["accuracy"] >= 0
     refused = tmp_path / "m1m2_active"  # this M1 has no active unit: refused in one line, nothing written
     assert main(["train", "--config", str(config), "--labels", "20", "--m1", str(m1), "--m1-units", "active",

@@ -18,7 +18,7 @@ from inference.semisup.batches import mixed_batches
 from inference.semisup.yardstick import calibration, confusion_matrix, summed_log_likelihood
 from pyro_vae import build_program, load_dataset
 from pyro_vae.labels import UNLABELLED, labelled_rows, semi_supervised
-from pyro_vae.errors import ConfigError
+from pyro_vae.errors import ConfigError, DataError
 from pyro_vae.spec import ModelSpec, TrainSpec
 
 TINY = dict(latent_dim=2, encoder={"name": "mlp", "hidden": [5]}, decoder={"name": "mlp", "hidden": [5]})
@@ -133,6 +133,30 @@ def test_mixed_batches_see_every_labelled_row_every_epoch():
     assert sorted(unlabelled.tolist()) == (data.train_labels == UNLABELLED).nonzero().flatten().tolist()
     assert all(bool((b["y"] == data.train_labels[b["idx_labelled"]]).all()) for b in stream)
     assert set(torch.cat([b["x"] for b in stream]).unique().tolist()) <= {0.0, 1.0}  # dynamic binarization
+
+
+def test_mixed_batches_draw_gaussian_rows_around_the_means_when_the_data_carry_sds():
+    """train_sd (M1+M2 on draws of z): x = mean + sd eps per minibatch. Means 3, sds 2 on one column and 0 on the
+    other: the drawn column's sample mean and variance over n draws are within 4 s.e. of 3 and 4 (s.e. 2 / sqrt(n)
+    and 4 sqrt(2 / n)); the sd-0 column is the mean exactly; a fresh epoch draws afresh."""
+    from dataclasses import replace
+
+    data = semi_supervised(load_dataset("digits", binarize="none"), 30, seed=0)
+    n_rows = data.train.shape[0]
+    means = torch.full((n_rows, 2), 3.0)
+    sd = torch.stack([torch.full((n_rows,), 2.0), torch.zeros(n_rows)], dim=1)
+    drawn = replace(data, train=means, val=data.val[:, :2], test=data.test[:, :2], train_sd=sd)
+    gen = torch.Generator().manual_seed(0)
+    epoch = [torch.cat([b["x"], b["x_labelled"]]) for b in mixed_batches(drawn, TrainSpec(batch_size=100), gen)]
+    x = torch.cat(epoch).double()
+    n = x.shape[0]
+    assert abs(float(x[:, 0].mean()) - 3.0) < 4 * 2.0 / n ** 0.5
+    assert abs(float(x[:, 0].var()) - 4.0) < 4 * 4.0 * (2.0 / n) ** 0.5
+    assert bool((x[:, 1] == 3.0).all())
+    again = torch.cat([torch.cat([b["x"], b["x_labelled"]]) for b in mixed_batches(drawn, TrainSpec(batch_size=100), gen)])
+    assert not torch.equal(again, torch.cat(epoch))
+    with pytest.raises(DataError, match="train_sd must be"):
+        replace(drawn, train_sd=sd[:10])
 
 
 def test_calibration_and_confusion_by_hand():
