@@ -821,6 +821,18 @@ def m1_features(**kwargs: Any) -> Callable[[], Any]:
     return lambda: latent_features(m1_run(), **kwargs)
 
 
+def m1_flow_draws() -> Any:
+    """M1+M2 on draws of z from an M1 whose guide is a flow: its q has no per-unit sds to draw with."""
+    from inference import run
+    from inference.semisup.m1 import latent_features
+
+    folder = files_dir() / "m1_flow"
+    if not (folder / "metrics.json").is_file():
+        run.train({"model": {**TINY_MODEL, "guide": "planar"}, "data": {"max_train": 100},
+                   "train": {"epochs": 1, "batch_size": 50}}, folder, eval_samples=2, progress=False, overwrite=True)
+    return latent_features(folder, features="sample")
+
+
 def npz_labels(y: np.ndarray) -> Callable[[], Any]:
     def call():
         path = files_dir() / "labels.npz"
@@ -837,6 +849,7 @@ SEMI_SUPERVISED = [
     case("m1-units-without-m1", lambda: DataSpec(m1_units="active"), ConfigError, "data.m1_units"),
     case("m1-units-spec-unknown", lambda: DataSpec(m1="runs/m1", m1_units="most"), ConfigError, "data.m1_units"),
     case("m1-features-unknown", m1_features(features="draws"), ConfigError, "data.m1_features"),
+    case("m1-features-sample-flow-guide", m1_flow_draws, ConfigError, "diagonal Gaussian q(z | x)"),
     case("m1-features-without-m1", lambda: DataSpec(m1_features="sample"), ConfigError, "data.m1_features"),
     case("m1-features-spec-unknown", lambda: DataSpec(m1="runs/m1", m1_features="mode"), ConfigError, "data.m1_features"),
     case("m1-data-other-width", m1_features(data=splits(torch.zeros(4, 10), torch.zeros(2, 10), torch.zeros(2, 10))),
