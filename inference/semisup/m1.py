@@ -31,6 +31,7 @@ feature without bound, which rewards fitting noise rather than the classes.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
@@ -43,6 +44,7 @@ from pyro_vae.plots.canvas import CHUNK, evaluating
 from pyro_vae.plots.latents import posterior_means
 from pyro_vae.spec import M1_FEATURES, M1_UNITS
 
+logger = logging.getLogger(__name__)
 ACTIVE_THRESHOLD = 0.01  # Burda et al. 2015: a unit is active when Var_x E_q[z_u | x] exceeds it
 
 
@@ -94,10 +96,23 @@ def latent_features(m1_run: str | Path, data: DataSplits | None = None, *, laten
     keep = _kept_units(run_dir, own, m1, units)
     means = [_select(_means(m1, x), keep) for x in (data.train, data.val, data.test)]
     sd = _select(_sds(run_dir, m1, data.train), keep) if features == "sample" else None
+    if sd is not None and keep is None:
+        _warn_inactive(run_dir, own, m1)
     which = "means" if keep is None else f"means of {keep.numel()} active units"
     which += ", training rows drawn from q(z | x) per minibatch" if sd is not None else ""
     return DataSplits(f"{data.name} as M1 ({run_dir.name}) {which}", *means, data.train_labels, data.val_labels,
                       data.test_labels, None, "none", train_sd=sd)
+
+
+def _warn_inactive(run_dir: Path, own: DataSplits, m1) -> None:
+    """Warn when draws would feed M2 prior noise: an inactive unit's q(z_u | x) is ~N(0, 1) for every x, so its
+    training draws are noise while validation and test read its near-constant mean."""
+    inactive = int((_means(m1, own.train).var(0) <= ACTIVE_THRESHOLD).sum())
+    if inactive:
+        logger.warning("data.m1_features='sample' with data.m1_units='all': %d of %d units of the M1 run %s are "
+                       "inactive, so M2 trains on their prior noise and is scored on their near-constant means; "
+                       "data.m1_units: active drops them (as Kingma et al.'s code does)", inactive, m1.latent_dim,
+                       run_dir)
 
 
 def _sds(run_dir: Path, m1, x: torch.Tensor) -> torch.Tensor:

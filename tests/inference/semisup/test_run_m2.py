@@ -74,7 +74,7 @@ def test_an_m2_fit_stopped_and_resumed_equals_one_uninterrupted_fit(tmp_path):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
 
 
-def test_m1_m2_trains_m2_on_the_latent_means_of_a_vae_run_and_refuses_another_latent_size(tmp_path, capsys):
+def test_m1_m2_trains_m2_on_the_latent_means_of_a_vae_run_and_refuses_another_latent_size(tmp_path, capsys, caplog):
     vae_config = tmp_path / "vae.yaml"
     vae_config.write_text(yaml.safe_dump({"model": {"latent_dim": 4, "encoder": SMALL, "decoder": SMALL},
                                           "data": {"dataset": "digits", "max_train": 300}, "train": {"epochs": 1}}))
@@ -91,7 +91,9 @@ def test_m1_m2_trains_m2_on_the_latent_means_of_a_vae_run_and_refuses_another_la
     with pytest.raises(ConfigError, match=r"has latent_dim 4, but the M2 here expects 50 features"):
         latent_features(m1, data, latent_dim=50)
     assert int((latent_features(m1).train.var(0) > 0.01).sum()) == 0  # one epoch: no unit active yet
-    drawn = latent_features(m1, data, features="sample")  # the same means, plus q(z | x)'s sds on the training rows
+    with caplog.at_level("WARNING", logger="inference.semisup.m1"):
+        drawn = latent_features(m1, data, features="sample")  # the same means, plus q(z | x)'s sds on the training rows
+    assert "4 of 4 units of the M1 run" in caplog.text  # all inactive after one epoch: draws would be prior noise
     assert features.train_sd is None and torch.equal(drawn.train, features.train) and torch.equal(drawn.test, features.test)
     _, _, m1_vae = load_run(m1)
     m1_vae.eval()
