@@ -35,11 +35,11 @@ import logging
 from pathlib import Path
 
 import torch
-from torch.distributions import Independent, Normal
 
 from pyro_vae.checks import choice, positive_int
 from pyro_vae.data import DataSplits
 from pyro_vae.errors import ConfigError, DataError
+from pyro_vae.guides import DiagonalNormal
 from pyro_vae.plots.canvas import CHUNK, evaluating
 from pyro_vae.plots.latents import posterior_means
 from pyro_vae.spec import M1_FEATURES, M1_UNITS
@@ -61,12 +61,17 @@ def _means(m1, x: torch.Tensor) -> torch.Tensor:
         return posterior_means(m1, x) if x.shape[0] else torch.zeros(0, m1.latent_dim)
 
 
+def _unit_variances(m1, own: DataSplits) -> torch.Tensor:
+    """Var_i(E_{q_M1}[z_u | x_i]) of every unit u over the M1 run's own training rows (what ``active`` reads)."""
+    return _means(m1, own.train).var(0)
+
+
 def _kept_units(run_dir: Path, own: DataSplits, m1, units: str) -> torch.Tensor | None:
     """The indices of the units ``units`` keeps (None: all of them; module docstring for ``active``)."""
     choice("data.m1_units", units, M1_UNITS)
     if units == "all":
         return None
-    variances = _means(m1, own.train).var(0)
+    variances = _unit_variances(m1, own)
     keep = torch.nonzero(variances > ACTIVE_THRESHOLD).flatten()
     if keep.numel() == 0:
         raise DataError(f"the M1 run {str(run_dir)!r} has no active unit (Var_x E_q[z_u | x] > {ACTIVE_THRESHOLD} on its "
@@ -107,7 +112,7 @@ def latent_features(m1_run: str | Path, data: DataSplits | None = None, *, laten
 def _warn_inactive(run_dir: Path, own: DataSplits, m1) -> None:
     """Warn when draws would feed M2 prior noise: an inactive unit's q(z_u | x) is ~N(0, 1) for every x, so its
     training draws are noise while validation and test read its near-constant mean."""
-    inactive = int((_means(m1, own.train).var(0) <= ACTIVE_THRESHOLD).sum())
+    inactive = int((_unit_variances(m1, own) <= ACTIVE_THRESHOLD).sum())
     if inactive:
         logger.warning("data.m1_features='sample' with data.m1_units='all': %d of %d units of the M1 run %s are "
                        "inactive, so M2 trains on their prior noise and is scored on their near-constant means; "
@@ -117,11 +122,11 @@ def _warn_inactive(run_dir: Path, own: DataSplits, m1) -> None:
 
 def _sds(run_dir: Path, m1, x: torch.Tensor) -> torch.Tensor:
     """The M1 guide's per-unit sds of q(z | x_i) for every row (a Gaussian guide: ConfigError otherwise)."""
+    family = getattr(m1, "family", None)
+    if not isinstance(family, DiagonalNormal):
+        raise ConfigError(f"data.m1_features='sample' draws from the M1 run's diagonal Gaussian q(z | x), but "
+                          f"{str(run_dir)!r} has a {type(family).__name__} guide; use data.m1_features: mean")
     with torch.no_grad(), evaluating(m1):
-        q = m1.posterior(x[:1])
-        if not isinstance(getattr(q, "base_dist", q), Normal) or not isinstance(q, (Normal, Independent)):
-            raise ConfigError(f"data.m1_features='sample' draws from the M1 run's diagonal Gaussian q(z | x), but "
-                              f"{str(run_dir)!r} has a {type(q).__name__} guide; use data.m1_features: mean")
         if not x.shape[0]:
             return torch.zeros(0, m1.latent_dim)
         return torch.cat([m1.posterior(chunk).stddev for chunk in x.split(CHUNK)])
