@@ -17,7 +17,8 @@ runs recorded there). Burda et al.'s architecture is ``--hidden 200 200 --activa
 
 The schedule depends on the total number of epochs, so a budget is spent by choosing
 ``--epochs`` from a measured s/epoch, not by stopping early. An interrupted run continues
-exactly with ``--resume`` (same flags).
+exactly with ``--resume`` (same flags). ``--out`` becomes a run folder (its ``config.yaml`` is written
+after training), so ``inference.run.load_run``, ``pyro-vae evaluate`` and M1+M2's ``--m1`` read it.
 
     python benchmarks/mnist_nll.py --out runs/mnist_nll
 
@@ -54,7 +55,7 @@ from inference.baselines import refined_log_likelihood  # noqa: E402
 from inference.diagnostics import psis_khat  # noqa: E402
 from inference.training import SCHEDULES  # noqa: E402
 from pyro_vae.files import write_json  # noqa: E402
-from pyro_vae.spec import load_spec  # noqa: E402
+from pyro_vae.spec import load_spec, save_spec  # noqa: E402
 
 BURDA_VAE_K1 = -86.76
 GAUSSIAN_GUIDES = ("diag_normal", "lowrank_normal", "full_normal")
@@ -160,6 +161,7 @@ def main() -> None:
         return
     fit = svi.fit(vae, data, spec.train, run_dir=out, resume=args.resume, progress=True,
                   max_seconds=args.minutes * 60 if args.hard_budget else None)
+    save_spec(spec, out / "config.yaml")  # a run folder: load_run, `pyro-vae evaluate` and M1+M2's --m1 read it
     if fit.stopped == "budget":
         print(f"training stopped by --hard-budget after epoch {fit.history[-1].epoch} of {args.epochs}", flush=True)
     for rec in fit.history[9::10]:
