@@ -19,6 +19,10 @@ every minibatch draws fresh features
 as dynamic binarization draws fresh pixels; validation and test rows stay the means. It needs a
 Gaussian M1 guide (its sds).
 
+A flow guide's mean has no closed form (a Monte Carlo estimate, :class:`pyro_vae.flows.FlowPosterior`); the
+rows are encoded right after the run is rebuilt under its own seed, so the same rows give the same features
+in every call and every process.
+
 ``units="active"`` keeps only M1's active units (Burda et al. 2015), measured on the M1 run's own
 training rows x_1..x_n:
 

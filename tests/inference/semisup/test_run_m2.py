@@ -169,3 +169,20 @@ def test_m1_m2_on_active_units_keeps_the_units_whose_means_vary_over_m1s_trainin
     assert kept.feature_dim == active.numel() and torch.equal(kept.train_labels, data.train_labels)
     torch.testing.assert_close(kept.test, every.test[:, active], rtol=0, atol=0)
     torch.testing.assert_close(latent_rows(m1, data.test[:5], units="active"), every.test[:5, active], rtol=0, atol=0)
+
+
+def test_a_flow_m1s_features_are_the_same_in_every_call(tmp_path):
+    from inference import run
+
+    m1 = tmp_path / "m1"
+    run.train({"model": {"latent_dim": 3, "encoder": SMALL, "decoder": SMALL, "guide": {"name": "iaf", "num_flows": 1}},
+               "data": {"dataset": "digits", "max_train": 200}, "train": {"epochs": 2, "lr": 0.01}},
+              m1, eval_samples=2, progress=False)
+    data = load_dataset("digits", binarize="dynamic", max_train=200)
+    torch.manual_seed(5)
+    first = latent_features(m1, data)
+    torch.manual_seed(6)  # another random state in the caller: a flow's mean is a Monte Carlo estimate
+    second = latent_features(m1, data)
+    for a, b in ((first.train, second.train), (first.val, second.val), (first.test, second.test)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert first.train.var(0).min() > 0, "the features vary over the rows"
