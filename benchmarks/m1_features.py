@@ -50,9 +50,8 @@ def report(name: str, data, args: argparse.Namespace) -> None:
     """One line per label count: 1-NN and logistic test error, mean and per draw."""
     for n in (int(v) for v in args.labels.split(",")):
         scores = np.array([errors(data, n, d) for d in range(args.draws)])
-        per_draw = " ".join(f"{v:.1f}" for v in scores[:, 0])
-        print(f"{name}, {n} labels: 1-NN {scores[:, 0].mean():.2f} % ({per_draw}), "
-              f"logistic {scores[:, 1].mean():.2f} % ({' '.join(f'{v:.1f}' for v in scores[:, 1])})", flush=True)
+        nn_error, logistic = (f"{col.mean():.2f} % ({' '.join(f'{v:.1f}' for v in col)})" for col in scores.T)
+        print(f"{name}, {n} labels: 1-NN {nn_error}, logistic {logistic}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
