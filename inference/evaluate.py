@@ -43,6 +43,7 @@ from inference.progress import bar
 from pyro_vae.checks import boolean, float_rows, number, positive_int, seed as check_seed
 from pyro_vae.errors import ConfigError
 from pyro_vae.programs import check_program
+from pyro_vae.rng import seeded
 from pyro_vae.vae import VAE
 
 logger = logging.getLogger(__name__)
@@ -356,7 +357,8 @@ def evaluate_vae(
     """Score a VAE on x: IS log p(x) (K = ``num_samples``), ELBO estimators A and B
     (``elbo_particles`` each), active units (variance > ``threshold``) and KL per dimension.
 
-    The VAE is put in eval mode for the duration; ``seed`` (if given) seeds Pyro's RNGs first.
+    The VAE is put in eval mode for the duration; ``seed`` (if given) fixes the draws (:func:`pyro_vae.rng.seeded`: the
+    caller's random state is left as it was).
     Every argument is checked before anything is computed; ``x`` needs at least 2 rows (active
     units are a variance over the data).
     """
@@ -366,21 +368,20 @@ def evaluate_vae(
     number("threshold", threshold, minimum=0)
     check_seed("seed", seed, optional=True)
     boolean("progress", progress)
-    if seed is not None:
-        pyro.set_rng_seed(seed)
     was_training = vae.training
     vae.eval()
     try:
-        common = dict(batch_size=batch_size)
-        ll = log_likelihood(vae.model, vae.guide, x, num_samples=num_samples, progress=progress, **common)
-        elbo_a = elbo(vae.model, vae.guide, x, estimator="A", num_particles=elbo_particles, progress=progress, **common)
-        elbo_b = elbo(vae.model, vae.guide, x, estimator="B", num_particles=elbo_particles, progress=progress, **common)
-        if len(getattr(vae, "latents", ("z",))) == 1:
-            count, _ = active_units(vae, x, threshold)
-            kl = kl_per_dimension(vae, x, kl_samples)
-        else:  # a program with several latent layers (hierarchical): Monte Carlo per site, units in site order
-            layers = layer_units(vae, x, num_samples=kl_samples, threshold=threshold, batch_size=batch_size).values()
-            count, kl = sum(u.active for u in layers), torch.cat([u.kl_per_unit for u in layers])
+        with seeded(seed):
+            common = dict(batch_size=batch_size)
+            ll = log_likelihood(vae.model, vae.guide, x, num_samples=num_samples, progress=progress, **common)
+            elbo_a = elbo(vae.model, vae.guide, x, estimator="A", num_particles=elbo_particles, progress=progress, **common)
+            elbo_b = elbo(vae.model, vae.guide, x, estimator="B", num_particles=elbo_particles, progress=progress, **common)
+            if len(getattr(vae, "latents", ("z",))) == 1:
+                count, _ = active_units(vae, x, threshold)
+                kl = kl_per_dimension(vae, x, kl_samples)
+            else:  # a program with several latent layers (hierarchical): Monte Carlo per site, units in site order
+                layers = layer_units(vae, x, num_samples=kl_samples, threshold=threshold, batch_size=batch_size).values()
+                count, kl = sum(u.active for u in layers), torch.cat([u.kl_per_unit for u in layers])
     finally:
         vae.train(was_training)
     logger.info("log p(x) = %s; ELBO A = %s; ELBO B = %s; active units %d", ll, elbo_a, elbo_b, count)

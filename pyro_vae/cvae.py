@@ -41,6 +41,7 @@ from pyro_vae.networks import NETWORKS
 from pyro_vae.plates import data_plate
 from pyro_vae.priors import PRIORS
 from pyro_vae.programs import PROGRAMS, check_build_args
+from pyro_vae.rng import seeded
 from pyro_vae.registry import BuildContext
 from pyro_vae.spec import ModelSpec
 from pyro_vae.vae import _kl_weight
@@ -189,23 +190,22 @@ def cvae_program(
     """Conditional VAE (Sohn et al. 2015): z ~ p(z | c), y ~ p(y | z, c), q(z | c, y); c, y from the task."""
     check_build_args(data_dim, image_shape, data_sample, seed)
     split = _task(data_dim, image_shape, task, mask, observed, fraction, factor, mask_seed)
-    if seed is not None:
-        torch.manual_seed(seed)
-    d, c_dim, y_dim = spec.latent_dim, split.c_dim, split.y_dim
-    ctx = BuildContext(d, y_dim, None)
-    family = GUIDES.build(spec.guide.name, d, context=ctx, **spec.guide.options)
-    likelihood = LIKELIHOODS.build(spec.likelihood.name, y_dim, context=ctx, **spec.likelihood.options)
-    encoder = NETWORKS.build(spec.encoder.name, c_dim + y_dim, family.param_size, context=ctx.with_role("encoder"),
-                             **spec.encoder.options)
-    decoder = NETWORKS.build(spec.decoder.name, d + c_dim, likelihood.params_per_feature * y_dim,
-                             context=ctx.with_role("decoder"), **spec.decoder.options)
-    if conditional_prior:
-        prior = GUIDES.build("diag_normal", d, context=ctx)
-        prior_net = NETWORKS.build(spec.encoder.name, c_dim, prior.param_size, context=ctx.with_role("encoder"),
-                                   **spec.encoder.options)
-    else:
-        prior, prior_net = PRIORS.build(spec.prior.name, d, context=ctx, **spec.prior.options), None
-    return CVAE(split, prior, prior_net, likelihood, encoder, decoder, family, d, image_shape)
+    with seeded(seed):  # the weights drawn from seed; the caller's torch RNG untouched
+        d, c_dim, y_dim = spec.latent_dim, split.c_dim, split.y_dim
+        ctx = BuildContext(d, y_dim, None)
+        family = GUIDES.build(spec.guide.name, d, context=ctx, **spec.guide.options)
+        likelihood = LIKELIHOODS.build(spec.likelihood.name, y_dim, context=ctx, **spec.likelihood.options)
+        encoder = NETWORKS.build(spec.encoder.name, c_dim + y_dim, family.param_size, context=ctx.with_role("encoder"),
+                                 **spec.encoder.options)
+        decoder = NETWORKS.build(spec.decoder.name, d + c_dim, likelihood.params_per_feature * y_dim,
+                                 context=ctx.with_role("decoder"), **spec.decoder.options)
+        if conditional_prior:
+            prior = GUIDES.build("diag_normal", d, context=ctx)
+            prior_net = NETWORKS.build(spec.encoder.name, c_dim, prior.param_size, context=ctx.with_role("encoder"),
+                                       **spec.encoder.options)
+        else:
+            prior, prior_net = PRIORS.build(spec.prior.name, d, context=ctx, **spec.prior.options), None
+        return CVAE(split, prior, prior_net, likelihood, encoder, decoder, family, d, image_shape)
 
 
 @PROGRAMS.register("cvae_baseline")
@@ -218,13 +218,12 @@ def cvae_baseline_program(
     """Deterministic baseline of Sohn et al.: y ~ p(y | f(c)), the spec's decoder network c -> likelihood parameters."""
     check_build_args(data_dim, image_shape, data_sample, seed)
     split = _task(data_dim, image_shape, task, mask, observed, fraction, factor, mask_seed)
-    if seed is not None:
-        torch.manual_seed(seed)
-    ctx = BuildContext(spec.latent_dim, split.y_dim, None)
-    likelihood = LIKELIHOODS.build(spec.likelihood.name, split.y_dim, context=ctx, **spec.likelihood.options)
-    network = NETWORKS.build(spec.decoder.name, split.c_dim, likelihood.params_per_feature * split.y_dim,
-                             context=ctx.with_role("decoder"), **spec.decoder.options)
-    return DeterministicBaseline(split, likelihood, network, image_shape)
+    with seeded(seed):  # the weights drawn from seed; the caller's torch RNG untouched
+        ctx = BuildContext(spec.latent_dim, split.y_dim, None)
+        likelihood = LIKELIHOODS.build(spec.likelihood.name, split.y_dim, context=ctx, **spec.likelihood.options)
+        network = NETWORKS.build(spec.decoder.name, split.c_dim, likelihood.params_per_feature * split.y_dim,
+                                 context=ctx.with_role("decoder"), **spec.decoder.options)
+        return DeterministicBaseline(split, likelihood, network, image_shape)
 
 
 def is_conditional(program: Any) -> bool:

@@ -43,6 +43,7 @@ from pyro_vae.networks import NETWORKS
 from pyro_vae.plates import data_plate
 from pyro_vae.priors import PRIORS
 from pyro_vae.programs import PROGRAMS, check_build_args
+from pyro_vae.rng import seeded
 from pyro_vae.registry import BuildContext
 from pyro_vae.spec import ModelSpec
 
@@ -170,30 +171,29 @@ def hierarchical_program(
     d2 = max(1, d1 // 2) if top_latent_dim is None else integer("hierarchical program: top_latent_dim", top_latent_dim, minimum=1)
     widths = [100, 100] if top_hidden is None else positive_ints("hierarchical program: top_hidden", top_hidden, example="[100, 100]")
     choice("hierarchical program: inference", inference, INFERENCE)
-    if seed is not None:
-        torch.manual_seed(seed)
-    ctx1 = BuildContext(d1, data_dim, image_shape, data_sample=data_sample)
-    ctx2 = BuildContext(d2, data_dim, image_shape, data_sample=data_sample)
-    family1 = GUIDES.build(spec.guide.name, d1, context=ctx1, **spec.guide.options)
-    family2 = GUIDES.build(spec.guide.name, d2, context=ctx2, **spec.guide.options)
-    likelihood = LIKELIHOODS.build(spec.likelihood.name, data_dim, context=ctx1, **spec.likelihood.options)
-    conditional = DiagonalNormal(d1)
-    enc = spec.encoder
-    if inference == "bottom_up":
-        encoder = NETWORKS.build(enc.name, data_dim, family1.param_size, context=ctx1.with_role("encoder"), **enc.options)
-        top_encoder = _mlp(d1, family2.param_size, ctx2, "encoder", widths, top_activation)
-    else:
-        encoder = NETWORKS.build(enc.name, data_dim + d2, family1.param_size, context=BuildContext(d1, data_dim + d2, None, "encoder"), **enc.options)
-        top_encoder = NETWORKS.build(enc.name, data_dim, family2.param_size, context=ctx2.with_role("encoder"), **enc.options)
-    parts = {
-        "prior": PRIORS.build(spec.prior.name, d2, context=ctx2, **spec.prior.options),
-        "likelihood": likelihood, "conditional": conditional, "family1": family1, "family2": family2,
-        "decoder": NETWORKS.build(spec.decoder.name, d1, likelihood.params_per_feature * data_dim,
-                                  context=ctx1.with_role("decoder"), **spec.decoder.options),
-        "top_decoder": _mlp(d2, conditional.param_size, ctx2, "decoder", widths, top_activation),
-        "encoder": encoder, "top_encoder": top_encoder,
-    }
-    return HierarchicalVAE(parts, (d1, d2), data_dim, inference, image_shape)
+    with seeded(seed):  # the weights drawn from seed; the caller's torch RNG untouched
+        ctx1 = BuildContext(d1, data_dim, image_shape, data_sample=data_sample)
+        ctx2 = BuildContext(d2, data_dim, image_shape, data_sample=data_sample)
+        family1 = GUIDES.build(spec.guide.name, d1, context=ctx1, **spec.guide.options)
+        family2 = GUIDES.build(spec.guide.name, d2, context=ctx2, **spec.guide.options)
+        likelihood = LIKELIHOODS.build(spec.likelihood.name, data_dim, context=ctx1, **spec.likelihood.options)
+        conditional = DiagonalNormal(d1)
+        enc = spec.encoder
+        if inference == "bottom_up":
+            encoder = NETWORKS.build(enc.name, data_dim, family1.param_size, context=ctx1.with_role("encoder"), **enc.options)
+            top_encoder = _mlp(d1, family2.param_size, ctx2, "encoder", widths, top_activation)
+        else:
+            encoder = NETWORKS.build(enc.name, data_dim + d2, family1.param_size, context=BuildContext(d1, data_dim + d2, None, "encoder"), **enc.options)
+            top_encoder = NETWORKS.build(enc.name, data_dim, family2.param_size, context=ctx2.with_role("encoder"), **enc.options)
+        parts = {
+            "prior": PRIORS.build(spec.prior.name, d2, context=ctx2, **spec.prior.options),
+            "likelihood": likelihood, "conditional": conditional, "family1": family1, "family2": family2,
+            "decoder": NETWORKS.build(spec.decoder.name, d1, likelihood.params_per_feature * data_dim,
+                                      context=ctx1.with_role("decoder"), **spec.decoder.options),
+            "top_decoder": _mlp(d2, conditional.param_size, ctx2, "decoder", widths, top_activation),
+            "encoder": encoder, "top_encoder": top_encoder,
+        }
+        return HierarchicalVAE(parts, (d1, d2), data_dim, inference, image_shape)
 
 
 __all__ = ["HierarchicalVAE", "hierarchical_program", "INFERENCE"]

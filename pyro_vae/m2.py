@@ -50,6 +50,7 @@ from pyro_vae.networks import NETWORKS
 from pyro_vae.plates import data_plate
 from pyro_vae.priors import PRIORS
 from pyro_vae.programs import PROGRAMS, check_build_args
+from pyro_vae.rng import seeded
 from pyro_vae.registry import BuildContext
 from pyro_vae.spec import ModelSpec, as_section
 from pyro_vae.vae import VAE, _kl_weight  # the same shape check and KL weight as the VAE
@@ -223,22 +224,21 @@ def build_m2(spec: ModelSpec | Any = None, *, data_dim: int, image_shape: tuple[
     classes = integer("model.program classes", classes, minimum=2)
     if alpha is not None:
         positive_float("model.program alpha", alpha)
-    if seed is not None:
-        torch.manual_seed(seed)
-    d = spec.latent_dim
-    ctx = BuildContext(d, data_dim, image_shape, data_sample=data_sample)
-    family = GUIDES.build(spec.guide.name, d, context=ctx, **spec.guide.options)
-    likelihood = LIKELIHOODS.build(spec.likelihood.name, data_dim, context=ctx, **spec.likelihood.options)
-    enc = ctx.with_role("encoder")
-    classifier = NETWORKS.build(spec.encoder.name, data_dim, classes, context=enc, **spec.encoder.options)
-    encoder = NETWORKS.build(spec.encoder.name, data_dim + classes, family.param_size, context=enc, **spec.encoder.options)
-    decoder = NETWORKS.build(spec.decoder.name, d + classes, likelihood.params_per_feature * data_dim,
-                             context=ctx.with_role("decoder"), **spec.decoder.options)
-    for part, net, width in (("encoder", encoder, data_dim + classes), ("decoder", decoder, d + classes)):
-        _check_widened_input(part, getattr(spec, part).name, net, width, classes)
-    prior = PRIORS.build(spec.prior.name, d, context=ctx, **spec.prior.options)
-    return M2(prior, likelihood, classifier, encoder, decoder, family, num_classes=classes, latent_dim=d,
-              data_dim=data_dim, alpha=alpha, image_shape=image_shape)
+    with seeded(seed):  # the weights drawn from seed; the caller's torch RNG untouched
+        d = spec.latent_dim
+        ctx = BuildContext(d, data_dim, image_shape, data_sample=data_sample)
+        family = GUIDES.build(spec.guide.name, d, context=ctx, **spec.guide.options)
+        likelihood = LIKELIHOODS.build(spec.likelihood.name, data_dim, context=ctx, **spec.likelihood.options)
+        enc = ctx.with_role("encoder")
+        classifier = NETWORKS.build(spec.encoder.name, data_dim, classes, context=enc, **spec.encoder.options)
+        encoder = NETWORKS.build(spec.encoder.name, data_dim + classes, family.param_size, context=enc, **spec.encoder.options)
+        decoder = NETWORKS.build(spec.decoder.name, d + classes, likelihood.params_per_feature * data_dim,
+                                 context=ctx.with_role("decoder"), **spec.decoder.options)
+        for part, net, width in (("encoder", encoder, data_dim + classes), ("decoder", decoder, d + classes)):
+            _check_widened_input(part, getattr(spec, part).name, net, width, classes)
+        prior = PRIORS.build(spec.prior.name, d, context=ctx, **spec.prior.options)
+        return M2(prior, likelihood, classifier, encoder, decoder, family, num_classes=classes, latent_dim=d,
+                  data_dim=data_dim, alpha=alpha, image_shape=image_shape)
 
 
 __all__ = ["M2", "m2_program", "build_m2", "joined"]

@@ -43,6 +43,7 @@ from pyro_vae.likelihoods import LIKELIHOODS
 from pyro_vae.networks import NETWORKS
 from pyro_vae.priors import PRIORS
 from pyro_vae.programs import PROGRAMS, check_build_args
+from pyro_vae.rng import seeded
 from pyro_vae.plates import data_plate
 from pyro_vae.registry import BuildContext
 from pyro_vae.spec import ModelSpec, as_section
@@ -195,16 +196,15 @@ def build_vae(
     """
     spec = as_section(ModelSpec, spec, "model spec", **overrides)
     check_build_args(data_dim, image_shape, data_sample, seed)
-    if seed is not None:
-        torch.manual_seed(seed)
-    ctx = BuildContext(spec.latent_dim, data_dim, image_shape, data_sample=data_sample)
-    family = GUIDES.build(spec.guide.name, spec.latent_dim, context=ctx, **spec.guide.options)
-    likelihood = LIKELIHOODS.build(spec.likelihood.name, data_dim, context=ctx, **spec.likelihood.options)
-    encoder = NETWORKS.build(spec.encoder.name, data_dim, family.param_size, context=ctx.with_role("encoder"), **spec.encoder.options)
-    decoder = NETWORKS.build(
-        spec.decoder.name, spec.latent_dim, likelihood.params_per_feature * data_dim,
-        context=ctx.with_role("decoder"), **spec.decoder.options,
-    )
-    ctx.posterior = lambda u: family(encoder(u))
-    prior = PRIORS.build(spec.prior.name, spec.latent_dim, context=ctx, **spec.prior.options)
-    return VAE(prior, likelihood, encoder, decoder, family, spec.latent_dim, data_dim, image_shape)
+    with seeded(seed):  # the weights drawn from seed; the caller's torch RNG untouched
+        ctx = BuildContext(spec.latent_dim, data_dim, image_shape, data_sample=data_sample)
+        family = GUIDES.build(spec.guide.name, spec.latent_dim, context=ctx, **spec.guide.options)
+        likelihood = LIKELIHOODS.build(spec.likelihood.name, data_dim, context=ctx, **spec.likelihood.options)
+        encoder = NETWORKS.build(spec.encoder.name, data_dim, family.param_size, context=ctx.with_role("encoder"), **spec.encoder.options)
+        decoder = NETWORKS.build(
+            spec.decoder.name, spec.latent_dim, likelihood.params_per_feature * data_dim,
+            context=ctx.with_role("decoder"), **spec.decoder.options,
+        )
+        ctx.posterior = lambda u: family(encoder(u))
+        prior = PRIORS.build(spec.prior.name, spec.latent_dim, context=ctx, **spec.prior.options)
+        return VAE(prior, likelihood, encoder, decoder, family, spec.latent_dim, data_dim, image_shape)

@@ -44,6 +44,7 @@ from pyro_vae.checks import positive_int
 from pyro_vae.data import DataSplits
 from pyro_vae.errors import ConfigError, TrainingError
 from pyro_vae.numerics import chunks
+from pyro_vae.rng import seeded
 from pyro_vae.spec import ModelSpec, TrainSpec, spec_to_dict
 from pyro_vae.vae import VAE, build_vae
 
@@ -133,10 +134,9 @@ def fit_local(
     size = batch_size if batch_size is not None else rows_per_chunk(num_particles, x.shape[1])
     positive_int("batch_size", size)
     t0 = time.perf_counter()
-    pyro.set_rng_seed(seed)
     history = [0.0] * (steps + 1)
     samples = 0
-    with frozen(vae):
+    with seeded(seed), frozen(vae):  # the caller's random state untouched
         guide = initial_guide(vae, x, init, full_cov=full_cov, init_scale=init_scale)
         plan = list(chunks(n, size))
         bar = progress_bar(total=len(plan) * steps, enabled=progress, desc=f"local VI ({elbo})", leave=False)

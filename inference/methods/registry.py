@@ -20,7 +20,6 @@ import logging
 import time
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-import pyro
 import torch
 
 from inference import evaluate
@@ -33,6 +32,7 @@ from pyro_vae.checks import boolean, fraction, got, mapping, name_string
 from pyro_vae.data import DataSplits, check_data_splits
 from pyro_vae.errors import ConfigError, UnsupportedModelError
 from pyro_vae.registry import Registry
+from pyro_vae.rng import seeded
 from pyro_vae.spec import RunSpec, load_spec
 from pyro_vae.vae import VAE
 
@@ -158,13 +158,12 @@ def score(
 
 @contextlib.contextmanager
 def scoring(vae: VAE, seed: int | None) -> Iterator[None]:
-    """Eval mode for the duration (restored after), and Pyro's RNGs seeded when ``seed`` is given."""
+    """Eval mode for the duration (restored after), and the RNGs seeded when ``seed`` is given (:func:`pyro_vae.rng.seeded`)."""
     was_training = vae.training
     vae.eval()
     try:
-        if seed is not None:
-            pyro.set_rng_seed(seed)
-        yield
+        with seeded(seed):
+            yield
     finally:
         vae.train(was_training)
 

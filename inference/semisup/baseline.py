@@ -28,6 +28,7 @@ from inference.training import FitResult, Task, gradient_step, make_optimizer
 from inference.training import fit as run_loop
 from pyro_vae.data import DataSplits
 from pyro_vae.errors import DataError
+from pyro_vae.rng import seeded
 from pyro_vae.spec import TrainSpec
 
 
@@ -96,10 +97,10 @@ def _smaller_batch(train: TrainSpec, n_l: int) -> TrainSpec:
 def baseline_for(program: nn.Module, *, seed: int = 0) -> Classifier:
     """A fresh copy of ``program``'s classifier network (same architecture, re-initialized from ``seed``)."""
     network = copy.deepcopy(program.classifier)
-    torch.manual_seed(seed)
-    for module in network.modules():
-        if hasattr(module, "reset_parameters"):
-            module.reset_parameters()
+    with seeded(seed):  # the caller's torch RNG untouched
+        for module in network.modules():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
     return Classifier(network, program.num_classes)
 
 

@@ -19,9 +19,9 @@ every minibatch draws fresh features
 as dynamic binarization draws fresh pixels; validation and test rows stay the means. It needs a
 Gaussian M1 guide (its sds).
 
-A flow guide's mean has no closed form (a Monte Carlo estimate, :class:`pyro_vae.flows.FlowPosterior`); the
-rows are encoded right after the run is rebuilt under its own seed, so the same rows give the same features
-in every call and every process.
+A flow guide's mean has no closed form (a Monte Carlo estimate, :class:`pyro_vae.flows.FlowPosterior`); every
+set of rows is encoded under the M1 run's own seed (inside ``fork_rng``: the caller's random state is neither
+read nor changed), so the same rows give the same features in every call and every process.
 
 ``units="active"`` keeps only M1's active units (Burda et al. 2015), measured on the M1 run's own
 training rows x_1..x_n:
@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import torch
 
@@ -46,40 +47,49 @@ from pyro_vae.errors import ConfigError, DataError
 from pyro_vae.guides import DiagonalNormal
 from pyro_vae.plots.canvas import CHUNK, evaluating
 from pyro_vae.plots.latents import posterior_means
+from pyro_vae.rng import seeded
 from pyro_vae.spec import M1_FEATURES, M1_UNITS
 
 logger = logging.getLogger(__name__)
 ACTIVE_THRESHOLD = 0.01  # Burda et al. 2015: a unit is active when Var_x E_q[z_u | x] exceeds it
 
 
-def _load_m1(m1_run: str | Path):
+class _M1(NamedTuple):
+    """An M1 run, rebuilt: its folder, its own data splits, its program, its seed (which fixes its features)."""
+
+    run_dir: Path
+    own: DataSplits
+    program: Any
+    seed: int
+
+
+def _load_m1(m1_run: str | Path) -> _M1:
     from inference.run import load_run  # run folders import this package: loaded when used
 
     run_dir = Path(m1_run)
-    _, own, m1 = load_run(run_dir)
-    return run_dir, own, m1
+    spec, own, m1 = load_run(run_dir)
+    return _M1(run_dir, own, m1, spec.train.seed)
 
 
-def _means(m1, x: torch.Tensor) -> torch.Tensor:
-    with torch.no_grad():
-        return posterior_means(m1, x) if x.shape[0] else torch.zeros(0, m1.latent_dim)
+def _means(m1: _M1, x: torch.Tensor) -> torch.Tensor:
+    """E_q[z | x_i] of every row, drawn (a flow guide's Monte Carlo mean) under M1's seed inside ``seeded``."""
+    with torch.no_grad(), seeded(m1.seed):
+        return posterior_means(m1.program, x) if x.shape[0] else torch.zeros(0, m1.program.latent_dim)
 
 
-def _unit_variances(m1, own: DataSplits) -> torch.Tensor:
-    """Var_i(E_{q_M1}[z_u | x_i]) of every unit u over the M1 run's own training rows (what ``active`` reads)."""
-    return _means(m1, own.train).var(0)
+def _kept_units(m1: _M1, units: str, own_train: torch.Tensor | None = None) -> torch.Tensor | None:
+    """The indices of the units ``units`` keeps (None: all of them; module docstring for ``active``).
 
-
-def _kept_units(run_dir: Path, own: DataSplits, m1, units: str) -> torch.Tensor | None:
-    """The indices of the units ``units`` keeps (None: all of them; module docstring for ``active``)."""
+    ``own_train``: the means of M1's own training rows when the caller has them already (else encoded here).
+    """
     choice("data.m1_units", units, M1_UNITS)
     if units == "all":
         return None
-    variances = _unit_variances(m1, own)
+    variances = (_means(m1, m1.own.train) if own_train is None else own_train).var(0)
     keep = torch.nonzero(variances > ACTIVE_THRESHOLD).flatten()
     if keep.numel() == 0:
-        raise DataError(f"the M1 run {str(run_dir)!r} has no active unit (Var_x E_q[z_u | x] > {ACTIVE_THRESHOLD} on its "
-                        f"training rows; largest {float(variances.max()):.3g}); use data.m1_units: all, or an M1 "
+        raise DataError(f"the M1 run {str(m1.run_dir)!r} has no active unit (Var_x E_q[z_u | x] > {ACTIVE_THRESHOLD} on "
+                        f"its training rows; largest {float(variances.max()):.3g}); use data.m1_units: all, or an M1 "
                         "whose posterior depends on x")
     return keep
 
@@ -95,62 +105,66 @@ def latent_features(m1_run: str | Path, data: DataSplits | None = None, *, laten
     an M1 guide that is not a Gaussian).
     """
     choice("data.m1_features", features, M1_FEATURES)
-    run_dir, own, m1 = _load_m1(m1_run)
-    data = own if data is None else data
-    size = getattr(m1, "latent_dim", None)
+    m1 = _load_m1(m1_run)
+    data = m1.own if data is None else data
+    size = getattr(m1.program, "latent_dim", None)
     if latent_dim is not None and positive_int("latent_dim", latent_dim) != size:
-        raise ConfigError(f"the M1 run {str(run_dir)!r} has latent_dim {size}, but the M2 here expects {latent_dim} "
+        raise ConfigError(f"the M1 run {str(m1.run_dir)!r} has latent_dim {size}, but the M2 here expects {latent_dim} "
                           f"features; build M2 for data_dim={size}, or train M1 with latent_dim={latent_dim}")
-    _check_width(run_dir, m1, data.feature_dim, data.name)
-    keep = _kept_units(run_dir, own, m1, units)
-    means = [_select(_means(m1, x), keep) for x in (data.train, data.val, data.test)]
-    sd = _select(_sds(run_dir, m1, data.train), keep) if features == "sample" else None
-    if sd is not None and keep is None:
-        _warn_inactive(run_dir, own, m1)
+    _check_width(m1, data.feature_dim, data.name)
+    sd = _sds(m1, data.train) if features == "sample" else None  # checked before the (long) encoding
+    train = _means(m1, data.train)
+    own_train = train if data.train is m1.own.train else None  # M1's own rows: encoded once
+    if sd is not None and units == "all":
+        own_train = _means(m1, m1.own.train) if own_train is None else own_train
+        _warn_inactive(m1, own_train)
+    keep = _kept_units(m1, units, own_train)
+    means = [_select(m, keep) for m in (train, _means(m1, data.val), _means(m1, data.test))]
+    sd = _select(sd, keep) if sd is not None else None
     which = "means" if keep is None else f"means of {keep.numel()} active units"
     which += ", training rows drawn from q(z | x) per minibatch" if sd is not None else ""
-    return DataSplits(f"{data.name} as M1 ({run_dir.name}) {which}", *means, data.train_labels, data.val_labels,
+    return DataSplits(f"{data.name} as M1 ({m1.run_dir.name}) {which}", *means, data.train_labels, data.val_labels,
                       data.test_labels, None, "none", train_sd=sd)
 
 
-def _warn_inactive(run_dir: Path, own: DataSplits, m1) -> None:
+def _warn_inactive(m1: _M1, own_train: torch.Tensor) -> None:
     """Warn when draws would feed M2 prior noise: an inactive unit's q(z_u | x) is ~N(0, 1) for every x, so its
     training draws are noise while validation and test read its near-constant mean."""
-    inactive = int((_unit_variances(m1, own) <= ACTIVE_THRESHOLD).sum())
+    inactive = int((own_train.var(0) <= ACTIVE_THRESHOLD).sum())
     if inactive:
         logger.warning("data.m1_features='sample' with data.m1_units='all': %d of %d units of the M1 run %s are "
                        "inactive, so M2 trains on their prior noise and is scored on their near-constant means; "
-                       "data.m1_units: active drops them (as Kingma et al.'s code does)", inactive, m1.latent_dim,
-                       run_dir)
+                       "data.m1_units: active drops them (as Kingma et al.'s code does)", inactive,
+                       m1.program.latent_dim, m1.run_dir)
 
 
-def _sds(run_dir: Path, m1, x: torch.Tensor) -> torch.Tensor:
+def _sds(m1: _M1, x: torch.Tensor) -> torch.Tensor:
     """The M1 guide's per-unit sds of q(z | x_i) for every row (a Gaussian guide: ConfigError otherwise)."""
-    family = getattr(m1, "family", None)
+    family = getattr(m1.program, "family", None)
     if not isinstance(family, DiagonalNormal):
         raise ConfigError(f"data.m1_features='sample' draws from the M1 run's diagonal Gaussian q(z | x), but "
-                          f"{str(run_dir)!r} has a {type(family).__name__} guide; use data.m1_features: mean")
-    with torch.no_grad(), evaluating(m1):
+                          f"{str(m1.run_dir)!r} has a {type(family).__name__} guide; use data.m1_features: mean")
+    with torch.no_grad(), evaluating(m1.program):
         if not x.shape[0]:
-            return torch.zeros(0, m1.latent_dim)
-        return torch.cat([m1.posterior(chunk).stddev for chunk in x.split(CHUNK)])
+            return torch.zeros(0, m1.program.latent_dim)
+        return torch.cat([m1.program.posterior(chunk).stddev for chunk in x.split(CHUNK)])
 
 
 def latent_rows(m1_run: str | Path, x: torch.Tensor, name: str = "the rows", *, units: str = "all") -> torch.Tensor:
     """The M1 posterior means u_i = E_q[z | x_i] of new rows x (N, D), of the units ``units`` keeps: what an
     M1+M2 program classifies."""
-    run_dir, own, m1 = _load_m1(m1_run)
-    _check_width(run_dir, m1, int(x.shape[1]), name)
-    return _select(_means(m1, x), _kept_units(run_dir, own, m1, units))
+    m1 = _load_m1(m1_run)
+    _check_width(m1, int(x.shape[1]), name)
+    return _select(_means(m1, x), _kept_units(m1, units))
 
 
 def _select(means: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
     return means if keep is None else means.index_select(1, keep)
 
 
-def _check_width(run_dir: Path, m1, width: int, name: str) -> None:
-    if width != m1.data_dim:
-        raise DataError(f"the M1 run {str(run_dir)!r} encodes rows of {m1.data_dim} features, but {name} has "
+def _check_width(m1: _M1, width: int, name: str) -> None:
+    if width != m1.program.data_dim:
+        raise DataError(f"the M1 run {str(m1.run_dir)!r} encodes rows of {m1.program.data_dim} features, but {name} has "
                         f"{width}; use the data that M1 was trained on")
 
 

@@ -74,6 +74,26 @@ def test_every_program_declares_its_inputs_and_latents_inside_the_data_plate(nam
     assert program.data_dim == 6
 
 
+@pytest.mark.parametrize("name", sorted(PROGRAMS.names()))
+def test_every_program_draws_its_weights_from_its_seed_and_leaves_the_callers_rng_alone(name):
+    """build_program(seed=s): the same s gives the same weights whatever the caller's random state, and the
+    caller's global torch stream is where it was (no hidden reseeding)."""
+    spec = ModelSpec(program=name, **SMALL)
+    states = []
+    for caller_seed in (1, 2):
+        torch.manual_seed(caller_seed)
+        before = torch.get_rng_state()
+        program = build_program(spec, data_dim=6, image_shape=(2, 3), seed=0)
+        assert torch.equal(torch.get_rng_state(), before), "building with a seed moved the caller's torch RNG"
+        states.append(program.state_dict())
+    assert states[0].keys() == states[1].keys()
+    for key in states[0]:
+        torch.testing.assert_close(states[0][key], states[1][key], rtol=0, atol=0)
+    other = build_program(spec, data_dim=6, image_shape=(2, 3), seed=1).state_dict()
+    if any(v.is_floating_point() and v.numel() > 1 for v in other.values()):  # pPCA's zero-started weights excepted
+        assert any(not torch.equal(states[0][k], other[k]) for k in other), "another seed gave the same weights"
+
+
 def test_ppca_is_the_linear_gaussian_model():
     program = build_program(ModelSpec(program="ppca", latent_dim=2, guide="full_normal",
                                       likelihood={"name": "gaussian", "sigma": 0.5}), data_dim=5, seed=0)

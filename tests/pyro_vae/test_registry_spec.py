@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from pyro_vae import GUIDES, LIKELIHOODS, NETWORKS, PRIORS, ConfigError, Registry
 from pyro_vae.spec import ModelSpec, RunSpec, TrainSpec, DataSpec, load_spec, override, save_spec, spec_from_dict, spec_to_dict

@@ -277,3 +277,14 @@ def test_theta_follows_the_learning_rate_schedule(digits, monkeypatch):
     steps = math.ceil(digits.train.shape[0] / 100)
     assert seen == [learning_rate(train, e) for e in (1, 2, 3) for _ in range(steps)]
     assert seen[0] == pytest.approx(1e-2) and seen[-1] == pytest.approx(1e-3)
+
+
+def test_the_seed_fixes_the_fit_and_the_callers_random_state_is_left_alone():
+    vae, x = ppca_problem()
+    fits = []
+    for caller in (1, 2):
+        torch.manual_seed(caller)
+        before = torch.get_rng_state()
+        fits.append(fit_local(vae, x, steps=20, seed=3, progress=False))
+        assert torch.equal(torch.get_rng_state(), before), "fit_local moved the caller's torch RNG"
+    assert fits[0].elbo_history == fits[1].elbo_history

@@ -182,7 +182,10 @@ def test_a_flow_m1s_features_are_the_same_in_every_call(tmp_path):
     torch.manual_seed(5)
     first = latent_features(m1, data)
     torch.manual_seed(6)  # another random state in the caller: a flow's mean is a Monte Carlo estimate
+    caller = torch.get_rng_state()
     second = latent_features(m1, data)
+    assert torch.equal(torch.get_rng_state(), caller), "encoding moved the caller's torch RNG"
     for a, b in ((first.train, second.train), (first.val, second.val), (first.test, second.test)):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+    torch.testing.assert_close(latent_rows(m1, data.test), first.test, rtol=0, atol=0)  # new rows: the same features
     assert first.train.var(0).min() > 0, "the features vary over the rows"
