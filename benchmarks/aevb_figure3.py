@@ -39,7 +39,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import default_data_dir  # noqa: E402
+from _common import default_data_dir, run_main  # noqa: E402
 
 from inference.compare import paired_difference, run_compare  # noqa: E402
 from pyro_vae.data import load_dataset  # noqa: E402
@@ -116,4 +116,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

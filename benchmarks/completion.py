@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import default_data_dir  # noqa: E402
+from _common import default_data_dir, run_main  # noqa: E402
 
 from inference import svi  # noqa: E402
 from inference.completion.metrics import image_metrics  # noqa: E402
@@ -210,4 +210,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._common import run_main  # noqa: E402
 from inference.completion.proposals import local_vi_guide  # noqa: E402
 from inference.completion.yardstick import importance_log_likelihood, observed_proposal  # noqa: E402
 from inference.run import load_run  # noqa: E402
@@ -69,4 +70,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import default_data_dir  # noqa: E402
+from _common import default_data_dir, run_main  # noqa: E402
 
 import json  # noqa: E402
 from dataclasses import replace  # noqa: E402
@@ -156,4 +156,4 @@ def trained_guides(args, t0):
     return guides, data.test[: args.rows]
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -33,6 +33,7 @@ from torch.nn import functional as F
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from benchmarks._common import run_main  # noqa: E402
 
 from inference import svi  # noqa: E402
 from pyro_vae import build_vae  # noqa: E402
@@ -133,4 +134,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

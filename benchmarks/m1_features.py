@@ -27,7 +27,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
-from benchmarks._common import default_data_dir  # noqa: E402
+from benchmarks._common import default_data_dir, run_main  # noqa: E402
 from inference.semisup.m1 import latent_features  # noqa: E402
 from pyro_vae import load_dataset  # noqa: E402
 from pyro_vae.labels import labelled_rows, semi_supervised  # noqa: E402
@@ -81,4 +81,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

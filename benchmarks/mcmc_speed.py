@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._common import run_main  # noqa: E402
 
 from inference.diagnostics.convert import arviz_ess, draws_to_inference_data  # noqa: E402
 from inference.mcmc import sample_latents  # noqa: E402
@@ -126,4 +127,4 @@ def main(argv: list[str] | None = None) -> float:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, default_data_dir  # noqa: E402
+from _common import REPO, default_data_dir, run_main  # noqa: E402
 
 sys.path.insert(0, str(REPO))
 from inference import svi  # noqa: E402
@@ -68,4 +68,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

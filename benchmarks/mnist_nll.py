@@ -47,7 +47,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import default_data_dir  # noqa: E402
+from _common import default_data_dir, run_main  # noqa: E402
 
 from inference import evaluate, run, svi  # noqa: E402
 from inference.cost import estimate_log_likelihood_cost  # noqa: E402
@@ -246,4 +246,4 @@ def khat_record(khat) -> dict | None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

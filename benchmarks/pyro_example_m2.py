@@ -36,7 +36,7 @@ from pyro.optim import Adam
 from torch import nn
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
-from benchmarks._common import default_data_dir  # noqa: E402
+from benchmarks._common import default_data_dir, run_main  # noqa: E402
 from pyro_vae.idx import read_idx  # noqa: E402
 from pyro_vae.m2 import joined  # noqa: E402  ([a, onehot(y)], broadcast over enumerated y)
 
@@ -146,4 +146,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -30,7 +30,7 @@ import torch
 from torch.nn.functional import softplus
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import default_data_dir  # noqa: E402
+from _common import default_data_dir, run_main  # noqa: E402
 
 from inference.cost import estimate_log_likelihood_cost  # noqa: E402
 from inference.evaluate import log_likelihood, plan_particle_batch  # noqa: E402
@@ -118,4 +118,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -27,7 +27,7 @@ import time
 import torch
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
-from benchmarks._common import default_data_dir  # noqa: E402
+from benchmarks._common import default_data_dir, run_main  # noqa: E402
 from inference import semisup  # noqa: E402
 from inference.semisup.baseline import baseline_for, fit_classifier  # noqa: E402
 from pyro_vae import build_program, load_dataset  # noqa: E402
@@ -179,4 +179,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)
