@@ -31,7 +31,7 @@ import torch
 
 from inference.devices import device_record, module_placement, resolve_device
 from inference.semisup import results as semisup_results
-from inference.semisup.m1 import latent_features, latent_rows
+from inference.semisup.m1 import latent_features
 from inference.objectives import kl_mode
 from inference.run_folder import check_fresh, check_resume_spec, clear_run, locked
 from inference.run_kinds import kind_of
@@ -48,6 +48,7 @@ from pyro_vae.export import export_program
 from pyro_vae.files import atomic_write, write_json, write_text
 from pyro_vae.plots import plot_sample_grid
 from pyro_vae.plots.classes import MONITOR_LABELS
+from pyro_vae.rng import seeded
 from pyro_vae.build import build_program
 from pyro_vae.vae import VAE
 
@@ -280,6 +281,8 @@ def evaluate_run(run_dir: str | Path, *, num_samples: int = 5000, rows: int | No
                  progress: bool = True, device: str | torch.device | None = None) -> dict[str, Any]:
     """Re-score the first ``rows`` of a run's test split (all for None) with K = ``num_samples`` on ``device``; update metrics.json.
 
+    The draws are fixed by the run's seed (:func:`pyro_vae.rng.seeded`): the same call gives the same figures.
+
     ``refine_steps`` > 0 (a VAE with one continuous latent z) adds ``log_likelihood_refined``: log p(x) by
     importance sampling from the encoder's q refined per row for that many steps
     (:func:`inference.baselines.refined_log_likelihood`), beside the estimate with the encoder's own q.
@@ -290,10 +293,10 @@ def evaluate_run(run_dir: str | Path, *, num_samples: int = 5000, rows: int | No
         positive_int("rows", rows)
     integer("refine_steps", refine_steps, minimum=0)
     resolve_device(device)
-    _, data, vae = load_run(run_dir, device=device)
+    spec, data, vae = load_run(run_dir, device=device)
     if refine_steps:
         _check_refinable(vae, run_dir)
-    with locked(run_dir):
+    with locked(run_dir), seeded(spec.train.seed):  # the draws fixed by the run's seed, whatever the caller's state
         test = test_metrics(vae, data, num_samples=num_samples, rows=rows, progress=progress,
                             figures_dir=run_dir / "figures")
         if refine_steps:
@@ -345,7 +348,7 @@ def classify_run(run_dir: str | Path, *, dataset: str = "test", out: str | Path 
                           "model.program: m2")
     x, labels, name = semisup_results.rows_to_classify(data, dataset)
     if spec.data.m1 is not None and dataset not in semisup_results.SPLITS:  # new raw rows: through M1 first, as in training
-        x = latent_rows(spec.data.m1, x, name=str(dataset), units=spec.data.m1_units)
+        x = data.encode_rows(x, str(dataset))  # the M1 and its units that load_run's features came from
     with locked(run_dir):
         return semisup_results.write_predictions(program, x, labels, Path(out) if out else
                                                  run_dir / "predictions" / f"{name}.csv")

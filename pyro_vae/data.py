@@ -1,7 +1,7 @@
 """Datasets for the VAE: load, check, split, binarize and batch.
 
-Every loader returns a :class:`DataSplits` of float32 tensors shaped ``(N, D)`` (images are
-flattened in C order; ``image_shape`` remembers ``(H, W)``). Formats understood:
+Every loader returns a :class:`DataSplits` of float32 tensors shaped ``(N, D)`` (images flattened in C order;
+``image_shape`` remembers ``(H, W)``). Formats understood:
 
 * ``"digits"``: scikit-learn's bundled 8x8 digits (1797 images, pixels 0..16, scaled /16).
 * ``"mnist"`` / ``"fashion-mnist"``: the original IDX files (``train-images-idx3-ubyte.gz`` ...).
@@ -17,16 +17,17 @@ flattened in C order; ``image_shape`` remembers ``(H, W)``). Formats understood:
   row; a header column named ``label`` holds labels). User values are not rescaled.
 
 Built-in datasets are looked up in :func:`resolve_data_dir`: an explicit ``data_dir`` argument,
-else the ``PYRO_VAE_DATA`` environment variable, else the user cache directory.
+else the ``PYRO_VAE_DATA`` environment variable, else the user cache directory. Splits of features of raw
+rows (M1+M2's M1 means) carry ``encode_rows(x, name)``: the same features of new raw rows (None: rows are features).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -50,7 +51,7 @@ MIN_TEST_ROWS = 2  # every score of the test split is a mean with a standard err
 
 @dataclass(frozen=True)
 class DataSplits:
-    """Train/validation/test tensors of one dataset, each float32 ``(N, D)``."""
+    """Train/validation/test tensors of one dataset, each float32 ``(N, D)`` (``encode_rows``: module docstring)."""
 
     name: str
     train: torch.Tensor
@@ -62,15 +63,14 @@ class DataSplits:
     image_shape: tuple[int, ...] | None
     binarize: str
     train_sd: torch.Tensor | None = None  # per-entry sd: training rows drawn as N(train, train_sd^2) per minibatch
+    encode_rows: Callable[[torch.Tensor, str], torch.Tensor] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         for split in ("train", "val", "test"):
             x, y = getattr(self, split), getattr(self, f"{split}_labels")
             if x.ndim != 2 or x.shape[1] != self.train.shape[1]:
-                raise DataError(
-                    f"{split} split has shape {tuple(x.shape)}; every split must be 2-D (N, D) "
-                    f"with D = {self.train.shape[-1]}"
-                )
+                raise DataError(f"{split} split has shape {tuple(x.shape)}; every split must be 2-D (N, D) "
+                                f"with D = {self.train.shape[-1]}")
             if y is not None and y.shape != (x.shape[0],):
                 raise DataError(f"{split}_labels has shape {tuple(y.shape)}; expected ({x.shape[0]},)")
         sd = self.train_sd

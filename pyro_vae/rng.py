@@ -1,11 +1,14 @@
 """Seeded blocks: random draws fixed by a seed without touching the caller's random state.
 
-Every function of this package and of ``inference`` that takes a ``seed`` draws inside
-:func:`seeded`: the block runs under ``pyro.set_rng_seed(seed)`` (torch on every device, Python's
-``random``, NumPy), and afterwards each of those generators is where the caller left it. A seed
-therefore fixes a result, and calling a seeded function never changes what the caller draws next.
-The training loop is the one exception by design: a fit owns its run's random streams
-(:mod:`inference.training.loop`).
+:func:`seeded` runs a block under the seeds of ``pyro.set_rng_seed(seed)`` (torch, Python's ``random``,
+NumPy) and afterwards puts each of those generators back where the caller left it. Building a program
+with a seed, M1's features, the labelled-only classifier's initial weights, method scoring and
+``evaluate_vae`` / ``evaluate_run`` draw inside it. (The training loop and ``fit_local`` own the global
+streams by design and reseed them; several scorers fork only torch's CPU stream with
+``torch.random.fork_rng``.)
+
+A block nested in another block of the same seed starts the same stream again, and the outer block
+then redraws the inner one's numbers: give nested work its own seed (e.g. ``seed + 1``).
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ def seeded(seed: int | None) -> Iterator[None]:
         yield
         return
     py_state, np_state = random.getstate(), np.random.get_state()
-    cuda = torch.cuda.is_initialized()  # an uninitialized CUDA has no state to fork, and is left uninitialized
+    cuda = torch.cuda.is_initialized()  # an uninitialized CUDA has no state to fork; a block that starts CUDA
+    # draws there from CUDA's own default seed
     with torch.random.fork_rng(devices=list(range(torch.cuda.device_count())) if cuda else []):
         try:
             torch.default_generator.manual_seed(seed)  # what pyro.set_rng_seed seeds, CUDA only where it is in use

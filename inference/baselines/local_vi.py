@@ -16,6 +16,10 @@ estimated by ``Trace_ELBO`` (estimator A) or ``TraceMeanField_ELBO`` (estimator 
 * :func:`fit_local_vi` learns theta and one q_i per training row jointly on the training loop
   (:func:`~inference.baselines.joint.joint_task`): L = (N / B) sum_{i in batch} ELBO_i(theta, q_i)
   is an unbiased estimate of sum_i ELBO_i.
+
+``fit_local``'s ``seed`` calls ``pyro.set_rng_seed(seed)`` and leaves the streams where the fit's draws end, so
+what a caller draws next (importance samples from the fitted proposal, in a block seeded with the same seed) is
+not the fit's noise; to keep the caller's random state, call it inside :func:`pyro_vae.rng.seeded`.
 """
 
 from __future__ import annotations
@@ -44,7 +48,6 @@ from pyro_vae.checks import positive_int
 from pyro_vae.data import DataSplits
 from pyro_vae.errors import ConfigError, TrainingError
 from pyro_vae.numerics import chunks
-from pyro_vae.rng import seeded
 from pyro_vae.spec import ModelSpec, TrainSpec, spec_to_dict
 from pyro_vae.vae import VAE, build_vae
 
@@ -134,9 +137,10 @@ def fit_local(
     size = batch_size if batch_size is not None else rows_per_chunk(num_particles, x.shape[1])
     positive_int("batch_size", size)
     t0 = time.perf_counter()
+    pyro.set_rng_seed(seed)
     history = [0.0] * (steps + 1)
     samples = 0
-    with seeded(seed), frozen(vae):  # the caller's random state untouched
+    with frozen(vae):
         guide = initial_guide(vae, x, init, full_cov=full_cov, init_scale=init_scale)
         plan = list(chunks(n, size))
         bar = progress_bar(total=len(plan) * steps, enabled=progress, desc=f"local VI ({elbo})", leave=False)

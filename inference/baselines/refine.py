@@ -109,8 +109,8 @@ def refined_log_likelihood(
     ELBO-optimal full-covariance Gaussian, whatever the guide's covariance: it minimizes KL(q || p), so it
     may be narrower than the posterior; the PSIS k-hat of the proposal says how far that matters), scored
     by :func:`inference.evaluate.log_likelihood` in chunks of ``batch_size`` rows. The VAE is frozen
-    (eval mode, no gradients) for the duration and restored after. ``seed`` fixes the refinement and the importance samples,
-    drawn in seeded blocks (:func:`pyro_vae.rng.seeded`): the caller's random state is left as it was.
+    (eval mode, no gradients) for the duration and restored after. ``seed`` fixes the refinement and the importance samples; like
+    :func:`~inference.baselines.fit_local`, the refinement reseeds the global RNGs (``pyro.set_rng_seed``).
     """
     for name, value in (("num_samples", num_samples), ("steps", steps), ("num_particles", num_particles),
                         ("batch_size", batch_size)):

@@ -146,7 +146,7 @@ def score(
     """log p_theta(x_i) by :func:`inference.evaluate.log_likelihood` with K = ``num_samples``.
 
     = logsumexp_k [log p(x_i, z_ik) - log q(z_ik | x_i)] - log K, z_ik ~ q = ``proposal_for(result, x)``
-    (or ``proposal``, e.g. one already fitted to x). ``seed`` seeds Pyro's RNGs first.
+    (or ``proposal``, e.g. one already fitted to x). ``seed`` fixes the draws (:func:`scoring`).
     """
     vae = result.vae
     vae.check_data(x)

@@ -21,7 +21,7 @@ Gaussian M1 guide (its sds).
 
 A flow guide's mean has no closed form (a Monte Carlo estimate, :class:`pyro_vae.flows.FlowPosterior`); every
 set of rows is encoded under the M1 run's own seed (inside ``fork_rng``: the caller's random state is neither
-read nor changed), so the same rows give the same features in every call and every process.
+read nor changed), so the same rows, in the same order, give the same features in every call and every process.
 
 ``units="active"`` keeps only M1's active units (Burda et al. 2015), measured on the M1 run's own
 training rows x_1..x_n:
@@ -35,6 +35,7 @@ feature without bound, which rewards fitting noise rather than the classes.
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -103,6 +104,8 @@ def latent_features(m1_run: str | Path, data: DataSplits | None = None, *, laten
     ``units``: ``all`` the run's units, or ``active`` only its active units (module docstring).
     ``features``: ``mean``, or ``sample`` to train on draws of z (module docstring; ConfigError for
     an M1 guide that is not a Gaussian).
+    The result's ``encode_rows(x, name)`` makes the same features of new raw rows with the M1 and units loaded
+    here (:func:`latent_rows` without loading the run again).
     """
     choice("data.m1_features", features, M1_FEATURES)
     m1 = _load_m1(m1_run)
@@ -124,7 +127,7 @@ def latent_features(m1_run: str | Path, data: DataSplits | None = None, *, laten
     which = "means" if keep is None else f"means of {keep.numel()} active units"
     which += ", training rows drawn from q(z | x) per minibatch" if sd is not None else ""
     return DataSplits(f"{data.name} as M1 ({m1.run_dir.name}) {which}", *means, data.train_labels, data.val_labels,
-                      data.test_labels, None, "none", train_sd=sd)
+                      data.test_labels, None, "none", train_sd=sd, encode_rows=functools.partial(_encode, m1, keep))
 
 
 def _warn_inactive(m1: _M1, own_train: torch.Tensor) -> None:
@@ -154,8 +157,13 @@ def latent_rows(m1_run: str | Path, x: torch.Tensor, name: str = "the rows", *, 
     """The M1 posterior means u_i = E_q[z | x_i] of new rows x (N, D), of the units ``units`` keeps: what an
     M1+M2 program classifies."""
     m1 = _load_m1(m1_run)
+    return _encode(m1, _kept_units(m1, units), x, name)
+
+
+def _encode(m1: _M1, keep: torch.Tensor | None, x: torch.Tensor, name: str = "the rows") -> torch.Tensor:
+    """The features of new raw rows x: their posterior means under M1, of the units ``keep`` (None: all)."""
     _check_width(m1, int(x.shape[1]), name)
-    return _select(_means(m1, x), _kept_units(m1, units))
+    return _select(_means(m1, x), keep)
 
 
 def _select(means: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:

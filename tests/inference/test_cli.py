@@ -56,6 +56,18 @@ def test_evaluate_adds_log_px_with_the_refined_proposal(run_dir, capsys):
     assert "refined per row, 30 steps" in said and "refined per row (30 steps)" in (run_dir / "report.md").read_text()
 
 
+def test_evaluate_is_fixed_by_the_runs_seed_whatever_the_callers_random_state(run_dir):
+    from inference.run import evaluate_run
+
+    scores = []
+    for caller in (1, 2):
+        torch.manual_seed(caller)
+        before = torch.get_rng_state()
+        scores.append(evaluate_run(run_dir, num_samples=20, rows=30, progress=False)["log_likelihood"]["mean"])
+        assert torch.equal(torch.get_rng_state(), before)
+    assert scores[0] == scores[1]
+
+
 @pytest.mark.slow
 def test_evaluate_sample_and_resume(run_dir, capsys):
     assert main(["evaluate", str(run_dir), "-K", "100", "-q"]) == 0

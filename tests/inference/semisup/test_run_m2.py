@@ -12,6 +12,7 @@ import yaml
 from inference import semisup
 from inference.cli import main
 from inference.run import load_run
+from inference.semisup import m1 as m1_module
 from inference.semisup.m1 import latent_features, latent_rows
 from pyro_vae import build_program, load_dataset
 from pyro_vae.errors import ConfigError, DataError
@@ -74,7 +75,8 @@ def test_an_m2_fit_stopped_and_resumed_equals_one_uninterrupted_fit(tmp_path):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
 
 
-def test_m1_m2_trains_m2_on_the_latent_means_of_a_vae_run_and_refuses_another_latent_size(tmp_path, capsys, caplog):
+def test_m1_m2_trains_m2_on_the_latent_means_of_a_vae_run_and_refuses_another_latent_size(tmp_path, capsys, caplog,
+                                                                                           monkeypatch):
     vae_config = tmp_path / "vae.yaml"
     vae_config.write_text(yaml.safe_dump({"model": {"latent_dim": 4, "encoder": SMALL, "decoder": SMALL},
                                           "data": {"dataset": "digits", "max_train": 300}, "train": {"epochs": 1}}))
@@ -122,7 +124,10 @@ def test_m1_m2_trains_m2_on_the_latent_means_of_a_vae_run_and_refuses_another_la
     rows = tmp_path / "raw_rows.npz"  # new raw rows go through M1 before M2 classifies them
     raw = load_dataset("digits", binarize="threshold")
     __import__("numpy").savez(rows, x=raw.test[:5].numpy(), y=raw.test_labels[:5].numpy())
+    loads, load = [], m1_module._load_m1
+    monkeypatch.setattr(m1_module, "_load_m1", lambda run_dir: loads.append(run_dir) or load(run_dir))
     assert main(["classify", str(run), "--dataset", str(rows), "--out", str(tmp_path / "m1m2.csv")]) == 0
+    assert len(loads) == 1, "the M1 run is loaded once: the run's features encode the new rows"
     with open(tmp_path / "m1m2.csv", newline="") as fh:
         assert len(list(csv.DictReader(fh))) == 5
 
@@ -169,6 +174,9 @@ def test_m1_m2_on_active_units_keeps_the_units_whose_means_vary_over_m1s_trainin
     assert kept.feature_dim == active.numel() and torch.equal(kept.train_labels, data.train_labels)
     torch.testing.assert_close(kept.test, every.test[:, active], rtol=0, atol=0)
     torch.testing.assert_close(latent_rows(m1, data.test[:5], units="active"), every.test[:5, active], rtol=0, atol=0)
+    torch.testing.assert_close(kept.encode_rows(data.test[:5], "new rows"), every.test[:5, active], rtol=0, atol=0)
+    with pytest.raises(DataError, match=r"encodes rows of 64 features, but new rows has 3"):
+        kept.encode_rows(data.test[:5, :3], "new rows")
 
 
 def test_a_flow_m1s_features_are_the_same_in_every_call(tmp_path):
