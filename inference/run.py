@@ -389,8 +389,7 @@ def sample_run(run_dir: str | Path, *, n: int = 64, seed: int = 0, device: str |
         raise ConfigError(f"{run_dir} holds a conditional program ({vae.task.label}): it samples completions of given "
                           f"data, not new datapoints; use `pyro-vae complete {run_dir} --mask ...`")
     sites = tuple(getattr(vae, "latents", ("z",)))
-    with torch.random.fork_rng(devices=[target] if target.type == "cuda" else []), torch.no_grad():
-        torch.manual_seed(seed)
+    with seeded(seed), torch.no_grad():
         trace = poutine.trace(vae.model).get_trace(num_samples=n)  # ancestral: every latent from its prior, then x
         latents = {site: trace.nodes[site]["value"].cpu() for site in sites}
         draws, means = trace.nodes["x"]["value"].cpu(), trace.nodes["x"]["fn"].mean.cpu()

@@ -1,11 +1,9 @@
 """Seeded blocks: random draws fixed by a seed without touching the caller's random state.
 
 :func:`seeded` runs a block under the seeds of ``pyro.set_rng_seed(seed)`` (torch, Python's ``random``,
-NumPy) and afterwards puts each of those generators back where the caller left it. Building a program
-with a seed, M1's features, the labelled-only classifier's initial weights, method scoring and
-``evaluate_vae`` / ``evaluate_run`` draw inside it. (The training loop and ``fit_local`` own the global
-streams by design and reseed them; several scorers fork only torch's CPU stream with
-``torch.random.fork_rng``.)
+NumPy) and afterwards puts each of those generators back where the caller left it. Every function of
+both packages that takes a ``seed`` draws inside it, but two that own the global streams by design and
+reseed them: the training loop and ``fit_local``.
 
 A block nested in another block of the same seed starts the same stream again, and the outer block
 then redraws the inner one's numbers: give nested work its own seed (e.g. ``seed + 1``).

@@ -36,6 +36,7 @@ from pyro_vae.checks import boolean, positive_int, seed as check_seed
 from pyro_vae.flows import FlowFamily
 from pyro_vae.guides import DiagonalNormal
 from pyro_vae.vae import VAE
+from pyro_vae.rng import seeded
 
 Tensor = torch.Tensor
 REFINE_STEPS = 300  # Adam steps per row of the refinement, as in the gaps benchmarks (benchmarks/README.md)
@@ -121,8 +122,7 @@ def refined_log_likelihood(
     with frozen(vae):
         fit = refine_encoder(vae, x, steps=steps, num_particles=num_particles, full_cov=True, eval_particles=10,
                              seed=seed, progress=progress)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed + 1)  # importance samples: torch's RNG (seed + 1 may exceed numpy's 2**32 - 1)
+        with seeded(seed + 1):  # importance samples: a stream apart from the refinement's
             ll = log_likelihood(vae.model, fit.guide.guide, x, num_samples=num_samples, batch_size=batch_size,
                                 progress=progress)
     return RefinedLogLikelihood(ll, fit, steps, time.perf_counter() - t0)

@@ -35,6 +35,7 @@ from pyro_vae.files import write_json, write_text
 from pyro_vae.masks import parse_mask
 from pyro_vae.observation import LowResolution, ObservedPart
 from pyro_vae.plots.completion import plot_completion_grid
+from pyro_vae.rng import seeded
 
 MODEL_METHOD = "model"  # a conditional program completes with its own p(y | c)
 ALL_METHODS = (MODEL_METHOD, *METHODS)
@@ -120,8 +121,7 @@ def complete_run(run_dir: str | Path, *, mask: str = "quadrants:1", method: str 
         same_task(program.task, task)
     x = data.test[:rows].to(target)
     setting = f"{mask.replace(':', '-')}_{method}"
-    with torch.random.fork_rng(devices=[target] if target.type == "cuda" else []):
-        torch.manual_seed(seed)
+    with seeded(seed):
         if is_conditional(program):
             comps = program.complete(x, samples, mean=True)
             extra = score_conditional(program, x, num_samples=num_samples, seed=seed).metrics()

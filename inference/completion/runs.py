@@ -24,6 +24,7 @@ from pyro_vae.masks import pooled_shape
 from pyro_vae.plots.canvas import FIGURE_NAMES, evaluating
 from pyro_vae.plots.completion import plot_completion_grid
 from pyro_vae.plots.curves import plot_elbo_curves
+from pyro_vae.rng import seeded
 
 QUANTITY = "log p(y | c)"
 GRID_ROWS, GRID_SAMPLES = 8, 8
@@ -69,8 +70,7 @@ def save_conditional_figures(program: Any, data: Any, history: Sequence[Any] | N
                                       title=f"ELBO per datapoint, log p(y | c) bound ({getattr(data, 'name', 'data')})"))
     if data.image_shape is not None and len(data.test) > 0:
         x = data.test[:GRID_ROWS]
-        with torch.random.fork_rng(devices=[]), evaluating(program):
-            torch.manual_seed(0)
+        with seeded(0), evaluating(program):
             comps = program.complete(x, GRID_SAMPLES, mean=True)
         paths.append(plot_completion_grid(shown_input(program.task, x), comps, x, data.image_shape,
                                           folder / "completions.png", f"Completions ({program.task.label})",

@@ -40,6 +40,7 @@ from inference.mcmc import sample_latents
 from pyro_vae.checks import choice, positive_int, seed as check_seed
 from pyro_vae.errors import ConfigError
 from pyro_vae.observation import LowResolution, ObservedPart
+from pyro_vae.rng import seeded
 
 METHODS = ("naive", "sir", "local_vi", "nuts", "mwg", "pseudo_gibbs")
 
@@ -152,8 +153,7 @@ def complete_by_inference(obs: ObservedPart | LowResolution, x: torch.Tensor, *,
                           "for super-resolution use method 'naive', 'sir', 'local_vi' or 'nuts'")
     t0 = time.perf_counter()
     accept, guide = None, None
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         if method == "naive":
             z = _naive(obs, x, S)
         elif method == "sir":

@@ -37,6 +37,7 @@ from pyro_vae.cvae import is_conditional
 from pyro_vae.errors import ConfigError
 from pyro_vae.observation import ObservedPart
 from pyro_vae.plates import data_plate
+from pyro_vae.rng import seeded
 
 MAX_FLOATS = 2e7  # rows per chunk: K * rows * D <= this
 NUTS_DRAWS = 200  # warm-up and draws of the NUTS run behind proposal='nuts'
@@ -110,8 +111,7 @@ def score_conditional(program: Any, x: torch.Tensor, *, num_samples: int = 1000,
                           f"{type(program).__name__}; for a VAE use score_vae_completion with a mask")
     _check(x, num_samples, elbo_particles, seed)
     program.check_data(x, "x")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         ll, khat = importance_log_likelihood(program.model, program.guide, x, num_samples)
         elbo = _mean_log_weight(program.model, program.guide, x, elbo_particles)
     return CompletionScore(Estimate.from_values(ll, num_samples), Estimate.from_values(-elbo, elbo_particles),
@@ -135,8 +135,7 @@ def score_vae_completion(vae: Any, x: torch.Tensor, mask: torch.Tensor, *, num_s
     vae.check_data(x, "x")
     part = ObservedPart(vae, mask)
     x_obs = part.observed_value(x)  # the rows as the observation model reads them (missing entries ignored)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         guide = observed_proposal(part, proposal, x_obs, seed)
         ll_x, k_x = importance_log_likelihood(vae.model, vae.guide, x, num_samples)
         ll_obs, k_obs = importance_log_likelihood(part.model, guide, x_obs, num_samples)

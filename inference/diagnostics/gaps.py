@@ -39,6 +39,7 @@ from inference.evaluate import Estimate, elbo, log_likelihood
 from inference.baselines import LocalFamilyGuide, LocalGaussianGuide, frozen, refine_encoder
 from pyro_vae.errors import ConfigError
 from pyro_vae.vae import VAE
+from pyro_vae.rng import seeded
 
 logger = logging.getLogger(__name__)
 
@@ -118,8 +119,7 @@ def amortization_gaps(
         )
         local = fit.guide
         common = dict(estimator=estimator, num_particles=elbo_particles, batch_size=batch_size, progress=progress)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed + 1)
+        with seeded(seed + 1):
             l_amortized = elbo(vae.model, vae.guide, x, **common)
             l_optimized = elbo(vae.model, local.guide, x, **common)
             q = local.guide if proposal == "optimized" else vae.guide

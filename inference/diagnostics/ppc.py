@@ -45,6 +45,7 @@ from torch.distributions import Distribution
 
 from pyro_vae.errors import ConfigError, UnsupportedModelError
 from pyro_vae.vae import VAE
+from pyro_vae.rng import seeded
 
 logger = logging.getLogger(__name__)
 
@@ -72,8 +73,7 @@ def guide_draws(
     untouched. ``kwargs`` go to the guide.
     """
     _check_count("num_samples", num_samples)
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
-        torch.manual_seed(seed)
+    with seeded(seed), torch.no_grad():
         with pyro.plate("particles", num_samples, dim=-2):
             trace = poutine.trace(guide).get_trace(x, **kwargs)
     if site not in trace.nodes or trace.nodes[site]["type"] != "sample":
@@ -140,8 +140,7 @@ def _replicate_blocks(
     generator finishes, so the consumer must draw no random numbers between blocks.
     """
     d = z.shape[-1]
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         for s0, r0, block in _blocks(z, vae.data_dim, _check_floats("max_floats", max_floats)):
             px = vae.decode(block.reshape(-1, d))
             yield s0, r0, px, px.sample().reshape(*block.shape[:2], -1)

@@ -34,6 +34,7 @@ from pyro import poutine
 from inference.diagnostics.convert import LATENT_VAR, InferenceData, arviz_loo, arviz_psislw
 from inference.evaluate import log_importance_weights
 from pyro_vae.errors import ConfigError, UnsupportedModelError
+from pyro_vae.rng import seeded
 
 logger = logging.getLogger(__name__)
 
@@ -155,8 +156,7 @@ def psis_khat(
     size = batch_size or max(1, int(CHUNK_FLOATS // (num_samples * x.shape[1])))
     parts = []
     recorder = _RecordingGuide(guide, site)
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
-        torch.manual_seed(seed)
+    with seeded(seed), torch.no_grad():
         for r0 in range(0, x.shape[0], size):
             xb = x[r0:r0 + size]
             log_w = log_importance_weights(model, recorder, xb, num_samples)  # (S, B)

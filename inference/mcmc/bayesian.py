@@ -31,6 +31,7 @@ from pyro.infer.mcmc.util import initialize_model
 
 from inference.mcmc.runner import ChainCounts, check_continuous, check_settings, run_chains
 from pyro_vae.errors import UnsupportedModelError
+from pyro_vae.rng import seeded
 
 logger = logging.getLogger(__name__)
 
@@ -171,8 +172,7 @@ def fit_bayesian(
     check_settings(kernel, num_samples, warmup, num_chains)
     model_kwargs = dict(model_kwargs or {})
     x = x.detach()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         check_continuous(model_fn, x, **model_kwargs)
         init, potential, transforms, _ = initialize_model(
             model_fn, model_args=(x,), model_kwargs=model_kwargs, num_chains=num_chains

@@ -37,6 +37,7 @@ from torch.distributions import biject_to
 from inference.mcmc.proposal import PROPOSAL_SCALE, GaussianProposal
 from inference.mcmc.runner import ChainCounts, check_continuous, check_settings, latent_sites, run_chains
 from pyro_vae.errors import ConfigError, UnsupportedModelError
+from pyro_vae.rng import seeded
 
 logger = logging.getLogger(__name__)
 
@@ -242,8 +243,7 @@ def sample_latents(
         kernel=kernel, num_samples=num_samples, warmup=warmup, step_size=step_size, max_tree_depth=max_tree_depth,
         num_steps=num_steps, target_accept=target_accept, full_mass=full_mass, progress=progress,
     )
-    with _frozen(params), torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with _frozen(params), seeded(seed):
         samples, stats, wall, evals = _run_on_latents(vae, x, init, num_chains, settings)
     result = LatentPosterior(samples["z"], stats, wall, evals, kernel, x, warmup)
     logger.info(

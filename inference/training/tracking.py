@@ -24,6 +24,7 @@ import torch
 
 from inference.training.state import EpochRecord, TrainState
 from pyro_vae.errors import ConfigError
+from pyro_vae.rng import seeded
 
 
 def require_tensorboard() -> Any:
@@ -64,9 +65,7 @@ class TensorBoardTracker:
         w.flush()
 
     def _samples(self, program: Any) -> torch.Tensor:
-        device = next(program.parameters()).device  # fork the device's stream too: the fit's draws stay as they were
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad():
-            torch.manual_seed(0)
+        with seeded(0), torch.no_grad():  # the fit's streams, CUDA's included, stay as they were
             was = program.training
             program.eval()
             x = program.sample(self.num_images)

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from pyro_vae.plots.canvas import evaluating, image_grid, new_figure, save_figure, show_grid, value_range
+from pyro_vae.rng import seeded
 
 CLASS_FIGURES = {"reliability": "reliability.png", "confusion": "confusion.png", "analogies": "analogies.png",
                  "class_samples": "class_samples.png", "validation": "classifier_validation.png"}
@@ -74,8 +75,7 @@ def plot_class_samples(program: Any, image_shape: Sequence[int], path: str | os.
                        seed: int = 0) -> Path:
     """Class-conditional samples E[x | y, z], z ~ p(z): one column per class, ``per_class`` rows (fixed ``seed``)."""
     C = program.num_classes
-    with torch.random.fork_rng(devices=[]), evaluating(program):
-        torch.manual_seed(seed)
+    with seeded(seed), evaluating(program):
         y = program.classes().repeat(per_class)
         means = program.sample(C * per_class, mean=True, y=y)
     return _grid_figure(means, image_shape, C, path, "Class-conditional samples E[x | y, z], z ~ p(z) (column = class)")

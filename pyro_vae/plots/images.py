@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from pyro_vae.plots.canvas import as_rows, evaluating, image_grid, new_figure, save_figure, show_grid, value_range
+from pyro_vae.rng import seeded
 
 def plot_reconstructions(
     vae: Any, x: torch.Tensor, image_shape: Sequence[int] | None, path: str | os.PathLike, n: int = 16,
@@ -88,8 +89,7 @@ def plot_prior_samples(
     """
     if n < 1:
         raise ValueError(f"plot_prior_samples: n must be >= 1, got {n}")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         with evaluating(vae):
             samples = vae.sample(n, mean=True)
     return plot_sample_grid(samples, image_shape, path, f"Prior samples: E[x | z], z ~ p(z) (n={n}, seed={seed})")

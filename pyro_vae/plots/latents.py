@@ -13,6 +13,7 @@ from matplotlib.figure import Figure
 
 from pyro_vae.errors import DataError, UnsupportedModelError
 from pyro_vae.plots.canvas import CHUNK, as_rows, channels, evaluating, image_grid, new_figure, save_figure, show_grid, value_range
+from pyro_vae.rng import seeded
 
 class LatentProjection(NamedTuple):
     """Posterior means mapped to at most two plot coordinates.
@@ -141,8 +142,7 @@ def manifold_grid(vae: Any, n: int = 15, *, seed: int = 0) -> tuple[np.ndarray, 
         try:
             q = vae.prior.marginals().icdf(u[:, None])  # (n, 2)
         except (AttributeError, NotImplementedError):
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
+            with seeded(seed):
                 draws = vae.prior().sample((20000,))
             q = torch.quantile(draws, u, dim=0)
     q = q.detach().cpu().numpy().astype(np.float64)
