@@ -191,6 +191,12 @@ def averaged_step(loss: Callable[[Mapping[str, torch.Tensor], float], torch.Tens
     return total_loss / total_rows, int(total_rows)
 
 
+def synchronize() -> None:
+    """Wait until every process has reached this point (nothing to wait for with one process)."""
+    if world()[1] > 1:
+        dist.barrier()
+
+
 def gather_rng(capture: Callable[[], Any]) -> list[Any] | None:
     """Every process's ``capture()`` (their RNG states), in rank order; None with one process."""
     _, size = world()
@@ -202,4 +208,4 @@ def gather_rng(capture: Callable[[], Any]) -> list[Any] | None:
 
 
 __all__ = ["world", "is_main", "launched", "init_from_env", "close", "check_shardable", "reduce_sums", "shard_rows",
-           "averaged_step", "gather_rng"]
+           "averaged_step", "gather_rng", "synchronize"]

@@ -388,6 +388,7 @@ def _end_epoch(state: TrainState, session: _Session, record: EpochRecord) -> Tra
             save_checkpoint(session.ckpt_dir / "best.pt", ckpt)
     if session.ckpt_dir is not None:
         session.ckpt_epoch = record.epoch
+        distributed.synchronize()  # no process ends the epoch before its checkpoint is on disk (one that dies next loses nothing)
     session.good, session.good_epoch = clone_modules(state.modules), record.epoch
     logger.debug("epoch %d: train %.4f, validation %s, beta %.3g", record.epoch, record.train_elbo, record.val_elbo,
                  record.beta)
