@@ -7,9 +7,11 @@ import sys
 from pathlib import Path
 from typing import Callable, NoReturn
 
-from pyro_vae.errors import ConfigError, DataError, TrainingError, UnsupportedModelError
-
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # the scripts run from a checkout, with the package installed or not
+    sys.path.insert(0, str(REPO))
+
+from pyro_vae.errors import ConfigError, DataError, TrainingError, UnsupportedModelError  # noqa: E402
 
 
 def default_data_dir() -> Path:
