@@ -11,7 +11,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # the scripts run from a checkout, with the package installed or not
     sys.path.insert(0, str(REPO))
 
-from pyro_vae.errors import ConfigError, DataError, TrainingError, UnsupportedModelError  # noqa: E402
+from pyro_vae.errors import REFUSALS  # noqa: E402
 
 
 def default_data_dir() -> Path:
@@ -26,7 +26,7 @@ def run_main(main: Callable[[], object]) -> NoReturn:
     that one line on stderr and status 2, as ``pyro-vae`` does, instead of a traceback."""
     try:
         code = main()
-    except (ConfigError, DataError, TrainingError, UnsupportedModelError) as err:
+    except REFUSALS as err:
         print(f"{Path(sys.argv[0]).name}: error: {err}", file=sys.stderr)
         sys.exit(2)
     sys.exit(code if isinstance(code, int) else 0)

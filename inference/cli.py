@@ -18,7 +18,7 @@ from typing import Any, Sequence
 from inference.objectives import OBJECTIVES
 from inference.training import OPTIMIZERS, SCHEDULES
 from pyro_vae import GUIDES, LIKELIHOODS, PRIORS, PROGRAMS
-from pyro_vae.errors import ConfigError, DataError, TrainingError, UnsupportedModelError
+from pyro_vae.errors import REFUSALS, ConfigError
 from pyro_vae.networks import ACTIVATIONS
 from pyro_vae.plugins import load_plugins
 from pyro_vae.spec import BINARIZE, M1_FEATURES, M1_UNITS
@@ -438,7 +438,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         _one_process_unless_training(args.command)
         return args.func(args)
-    except (ConfigError, DataError, TrainingError, UnsupportedModelError) as err:
+    except REFUSALS as err:
         print(f"pyro-vae: error: {err}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # the reader went away (e.g. `pyro-vae list | head`): nothing left to say

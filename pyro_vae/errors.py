@@ -22,3 +22,7 @@ class TrainingError(RuntimeError):
 
 class UnsupportedModelError(ValueError):
     """An inference method cannot handle the declared model (it says why)."""
+
+
+# what a command line ends on with one line and status 2 (the pyro-vae CLI, the benchmark scripts)
+REFUSALS = (ConfigError, DataError, TrainingError, UnsupportedModelError)
