@@ -27,9 +27,11 @@ and the training objective adds the classification term on the labelled rows
 ``y`` are the unlabelled program (y latent); ``model(x, y)`` / ``guide(x, y)`` the labelled one.
 Enumeration is switched on by the objective (``config_enumerate`` in
 :mod:`inference.objectives.enum`), so the same program also runs under any other estimator
-(the guide then samples y). Networks take y as a one-hot vector appended to their input; the
-prior, likelihood, networks and guide family come from the registries as for the VAE. KL
-annealing (beta < 1) scales the z site only, as in the VAE; the label's terms stay unscaled.
+(the guide then samples y). Networks take y as a one-hot vector appended to their input (an
+``mlp`` splits its first layer, W [x; onehot(y)] = W_x x + W_y onehot(y), so x passes it once per row
+rather than once per enumerated class: :func:`through`); the prior, likelihood, networks and
+guide family come from the registries as for the VAE. KL annealing (beta < 1) scales the z site
+only, as in the VAE; the label's terms stay unscaled.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ from pyro_vae.checks import integer, positive_float, positive_int
 from pyro_vae.errors import ConfigError, DataError
 from pyro_vae.guides import GUIDES
 from pyro_vae.likelihoods import LIKELIHOODS
-from pyro_vae.networks import NETWORKS
+from pyro_vae.networks import MLP, NETWORKS
 from pyro_vae.plates import data_plate
 from pyro_vae.priors import PRIORS
 from pyro_vae.programs import PROGRAMS, check_build_args
@@ -60,6 +62,15 @@ def joined(a: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
     """[a, onehot] along the last dimension, the leading dimensions broadcast (enumerated y has shape (C, 1, C))."""
     shape = torch.broadcast_shapes(a.shape[:-1], onehot.shape[:-1])
     return torch.cat([a.expand(*shape, a.shape[-1]), onehot.expand(*shape, onehot.shape[-1])], dim=-1)
+
+
+def through(network: nn.Module, a: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
+    """network([a, onehot]), leading dimensions broadcast. An :class:`~pyro_vae.networks.MLP` takes the two parts
+    apart (``MLP.forward_joined``: a passes its first layer at a's own batch shape, once per row rather than once
+    per enumerated class); any other network gets the concatenation :func:`joined`."""
+    if isinstance(network, MLP):
+        return network.forward_joined(a, onehot)
+    return network(joined(a, onehot))
 
 
 class M2(nn.Module):
@@ -103,14 +114,14 @@ class M2(nn.Module):
 
     def posterior_given(self, x: torch.Tensor, y: torch.Tensor) -> dist.Distribution:
         """q_phi(z | x, y), batch_shape the broadcast of x.shape[:-1] and y.shape."""
-        return self.family(self.encoder(joined(x, self.onehot(y))))
+        return self.family(through(self.encoder, x, self.onehot(y)))
 
     def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> dist.Distribution:
         """p_theta(x | y, z), batch_shape the broadcast of z.shape[:-1] and y.shape; for ``y=None`` the label
         summed out, p(x | z) = sum_y pi_y p_theta(x | y, z) (a mixture, batch_shape z.shape[:-1])."""
         if y is not None:
-            return self.likelihood(self.decoder(joined(z, self.onehot(y))))
-        per_class = self.likelihood(self.decoder(joined(z.unsqueeze(-2), self.onehot(self.classes()))))
+            return self.likelihood(through(self.decoder, z, self.onehot(y)))
+        per_class = self.likelihood(through(self.decoder, z.unsqueeze(-2), self.onehot(self.classes())))
         pi = dist.Categorical(logits=self.class_logits.expand(*z.shape[:-1], self.num_classes))
         return dist.MixtureSameFamily(pi, per_class)
 
@@ -241,4 +252,4 @@ def build_m2(spec: ModelSpec | Any = None, *, data_dim: int, image_shape: tuple[
                   data_dim=data_dim, alpha=alpha, image_shape=image_shape)
 
 
-__all__ = ["M2", "m2_program", "build_m2", "joined"]
+__all__ = ["M2", "m2_program", "build_m2", "joined", "through"]

@@ -15,6 +15,7 @@ Registered networks (``NETWORKS.names()``):
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Sequence
 
@@ -65,6 +66,27 @@ class MLP(nn.Sequential):
             width = h
         layers.append(nn.Linear(width, out_dim))
         super().__init__(*layers)
+
+    def forward_joined(self, *parts: torch.Tensor) -> torch.Tensor:
+        r"""The network on the concatenation [p_1; ...; p_k] of ``parts`` (last dimension), leading dimensions
+        broadcast, without building the concatenation. The first layer is linear, so
+
+            W_1 [p_1; ...; p_k] + b_1 = W_1^(1) p_1 + ... + W_1^(k) p_k + b_1     (W_1 split by columns),
+
+        and each part meets the first layer at its own batch shape: M2 passes x once per row, not once per
+        enumerated class. Equal to ``self(torch.cat(broadcast parts, -1))`` up to floating-point rounding.
+        """
+        first = self[0]
+        widths = [p.shape[-1] for p in parts]
+        if sum(widths) != first.in_features:
+            raise ValueError(f"forward_joined: the parts have {sum(widths)} features in all ({widths}), "
+                             f"the first layer takes {first.in_features}")
+        h = first.bias
+        for weight, part in zip(first.weight.split(widths, dim=1), parts):
+            h = h + nn.functional.linear(part, weight)
+        for layer in itertools.islice(self, 1, None):
+            h = layer(h)
+        return h
 
 
 def _chw(image_shape: tuple[int, ...] | None) -> tuple[int, int, int]:
