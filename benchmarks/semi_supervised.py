@@ -19,24 +19,24 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._common import default_data_dir, run_main  # noqa: E402
+from benchmarks.error_by_labels import PAPER_M1M2, PAPER_M2, PYRO_ACCURACY  # noqa: E402
 from inference import semisup  # noqa: E402
 from inference.semisup.baseline import baseline_for, fit_classifier  # noqa: E402
 from pyro_vae import build_program, load_dataset  # noqa: E402
 from pyro_vae.labels import semi_supervised  # noqa: E402
 from pyro_vae.spec import M1_FEATURES, M1_UNITS, ModelSpec, TrainSpec  # noqa: E402
 
-PAPER_M2 = {100: 11.97, 600: 4.94, 1000: 3.60, 3000: 3.92}
-PAPER_M1M2 = {100: 3.33, 600: 2.59, 1000: 2.40, 3000: 2.18}
-PYRO_ACCURACY = {100: 93.19, 600: 94.37, 1000: 94.87, 3000: 95.82}
 
 
 def m2_spec(latent_dim: int, hidden: int, likelihood: str = "bernoulli", alpha: float | None = None) -> ModelSpec:
@@ -63,7 +63,8 @@ def one_draw(data, n_labels: int, draw: int, args: argparse.Namespace, features=
     if not args.skip_m2:
         t0 = time.perf_counter()
         fit = semisup.fit(program, semi, train, progress=not args.quiet)
-        out.update(seconds=time.perf_counter() - t0, epochs=len(fit.history), m2=error(program, semi.test, semi.test_labels))
+        out.update(seconds=time.perf_counter() - t0, epochs=len(fit.history), m2=error(program, semi.test, semi.test_labels),
+                   m2_kept=fit.best_epoch)
         print_curve("M2", fit)
     fit_classifier(floor, semi, TrainSpec(epochs=args.epochs * 5, lr=args.lr, batch_size=args.batch_size,
                                           patience=args.patience, seed=draw, monitor=args.monitor), progress=False)
@@ -73,8 +74,10 @@ def one_draw(data, n_labels: int, draw: int, args: argparse.Namespace, features=
         m1m2 = build_program(m2_spec(args.latent_dim, args.hidden, "gaussian_learned", alpha),
                              data_dim=features.feature_dim, seed=draw)
         t0 = time.perf_counter()
-        print_curve("M1+M2", semisup.fit(m1m2, features, train, progress=not args.quiet))
-        out["m1m2"] = error(m1m2, features.test, features.test_labels)
+        fit = semisup.fit(m1m2, features, train, progress=not args.quiet)
+        print_curve("M1+M2", fit)
+        out.update(m1m2=error(m1m2, features.test, features.test_labels), m1m2_kept=fit.best_epoch,
+                   m1m2_seconds=time.perf_counter() - t0)
         print(f"M1+M2: {time.perf_counter() - t0:.0f} s, test error {out['m1m2']:.2f} % ({features.feature_dim} "
               "M1 units)", flush=True)
     print(f"draw {draw}, {n_labels} labels: test error % M2 {out['m2']:.2f}, labelled-only {out['floor']:.2f}, "
@@ -89,6 +92,24 @@ def print_curve(name: str, fit) -> None:
     print(f"{name}: kept epoch {fit.best_epoch} (by validation {fit.monitor}); validation accuracy by epoch: {acc}",
           flush=True)
     print(f"{name}: validation log q(y | x) by epoch: {logq}", flush=True)
+
+
+def record(path: str, n_labels: int, draw: int, out: dict[str, float], args: argparse.Namespace) -> None:
+    """Append one JSON line per method run in this draw to ``path`` (read by ``error_by_labels.py``)."""
+    protocol = (f"{args.epochs} epochs, patience {args.patience}, lr {args.lr:g}, batch {args.batch_size}, alpha "
+                f"{_alpha_text(args)}, kept by validation {args.monitor or 'accuracy'}"
+                + (f", M1 units {args.m1_units}, M1 features {args.m1_features}" if args.m1 else "")
+                + (f", {args.max_train} train rows" if args.max_train else ""))
+    rows = [("labelled-only", None, out["floor"], None, None)]
+    if not args.skip_m2:
+        rows.append(("M2", None, out["m2"], out["seconds"], out.get("m2_kept")))
+    if "m1m2" in out:
+        rows.append(("M1+M2", Path(args.m1).resolve().name, out["m1m2"], out["m1m2_seconds"], out["m1m2_kept"]))
+    lines = [json.dumps({"labels": n_labels, "draw": draw, "method": method, "m1": m1, "error": round(err, 4),
+                         "seconds": None if sec is None else round(sec), "kept_epoch": kept, "protocol": protocol,
+                         "date": time.strftime("%Y-%m-%d")}) for method, m1, err, sec, kept in rows]
+    with open(path, "a", encoding="utf-8") as f:
+        f.write("".join(line + "\n" for line in lines))
 
 
 def _alpha_text(args: argparse.Namespace) -> str:
@@ -134,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-m2", action="store_true", help="fit only the floor (and M1+M2 with --m1), not M2 on pixels")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--figure", help="write the error-against-labels figure (PNG) here")
+    p.add_argument("--record", help="append each draw's errors to this JSON-lines file (error_by_labels.py draws "
+                   "the figure from several such files)")
     p.add_argument("-q", "--quiet", action="store_true")
     args = p.parse_args(argv)
     if args.first_draw < 0 or args.draws < 1:
@@ -161,7 +184,11 @@ def main(argv: list[str] | None = None) -> int:
     table: dict[int, list[dict[str, float]]] = {}
     for n in (int(v) for v in args.labels.split(",")):
         draws = range(args.first_draw, args.first_draw + args.draws)
-        runs = table[n] = [one_draw(data, n, d, args, features) for d in draws]
+        runs = table[n] = []
+        for d in draws:
+            runs.append(one_draw(data, n, d, args, features))
+            if args.record:
+                record(args.record, n, d, runs[-1], args)
         m1m2 = summary([r.get("m1m2", float("nan")) for r in runs])
         print(f"{n:6d} | {summary([r['m2'] for r in runs])} | {summary([r['floor'] for r in runs])} | {m1m2} | "
               f"{statistics.fmean(r['seconds'] for r in runs):5.0f} | {PAPER_M2.get(n, float('nan')):5.2f} / "

@@ -82,15 +82,40 @@ def plot_class_samples(program: Any, image_shape: Sequence[int], path: str | os.
 
 
 def plot_error_by_labels(labels: Sequence[int], series: dict[str, tuple[Sequence[float], Sequence[float]]],
-                         path: str | os.PathLike, title: str = "Test error against the number of labels") -> Path:
-    """Test error (%) against the number of labels (log axis), one line per method: ``series[name] = (means, sds)``."""
-    fig = new_figure(5.0, 3.6)
+                         path: str | os.PathLike, title: str = "Test error against the number of labels", *,
+                         references: dict[str, Sequence[float]] | None = None, log_error: bool = False) -> Path:
+    """Test error (%) against the number of labels (log axis), one line per method: ``series[name] = (means, sds)``.
+
+    A NaN mean is a label count the method was not run at: the line joins the counts it was run at.
+    ``references``: published errors per label count, drawn dashed without error bars (NaN: none).
+    ``log_error``: a log error axis, for methods an order of magnitude apart.
+    """
+    from matplotlib.ticker import FuncFormatter, NullLocator
+
+    fig = new_figure(7.6 if references else 5.6, 3.9)
     ax = fig.add_subplot()
+    x = np.asarray(labels, dtype=float)
     for name, (means, sds) in series.items():
-        ax.errorbar(labels, means, yerr=sds, marker="o", capsize=3, label=name)
-    ax.set(xscale="log", xlabel="labelled training rows", ylabel="test error (%)")
+        m, s = np.asarray(means, dtype=float), np.asarray(sds, dtype=float)
+        run = np.isfinite(m)
+        ax.errorbar(x[run], m[run], yerr=np.nan_to_num(s[run]), marker="o", capsize=3, label=name)
+    styles = [("--", "x"), (":", "^"), ("-.", "+"), ((0, (5, 1, 1, 1)), "s")]
+    for k, (name, values) in enumerate((references or {}).items()):
+        v = np.asarray(values, dtype=float)
+        known = np.isfinite(v)
+        line, marker = styles[k % len(styles)]
+        ax.plot(x[known], v[known], linestyle=line, marker=marker, color="0.35", markerfacecolor="none", label=name)
+    ax.set(xscale="log", yscale="log" if log_error else "linear", xlabel="labelled training rows",
+           ylabel="test error (%)")
+    ax.set_xticks(x, [str(int(v)) for v in x])
+    ax.xaxis.set_minor_locator(NullLocator())  # the label counts only
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if log_error and str(v)[0] in "2356" else ""))
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8)
+    if references:  # beside the axes: the lines reach every corner
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    else:
+        ax.legend(fontsize=8)
     fig.tight_layout()
     return save_figure(fig, path, title)
 

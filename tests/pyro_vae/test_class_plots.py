@@ -28,6 +28,10 @@ def test_figures_from_numbers(tmp_path):
     assert title == "Confusion matrix (8 rows, accuracy 0.875)"
     _, title = png(plot_error_by_labels([100, 600], {"M2": ([12.0, 5.0], [1.0, 0.5])}, tmp_path / "e.png"))
     assert title == "Test error against the number of labels"
+    nan = float("nan")  # a count a method was not run at, a count with no published figure
+    _, title = png(plot_error_by_labels([100, 600, 1000], {"M2": ([12.0, nan, 5.0], [1.0, nan, 0.0])}, tmp_path / "n.png",
+                                        "with gaps", references={"paper": [11.97, 4.94, nan]}, log_error=True))
+    assert title == "with gaps"
 
 
 def test_analogies_and_class_samples_have_one_column_per_class(tmp_path):
