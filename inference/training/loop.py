@@ -16,6 +16,8 @@ has one, a validation score. The loop owns everything else, once:
 * checkpoints every epoch (``run_dir/checkpoints/last.pt``, ``best.pt``), resume from them,
   or continuation of a state held in memory (``state=``);
 * progress (a bar on a terminal, one line per epoch in a log) and the record of every epoch;
+* subnormal floats flushed to zero on the CPU for the fit (:mod:`inference.training.subnormals`:
+  an M2 whose classifier grew sure of its rows otherwise slows step by step);
 * where it runs: the modules on ``train.device`` and every batch moved there
   (:mod:`inference.devices`), and data parallel over the processes of a torchrun job
   (:mod:`inference.training.distributed`: disjoint shards of each global batch, gradients
@@ -55,6 +57,7 @@ from inference.devices import module_placement, resolve_device, to_placement
 from inference.progress import EpochLines, bar
 from inference.training import distributed
 from inference.training.precision import networks_autocast
+from inference.training.subnormals import flushing_subnormals
 from inference.training.checkpoint import (
     capture_rng, load_checkpoint, restore_rng, restore_state, save_checkpoint, state_to_checkpoint,
 )
@@ -212,6 +215,7 @@ def fit(
     lines = EpochLines(task.label, train.epochs, enabled=progress)
     precision = contextlib.ExitStack()  # train.mixed_precision: the networks under autocast for the session
     precision.enter_context(networks_autocast(task.modules["program"], train.mixed_precision))
+    precision.enter_context(flushing_subnormals())  # subnormal floats cost the CPU ~20x per operation
     try:
         for epoch in epochs:
             state, record, out_of_time = _epoch(state, session, data, epoch, max_seconds)
