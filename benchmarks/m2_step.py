@@ -8,7 +8,7 @@ sees [x; onehot(y)]; its first layer is linear, so
     W [x; onehot(y)] + b = W_x x + W_y onehot(y) + b,
 
 and ``pyro_vae.m2.through`` computes W_x x once per row instead of once per row and class
-(``MLP.forward_joined``). The reference is the same program, the same weights, with its networks
+(``MLP`` given the two parts). The reference is the same program, the same weights, with its networks
 wrapped so they only see the concatenation (the path any non-MLP network takes). Runs alternate
 (reference, library, reference, ...) so load from other processes hits both; the ratio of median
 step times is printed (library / reference, below 1 is faster).

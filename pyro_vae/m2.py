@@ -66,10 +66,11 @@ def joined(a: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
 
 def through(network: nn.Module, a: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
     """network([a, onehot]), leading dimensions broadcast. An :class:`~pyro_vae.networks.MLP` takes the two parts
-    apart (``MLP.forward_joined``: a passes its first layer at a's own batch shape, once per row rather than once
-    per enumerated class); any other network gets the concatenation :func:`joined`."""
+    apart (``network(a, onehot)``: a passes its first layer at a's own batch shape, once per row rather than once
+    per enumerated class); any other network gets the concatenation :func:`joined`. Both go through the module's
+    call, so hooks and mixed precision apply."""
     if isinstance(network, MLP):
-        return network.forward_joined(a, onehot)
+        return network(a, onehot)
     return network(joined(a, onehot))
 
 

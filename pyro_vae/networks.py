@@ -67,22 +67,25 @@ class MLP(nn.Sequential):
         layers.append(nn.Linear(width, out_dim))
         super().__init__(*layers)
 
-    def forward_joined(self, *parts: torch.Tensor) -> torch.Tensor:
-        r"""The network on the concatenation [p_1; ...; p_k] of ``parts`` (last dimension), leading dimensions
-        broadcast, without building the concatenation. The first layer is linear, so
+    def forward(self, *parts: torch.Tensor) -> torch.Tensor:
+        r"""The network on one input, or on the concatenation [p_1; ...; p_k] of several ``parts`` (last
+        dimension, leading dimensions broadcast) without building it. The first layer is linear, so
 
             W_1 [p_1; ...; p_k] + b_1 = W_1^(1) p_1 + ... + W_1^(k) p_k + b_1     (W_1 split by columns),
 
         and each part meets the first layer at its own batch shape: M2 passes x once per row, not once per
         enumerated class. Equal to ``self(torch.cat(broadcast parts, -1))`` up to floating-point rounding.
         """
+        if len(parts) == 1:
+            return super().forward(parts[0])
         first = self[0]
         widths = [p.shape[-1] for p in parts]
         if sum(widths) != first.in_features:
-            raise ValueError(f"forward_joined: the parts have {sum(widths)} features in all ({widths}), "
+            raise ValueError(f"MLP: the parts have {sum(widths)} features in all ({widths}), "
                              f"the first layer takes {first.in_features}")
-        h = first.bias
-        for weight, part in zip(first.weight.split(widths, dim=1), parts):
+        weights = first.weight.split(widths, dim=1)
+        h = nn.functional.linear(parts[0], weights[0], first.bias)  # each term in the layer's own dtype (autocast)
+        for weight, part in zip(weights[1:], parts[1:]):
             h = h + nn.functional.linear(part, weight)
         for layer in itertools.islice(self, 1, None):
             h = layer(h)

@@ -172,7 +172,7 @@ def test_mlp_options_and_errors():
 
 
 
-def test_mlp_forward_joined_is_the_network_on_the_concatenation_value_and_gradient():
+def test_an_mlp_given_parts_is_the_network_on_their_concatenation_value_and_gradient():
     """W [a; b] + c = W_a a + W_b b + c: the parts keep their own batch shapes and broadcast after the first layer."""
     from pyro_vae.m2 import joined, through
 
@@ -180,7 +180,7 @@ def test_mlp_forward_joined_is_the_network_on_the_concatenation_value_and_gradie
     net = NETWORKS.build("mlp", 7 + 3, 4, context=ctx(), hidden=[6, 5], activation="softplus")
     a = torch.randn(8, 7)  # one row each
     onehot = torch.eye(3).reshape(3, 1, 3)  # every class, broadcast over the rows
-    got = net.forward_joined(a, onehot)
+    got = net(a, onehot)
     expected = net(joined(a, onehot))
     assert got.shape == (3, 8, 4)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
@@ -191,7 +191,7 @@ def test_mlp_forward_joined_is_the_network_on_the_concatenation_value_and_gradie
     wrapped = torch.nn.Sequential(torch.nn.Identity(), net)  # any other module gets the concatenation itself
     torch.testing.assert_close(through(wrapped, a, onehot), expected, rtol=0, atol=0)
     with pytest.raises(ValueError, match="the parts have 9 features in all.*takes 10"):
-        net.forward_joined(a, onehot[..., :2])
+        net(a, onehot[..., :2])
 
 # --------------------------------------------------------------------------- guides
 @pytest.mark.parametrize("name", GUIDES.names())

@@ -42,3 +42,21 @@ def test_a_mixed_precision_fit_trains_float32_parameters():
     assert all(p.dtype == torch.float32 for p in vae.parameters())
     assert all(math.isfinite(r.train_elbo) for r in result.history)
     assert result.history[1].train_elbo > result.history[0].train_elbo  # it learns
+
+
+def test_m2s_networks_given_x_and_onehot_apart_run_under_autocast_too():
+    """M2 hands an mlp x and onehot(y) as two inputs (pyro_vae.m2.through); the call still goes through the
+    module, so the autocast wrapper and hooks see it."""
+    from pyro_vae import build_program
+    from pyro_vae.spec import ModelSpec
+
+    m2 = build_program(ModelSpec(program={"name": "m2", "classes": 3}, **SMALL), data_dim=64, seed=0)
+    seen, called = [], []
+    m2.encoder[1].register_forward_hook(lambda module, inputs, out: seen.append(out.dtype))  # the hidden activation
+    m2.encoder.register_forward_hook(lambda module, inputs, out: called.append(len(inputs)))
+    x = torch.rand(5, 64).round()
+    with networks_autocast(m2, True):
+        q = m2.posterior_given(x, torch.arange(3).reshape(3, 1))
+    m2.posterior_given(x, torch.zeros(5, dtype=torch.long))
+    assert seen == [torch.bfloat16, torch.float32] and called == [2, 2]  # two inputs: x and onehot(y), apart
+    assert q.batch_shape == (3, 5) and q.mean.dtype == torch.float32
