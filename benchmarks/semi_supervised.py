@@ -78,7 +78,7 @@ def one_draw(data, n_labels: int, draw: int, args: argparse.Namespace, features=
         print_curve("M1+M2", fit)
         out.update(m1m2=error(m1m2, features.test, features.test_labels), m1m2_kept=fit.best_epoch,
                    m1m2_seconds=time.perf_counter() - t0)
-        print(f"M1+M2: {time.perf_counter() - t0:.0f} s, test error {out['m1m2']:.2f} % ({features.feature_dim} "
+        print(f"M1+M2: {out['m1m2_seconds']:.0f} s, test error {out['m1m2']:.2f} % ({features.feature_dim} "
               "M1 units)", flush=True)
     print(f"draw {draw}, {n_labels} labels: test error % M2 {out['m2']:.2f}, labelled-only {out['floor']:.2f}, "
           f"M1+M2 {out.get('m1m2', float('nan')):.2f}", flush=True)

@@ -9,11 +9,12 @@ the backward matmuls of those branches run on subnormal operands; the steps slow
 classifier grows confident, and a fresh fit starts fast again.
 
 :func:`flushing_subnormals` sets the CPU's flush-to-zero and denormals-are-zero flags
-(``torch.set_flush_denormal``) for the block and puts back the mode it found. It changes a value
-only where an operand or a result is below 1.2e-38, which a float32 sum of terms of order one
-cannot see. The flags belong to a thread: they cover the thread that runs the fit and its CPU
-autograd, not PyTorch's other intra-op threads, so with ``torch.get_num_threads() > 1`` the
-share of a matmul computed on those threads still meets subnormals.
+(``torch.set_flush_denormal``) for the block and puts back the mode it found. It changes an
+operation's result only where an operand or the result is below 1.2e-38; over thousands of
+steps those changes still move a fit off the unflushed one's path (a seed fixes either). The
+flags belong to a thread: they cover the thread that runs the fit and its CPU autograd, not
+PyTorch's other intra-op threads, so with ``torch.get_num_threads() > 1`` the share of a matmul
+computed on those threads still meets subnormals.
 """
 
 from __future__ import annotations
