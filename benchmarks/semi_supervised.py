@@ -161,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.first_draw < 0 or args.draws < 1:
         p.error(f"--first-draw must be >= 0 and --draws >= 1, got {args.first_draw} and {args.draws}")
+    if args.record and not Path(args.record).resolve().parent.is_dir():
+        p.error(f"--record {args.record}: the folder {Path(args.record).resolve().parent} does not exist; create it "
+                "or record elsewhere (checked before hours of training, not after)")
     if args.alpha is not None and args.alpha_per_label is not None:
         p.error(f"--alpha {args.alpha:g} and --alpha-per-label {args.alpha_per_label:g} both set the weight; pass one")
     if args.quick:

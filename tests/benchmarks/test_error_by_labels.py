@@ -78,3 +78,11 @@ def test_semi_supervised_records_one_line_per_method_run_in_a_draw(tmp_path):
     assert lines[1]["kept_epoch"] == 86 and lines[1]["seconds"] == 3267
     assert "alpha 5000 x labels" in lines[1]["protocol"] and "M1 units active" in lines[1]["protocol"]
     assert read_records([tmp_path / "r.jsonl"])["M1+M2 (M1: m1_run)"][100] == {4: 3.95}
+
+
+def test_semi_supervised_refuses_a_record_file_in_a_missing_folder_before_it_loads_anything(tmp_path, capsys):
+    from benchmarks.semi_supervised import main as semi_supervised_main
+
+    with pytest.raises(SystemExit) as stop:
+        semi_supervised_main(["--record", str(tmp_path / "nowhere" / "r.jsonl")])
+    assert stop.value.code == 2 and "--record" in capsys.readouterr().err
