@@ -2,8 +2,8 @@ r"""Complete the test data of a trained run: ``complete_run(RUN, mask="quadrants
 
 A run holding a conditional program (``cvae``, ``cvae_baseline``) completes with its own model,
 for the task it was trained for (another task is refused); a run holding an unconditional VAE
-completes by inference over z (:mod:`inference.completion.samplers`, methods naive, sir, nuts,
-mwg, pseudo_gibbs) under any mask, or under a pooling factor (super-resolution through the
+completes by inference over z (:mod:`inference.completion.samplers`, methods naive, sir, local_vi,
+nuts, row_nuts, mwg, pseudo_gibbs) under any mask, or under a pooling factor (super-resolution through the
 observation model x_lr ~ N(pool(E[x | z]), sigma^2)). On the first ``rows`` test rows it
 measures the completion yardstick (conditional NLL in nats per datapoint with its standard error,
 PSIS k-hat and -ELBO; for a VAE under super-resolution the conditional NLL is not computed) and the

@@ -15,7 +15,10 @@ p(x | z_s): the missing features (inpainting; the observed ones are kept) or the
 - ``local_vi``: sir with the proposal r = 9/10 q*_i + 1/10 p(z), q*_i the full-covariance Gaussian
   fitted to p(z | x_obs,i) by per-row VI (:func:`inference.completion.proposals.local_vi_proposal`):
   near the posterior, so far fewer resampled draws repeat; cost linear in the rows.
-- ``nuts``: the vectorized NUTS over latents (:func:`inference.mcmc.sample_latents`) on ``obs``.
+- ``nuts``: the vectorized NUTS over latents (:func:`inference.mcmc.sample_latents`) on ``obs``: Pyro's
+  NUTS on the whole block of rows' latents, one step size and one trajectory for all.
+- ``row_nuts``: the same target, one NUTS chain per row (``kernel="row_nuts"``), each with its own step
+  size, diagonal mass and trajectory; the rows' leapfrog steps vectorized.
 - ``mwg``: Metropolis-within-Gibbs (Mattei & Frellsen 2018), chain on (z, x_miss): propose
   z' ~ q_phi(z | x_hat), accept with probability
   min(1, p(x_hat | z') p(z') q(z | x_hat) / [p(x_hat | z) p(z) q(z' | x_hat)]), then
@@ -42,7 +45,7 @@ from pyro_vae.errors import ConfigError
 from pyro_vae.observation import LowResolution, ObservedPart
 from pyro_vae.rng import seeded
 
-METHODS = ("naive", "sir", "local_vi", "nuts", "mwg", "pseudo_gibbs")
+METHODS = ("naive", "sir", "local_vi", "nuts", "row_nuts", "mwg", "pseudo_gibbs")
 
 
 class Completions(NamedTuple):
@@ -98,10 +101,10 @@ def _sir_rows(obs: Any, x: torch.Tensor, S: int, proposals: int, guide: Any) -> 
     return z.permute(1, 0, 2).gather(1, idx.unsqueeze(-1).expand(-1, -1, z.shape[-1])).permute(1, 0, 2)
 
 
-def _nuts(obs: Any, x: torch.Tensor, S: int, warmup: int, seed: int) -> torch.Tensor:
+def _nuts(obs: Any, x: torch.Tensor, S: int, warmup: int, seed: int, kernel: str) -> torch.Tensor:
     x_in = obs.observed_value(x)
     post = sample_latents(obs, x_in, num_samples=S, warmup=warmup, num_chains=1, init="encoder", seed=seed,
-                          progress=False)
+                          kernel=kernel, progress=False)
     return post.draws()
 
 
@@ -150,7 +153,7 @@ def complete_by_inference(obs: ObservedPart | LowResolution, x: torch.Tensor, *,
     obs.check_data(x, "x")
     if method in ("mwg", "pseudo_gibbs") and not isinstance(obs, ObservedPart):
         raise ConfigError(f"method {method!r} completes missing features of a mask (a Gibbs step over x_miss); "
-                          "for super-resolution use method 'naive', 'sir', 'local_vi' or 'nuts'")
+                          "for super-resolution use method 'naive', 'sir', 'local_vi', 'nuts' or 'row_nuts'")
     t0 = time.perf_counter()
     accept, guide = None, None
     with seeded(seed):
@@ -160,8 +163,8 @@ def complete_by_inference(obs: ObservedPart | LowResolution, x: torch.Tensor, *,
             z = _sir(obs, x, S, proposals)
         elif method == "local_vi":
             z, guide = _local_vi(obs, x, S, proposals, seed)
-        elif method == "nuts":
-            z = _nuts(obs, x, S, warmup, seed)
+        elif method in ("nuts", "row_nuts"):
+            z = _nuts(obs, x, S, warmup, seed, "row_nuts" if method == "row_nuts" else "nuts")
         else:
             z, _, accept = _gibbs(obs, x, S, metropolis=method == "mwg", burn_in=burn_in, thin=thin)
         draws, means = _fill(obs, x, obs.vae.decode(z.to(x.dtype)))

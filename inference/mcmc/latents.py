@@ -25,17 +25,20 @@ for the importance-sampling yardstick (:mod:`inference.evaluate`):
 from __future__ import annotations
 
 import logging
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import numpy as np
+import pyro
 import pyro.distributions as dist
 import torch
 from torch.distributions import biject_to
 
 from inference.mcmc.proposal import PROPOSAL_SCALE, GaussianProposal
-from inference.mcmc.runner import ChainCounts, check_continuous, check_settings, latent_sites, run_chains
+from inference.mcmc.row_warmup import ROW_STAT_KEYS, run_row_nuts
+from inference.mcmc.runner import KERNELS, ChainCounts, check_continuous, check_settings, latent_sites, run_chains
 from pyro_vae.errors import ConfigError, UnsupportedModelError
 from pyro_vae.rng import seeded
 
@@ -43,6 +46,7 @@ logger = logging.getLogger(__name__)
 
 Tensor = torch.Tensor
 INITS = ("prior", "encoder")
+LATENT_KERNELS = KERNELS + ("row_nuts",)
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,13 @@ class LatentPosterior(ChainCounts):
     leapfrog step), ``num_steps`` (leapfrog steps = gradient evaluations of that transition)
     and ``lp`` (log p(x, z) of the state, up to the Jacobian of any support transform).
     ``wall_time`` (seconds) and ``num_gradient_evals`` cover warm-up and sampling of all chains.
+
+    With ``kernel="row_nuts"`` (one chain per row) each transition's statistics are over the rows:
+    ``diverging`` counts the divergent rows (so :attr:`num_divergences` counts row transitions),
+    ``accept_prob`` and ``num_steps`` are the rows' means, ``step_size`` their median and ``lp`` their
+    sum; ``row_stats`` keeps each row's (``diverging``, ``accept_prob``, ``tree_depth``, ``num_steps``,
+    ``lp``: (chains, draws, N)) and ``num_gradient_evals`` is the rows' leapfrog steps divided by N
+    (gradients of the whole block, the unit of the other kernels).
     """
 
     z: Tensor
@@ -65,6 +76,7 @@ class LatentPosterior(ChainCounts):
     kernel: str
     x: Tensor
     warmup: int
+    row_stats: dict[str, np.ndarray] | None = None
 
     def _draw_shape(self) -> tuple[int, int]:
         return tuple(self.z.shape[:2])
@@ -135,6 +147,48 @@ def _latent_potential(vae, x: Tensor, transform, prior: dist.Distribution) -> Ca
         return -(log_joint + transform.log_abs_det_jacobian(u, z).sum())
 
     return potential
+
+
+def _row_potential(vae, x: Tensor, transform, prior: dist.Distribution) -> Callable[[Tensor, Tensor], Tensor]:
+    """U_i(u_i) = -[log p(z_i) + log p_theta(x_i | z_i) + log|J_T(u_i)|], z_i = T(u_i), for the rows asked."""
+
+    def per_row(term: Tensor, n: int) -> Tensor:
+        return term.reshape(n, -1).sum(-1)
+
+    def potential(u: Tensor, rows: Tensor) -> Tensor:
+        z, n = transform(u), u.shape[0]
+        log_joint = per_row(prior.log_prob(z), n) + per_row(vae.decode(z).log_prob(x[rows]), n)
+        return -(log_joint + per_row(transform.log_abs_det_jacobian(u, z), n))
+
+    return potential
+
+
+def _run_rows(vae, x: Tensor, init: str | Tensor, num_chains: int, settings: dict[str, Any]
+              ) -> tuple[Tensor, dict[str, np.ndarray], dict[str, np.ndarray], float, int]:
+    """One NUTS chain per row (:func:`inference.mcmc.row_warmup.run_row_nuts`), ``num_chains`` times."""
+    transform = biject_to(_z_support(vae, x))
+    prior = vae.prior()
+    potential = _row_potential(vae, x, transform, prior)
+    z0 = _initial_latents(vae, x, init, num_chains, prior)
+    start, chains = time.perf_counter(), []
+    for c in range(num_chains):
+        u0 = transform.inv(z0[c])
+        with torch.no_grad():
+            if not bool(torch.isfinite(potential(u0, torch.arange(x.shape[0]))).all()):
+                raise ConfigError(f"chain {c}: log p(x, z) is not finite at the starting point of some row; start "
+                                  "inside the prior's support and where the likelihood is finite (init='prior' or 'encoder')")
+        with pyro.validation_enabled(False):  # the data were checked; validating every leapfrog step costs ~20 %
+            chains.append(run_row_nuts(
+                potential, u0, num_samples=settings["num_samples"], warmup=settings["warmup"],
+                step_size=settings["step_size"], max_tree_depth=settings["max_tree_depth"],
+                target_accept=settings["target_accept"], progress=settings["progress"]))
+    wall = time.perf_counter() - start
+    row_stats = {key: np.stack([chain.stats[key] for chain in chains]) for key in ROW_STAT_KEYS}
+    steps = np.stack([np.full(chain.z.shape[0], float(chain.step_size.median())) for chain in chains])
+    stats = {"diverging": row_stats["diverging"].sum(-1), "accept_prob": row_stats["accept_prob"].mean(-1),
+             "step_size": steps, "num_steps": row_stats["num_steps"].mean(-1), "lp": row_stats["lp"].sum(-1)}
+    evals = round(sum(chain.row_gradient_evals for chain in chains) / x.shape[0])
+    return torch.stack([transform(chain.z) for chain in chains]), stats, row_stats, wall, evals
 
 
 def _initial_latents(vae, x: Tensor, init: str | Tensor, num_chains: int, prior: dist.Distribution) -> Tensor:
@@ -224,6 +278,10 @@ def sample_latents(
     initial ``step_size``; the trajectory length step_size x num_steps is kept while the step
     size adapts). Warm-up adapts the step size (to ``target_accept``) and a diagonal mass
     matrix (dense over all N*d coordinates with ``full_mass=True``: only for small N*d).
+    These two run Pyro's kernel on the whole (N, d) block: one step size, one trajectory per transition.
+    ``"row_nuts"`` runs one NUTS chain per row instead (:mod:`inference.mcmc.row_nuts`), each with its
+    own step size, diagonal mass and trajectory, the rows' leapfrog steps vectorized: the exact same
+    target, without the block's step size shrinking as N grows (``full_mass`` does not apply).
     ``init``: ``"prior"`` (each chain starts from its own draws of p(z)), ``"encoder"`` (every
     chain starts at the mean of q_phi(z | x_i)), or a tensor of starting values of shape
     (chains, N, d) or (N, d) (e.g. deliberately dispersed starts, to test R-hat).
@@ -232,7 +290,10 @@ def sample_latents(
     Raises UnsupportedModelError for a discrete latent site or latent sites other than "z",
     DataError for data outside the likelihood's support, ConfigError for bad settings.
     """
-    check_settings(kernel, num_samples, warmup, num_chains)
+    check_settings(kernel, num_samples, warmup, num_chains, kernels=LATENT_KERNELS)
+    if kernel == "row_nuts" and full_mass:
+        raise ConfigError("full_mass=True is for kernel 'nuts' or 'hmc'; 'row_nuts' adapts a diagonal mass per row: "
+                          "drop full_mass")
     _check_vae(vae)
     if hasattr(vae, "check_data"):
         vae.check_data(x)
@@ -243,9 +304,14 @@ def sample_latents(
         kernel=kernel, num_samples=num_samples, warmup=warmup, step_size=step_size, max_tree_depth=max_tree_depth,
         num_steps=num_steps, target_accept=target_accept, full_mass=full_mass, progress=progress,
     )
+    row_stats = None
     with _frozen(params), seeded(seed):
-        samples, stats, wall, evals = _run_on_latents(vae, x, init, num_chains, settings)
-    result = LatentPosterior(samples["z"], stats, wall, evals, kernel, x, warmup)
+        if kernel == "row_nuts":
+            z, stats, row_stats, wall, evals = _run_rows(vae, x, init, num_chains, settings)
+        else:
+            samples, stats, wall, evals = _run_on_latents(vae, x, init, num_chains, settings)
+            z = samples["z"]
+    result = LatentPosterior(z, stats, wall, evals, kernel, x, warmup, row_stats)
     logger.info(
         "%s on the latents of %d datapoints (d=%d): %d chains x (%d warm-up + %d draws) in %.1f s, "
         "%d gradient evaluations, %d divergent transitions",

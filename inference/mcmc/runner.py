@@ -85,10 +85,11 @@ def check_continuous(model: Callable, *args: Any, **kwargs: Any):
     return trace
 
 
-def check_settings(kernel: str, num_samples: int, warmup: int, num_chains: int) -> None:
-    """Raise ConfigError for an unknown ``kernel`` or a count that is not an integer in range."""
-    if kernel not in KERNELS:
-        raise ConfigError(f"unknown MCMC kernel {kernel!r}; choose one of: {', '.join(KERNELS)}")
+def check_settings(kernel: str, num_samples: int, warmup: int, num_chains: int,
+                   kernels: tuple[str, ...] = KERNELS) -> None:
+    """Raise ConfigError for a ``kernel`` not in ``kernels`` or a count that is not an integer in range."""
+    if kernel not in kernels:
+        raise ConfigError(f"unknown MCMC kernel {kernel!r}; choose one of: {', '.join(kernels)}")
     for name, value, low in (("num_samples", num_samples, 1), ("warmup", warmup, 0), ("num_chains", num_chains, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")

@@ -43,7 +43,7 @@ def check_moments(draws, mean, cov):
     assert ((torch.cov(draws.T) - cov).abs() <= 5 * sd_cov).all(), (torch.cov(draws.T), cov, sd_cov)
 
 
-@pytest.mark.parametrize("method", ["mwg", "nuts", "sir", "sir in blocks", "local_vi"])
+@pytest.mark.parametrize("method", ["mwg", "nuts", "row_nuts", "sir", "sir in blocks", "local_vi"])
 def test_completion_matches_the_exact_gaussian_conditional(ppca, method, monkeypatch):
     """'sir in blocks': the rows resampled in 6 blocks of 100 (the memory bound of sir on many rows)."""
     if method == "sir in blocks":
@@ -84,7 +84,7 @@ def test_gibbs_methods_need_a_mask_and_bad_settings_are_named():
     assert out.draws.shape == (2, 3, 16)
 
 
-@pytest.mark.parametrize("method", ["sir", "local_vi", "nuts", "naive"])
+@pytest.mark.parametrize("method", ["sir", "local_vi", "nuts", "row_nuts", "naive"])
 def test_super_resolution_matches_the_exact_gaussian_conditional(method):
     """pPCA seen through 2 x 2 average pooling, x_lr = A^T (W z + mu) + s eps, is linear-Gaussian again
     (W' = A^T W, mu' = A^T mu, noise s): p(z | x_lr) = N(m, S) in closed form, and a completion

@@ -50,6 +50,7 @@ def nuts_settings() -> dict[str, int]:
     return dict(num_samples=250, warmup=150, num_chains=2)
 
 
-@pytest.fixture(scope="session")
-def nuts_run(ppca: PPCA, nuts_settings: dict[str, int]) -> LatentPosterior:
-    return sample_latents(ppca.vae, ppca.x, seed=0, progress=False, **nuts_settings)
+@pytest.fixture(scope="session", params=["nuts", "row_nuts"])
+def nuts_run(request, ppca: PPCA, nuts_settings: dict[str, int]) -> LatentPosterior:
+    """Pyro's NUTS on the whole block of latents, and one NUTS chain per row."""
+    return sample_latents(ppca.vae, ppca.x, seed=0, progress=False, kernel=request.param, **nuts_settings)

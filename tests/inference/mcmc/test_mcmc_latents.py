@@ -54,7 +54,15 @@ def test_sample_stats_are_per_chain_and_draw(nuts_run, nuts_settings):
     assert set(stats) == set(STAT_KEYS)
     for key in STAT_KEYS:
         assert stats[key].shape == (nuts_settings["num_chains"], nuts_settings["num_samples"]), key
-    assert stats["diverging"].dtype == bool
+    if nuts_run.kernel == "row_nuts":  # the rows' statistics, and per transition their count / mean / median / sum
+        N = nuts_run.x.shape[0]
+        for key, value in nuts_run.row_stats.items():
+            assert value.shape == (nuts_settings["num_chains"], nuts_settings["num_samples"], N), key
+        np.testing.assert_array_equal(stats["diverging"], nuts_run.row_stats["diverging"].sum(-1))
+        np.testing.assert_allclose(stats["lp"], nuts_run.row_stats["lp"].sum(-1), rtol=1e-6)
+        assert (nuts_run.row_stats["num_steps"] <= 2 ** nuts_run.row_stats["tree_depth"] - 1).all()
+    else:
+        assert stats["diverging"].dtype == bool and nuts_run.row_stats is None
     assert ((stats["accept_prob"] >= 0) & (stats["accept_prob"] <= 1)).all()
     # mean acceptance after warm-up sits near NUTS's target 0.8 (loose: it is a tuning target, not a law)
     assert 0.6 < stats["accept_prob"].mean() < 0.98
@@ -62,7 +70,7 @@ def test_sample_stats_are_per_chain_and_draw(nuts_run, nuts_settings):
     assert (stats["num_steps"] >= 1).all()
     assert nuts_run.num_gradient_evals >= stats["num_steps"].sum()
     assert np.isfinite(stats["lp"]).all()
-    assert nuts_run.wall_time > 0 and nuts_run.kernel == "nuts"
+    assert nuts_run.wall_time > 0 and nuts_run.kernel in ("nuts", "row_nuts")
 
 
 # -- frozen parameters, settings, unsupported models ---------------------------------------------------
