@@ -176,3 +176,24 @@ def test_cuda_compare_trains_and_scores_on_the_gpu(digits, tmp_path):
     rows = {r.method: r for r in result.rows}
     assert all(math.isfinite(rows[m].heldout.mean) for m in ("svi-trace", "map", "local-vi"))
     assert rows["mcem"].heldout is None and "CPU only" in rows["mcem"].notes
+
+
+@CUDA
+def test_a_seeded_block_that_starts_cuda_draws_from_its_seed():
+    """In a fresh process (CUDA not started): the block's CUDA draws are fixed by its seed whatever the
+    caller's, and after it CUDA draws as if started from the caller's seed."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, torch; from pyro_vae.rng import seeded\n"
+        "torch.manual_seed(int(sys.argv[1]))\n"
+        "with seeded(5):\n"
+        "    inside = torch.rand(3, device='cuda').tolist()\n"
+        "after = torch.rand(3, device='cuda').tolist()\n"
+        "torch.cuda.manual_seed_all(int(sys.argv[1])); fresh = torch.rand(3, device='cuda').tolist()\n"
+        "print(inside, after == fresh)\n"
+    )
+    outs = [subprocess.run([sys.executable, "-c", script, str(caller)], capture_output=True, text=True, check=True)
+            .stdout.strip() for caller in (1, 2)]
+    assert outs[0] == outs[1] and outs[0].endswith("True"), outs

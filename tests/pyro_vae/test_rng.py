@@ -51,3 +51,21 @@ def test_the_state_is_restored_when_the_block_raises():
         _draws()
         raise RuntimeError("inside")
     assert _same(_state(), before)
+
+
+def test_a_cuda_not_yet_started_is_seeded_for_the_block_and_given_back_the_callers_seed(monkeypatch):
+    """Where CUDA exists but has not started, torch queues a seed for when it starts: the block queues its own
+    seed (a block that starts CUDA draws from it) and its exit queues the caller's (torch.initial_seed())."""
+    calls = []
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", calls.append)
+    torch.manual_seed(11)  # (it queues 11 for CUDA itself)
+    calls.clear()
+    with seeded(7):
+        assert calls == [7]
+    assert calls == [7, 11] and torch.initial_seed() == 11
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # no CUDA: nothing queued
+    with seeded(7):
+        pass
+    assert calls == [7, 11]
