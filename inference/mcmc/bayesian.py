@@ -169,7 +169,8 @@ def fit_bayesian(
     models (tens of datapoints, a few parameters): the cost grows with N and the number of
     parameters, and every gradient traces the whole model.
     """
-    check_settings(kernel, num_samples, warmup, num_chains)
+    check_settings(kernel, num_samples, warmup, num_chains, step_size=step_size, target_accept=target_accept,
+                   max_tree_depth=max_tree_depth, num_steps=num_steps)
     model_kwargs = dict(model_kwargs or {})
     x = x.detach()
     with seeded(seed):

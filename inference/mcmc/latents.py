@@ -290,7 +290,8 @@ def sample_latents(
     Raises UnsupportedModelError for a discrete latent site or latent sites other than "z",
     DataError for data outside the likelihood's support, ConfigError for bad settings.
     """
-    check_settings(kernel, num_samples, warmup, num_chains, kernels=LATENT_KERNELS)
+    check_settings(kernel, num_samples, warmup, num_chains, kernels=LATENT_KERNELS, step_size=step_size,
+                   target_accept=target_accept, max_tree_depth=max_tree_depth, num_steps=num_steps)
     if kernel == "row_nuts" and full_mass:
         raise ConfigError("full_mass=True is for kernel 'nuts' or 'hmc'; 'row_nuts' adapts a diagonal mass per row: "
                           "drop full_mass")

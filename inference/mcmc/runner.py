@@ -23,6 +23,7 @@ from pyro import poutine
 from pyro.infer.mcmc import HMC, MCMC, NUTS
 from pyro.poutine.util import site_is_subsample
 
+from pyro_vae.checks import fraction, positive_float
 from pyro_vae.errors import ConfigError, UnsupportedModelError
 
 Tensor = torch.Tensor
@@ -86,13 +87,19 @@ def check_continuous(model: Callable, *args: Any, **kwargs: Any):
 
 
 def check_settings(kernel: str, num_samples: int, warmup: int, num_chains: int,
-                   kernels: tuple[str, ...] = KERNELS) -> None:
-    """Raise ConfigError for a ``kernel`` not in ``kernels`` or a count that is not an integer in range."""
+                   kernels: tuple[str, ...] = KERNELS, **tuning: Any) -> None:
+    """Raise ConfigError for a ``kernel`` not in ``kernels``, a count that is not an integer in range, or a bad
+    ``tuning`` value: ``step_size`` (> 0), ``target_accept`` (in (0, 1)), ``max_tree_depth``, ``num_steps`` (>= 1)."""
     if kernel not in kernels:
         raise ConfigError(f"unknown MCMC kernel {kernel!r}; choose one of: {', '.join(kernels)}")
-    for name, value, low in (("num_samples", num_samples, 1), ("warmup", warmup, 0), ("num_chains", num_chains, 1)):
+    for name, value, low in (("num_samples", num_samples, 1), ("warmup", warmup, 0), ("num_chains", num_chains, 1),
+                             *((key, tuning[key], 1) for key in ("max_tree_depth", "num_steps") if key in tuning)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
+    if "step_size" in tuning:
+        positive_float("step_size", tuning["step_size"])
+    if "target_accept" in tuning:
+        fraction("target_accept", tuning["target_accept"], closed=False, below_one=True)
 
 
 # -- the chain runner ---------------------------------------------------------------------------

@@ -122,6 +122,13 @@ def test_bad_settings_raise_config_errors(ppca):
         sample_latents(vae, x, num_samples=0, progress=False)
     with pytest.raises(ConfigError, match="init"):
         sample_latents(vae, x, init="posterior", progress=False)
+    for kernel in ("nuts", "row_nuts"):  # tuning values are named before any sampling
+        for bad, match in ((dict(max_tree_depth=0), "max_tree_depth must be an integer >= 1, got 0"),
+                           (dict(step_size=-1.0), "step_size must be a positive number"),
+                           (dict(target_accept=1.5), r"target_accept must be in \(0, 1\), got 1.5"),
+                           (dict(num_steps=2.5), "num_steps must be an integer")):
+            with pytest.raises(ConfigError, match=match):
+                sample_latents(vae, x, kernel=kernel, num_samples=2, warmup=2, progress=False, **bad)
 
 
 class _BernoulliPrior(torch.nn.Module):
