@@ -174,7 +174,7 @@ def _run_rows(vae, x: Tensor, init: str | Tensor, num_chains: int, settings: dic
     for c in range(num_chains):
         u0 = transform.inv(z0[c])
         with torch.no_grad():
-            if not bool(torch.isfinite(potential(u0, torch.arange(x.shape[0]))).all()):
+            if not bool(torch.isfinite(potential(u0, torch.arange(x.shape[0], device=x.device))).all()):
                 raise ConfigError(f"chain {c}: log p(x, z) is not finite at the starting point of some row; start "
                                   "inside the prior's support and where the likelihood is finite (init='prior' or 'encoder')")
         with pyro.validation_enabled(False):  # the data were checked; validating every leapfrog step costs ~20 %

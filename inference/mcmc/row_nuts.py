@@ -47,7 +47,7 @@ class NUTSInfo(NamedTuple):
 
     ``acceptance_rate``: the mean over the trajectory's new states of min(1, exp(H_0 - H)) (Stan's
     statistic, what step-size adaptation targets); ``is_divergent``: bool; ``tree_depth``: the
-    doublings taken; ``num_integration_steps``: leapfrog steps (= gradient evaluations of the row).
+    doublings kept (as Stan counts: a last doubling discarded for a U-turn or a divergence is not); ``num_integration_steps``: leapfrog steps (= gradient evaluations of the row).
     """
 
     acceptance_rate: Tensor
@@ -64,7 +64,7 @@ class RowNUTSKernel(Protocol):
 
 
 def energy_and_grad(potential_fn: RowPotential, z: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
-    """U_rows(z) (n,) and its gradient (n, d), detached; a NaN gradient where U is not finite."""
+    """U_rows(z) (n,) and its gradient (n, d), detached."""
     with torch.enable_grad():
         z = z.detach().requires_grad_(True)
         energy = potential_fn(z, rows)
@@ -104,19 +104,41 @@ class _Subtree(NamedTuple):
     divergent: Tensor
 
 
-def _uturn_inside(i: int, depth: int, P: Tensor, C: Tensor, m: Tensor, live: Tensor) -> Tensor:
-    """No U-turn in any sub-tree of size 2^k (1 <= k <= depth) ending at step i, with the two seam checks
-    of its halves; P, C: momenta and their running sums by step (n, rows, d), ``live`` the rows to check."""
-    ok = torch.ones(live.shape[0], dtype=torch.bool, device=P.device)
-    zero = torch.zeros_like(P[0, live])
+class _Checkpoints(NamedTuple):
+    """What the U-turn checks of the binary sub-trees of a sub-tree need, per level k = 1..depth (a block of
+    2^k steps starting at s, its halves meeting at mid), each (depth + 1, rows, d): the momentum at s and
+    the running sum of momenta before s; the momenta at mid and mid - 1 and the running sum before mid.
+    O(depth) memory per row instead of the 2^depth momenta of the sub-tree."""
+
+    first: Tensor
+    before_first: Tensor
+    mid: Tensor
+    before_mid: Tensor
+    mid_prev: Tensor
+
+
+def _checkpoint(i: int, depth: int, ck: _Checkpoints, live: Tensor, p: Tensor, before: Tensor, prev: Tensor) -> None:
+    """Record step i (momentum ``p``, running sum ``before`` it, previous momentum ``prev``) where it opens a
+    block of some level, or the second half of one."""
+    for k in range(1, depth + 1):
+        if i % (1 << k) == 0:
+            ck.first[k, live], ck.before_first[k, live] = p, before
+        elif i % (1 << (k - 1)) == 0:
+            ck.mid[k, live], ck.before_mid[k, live], ck.mid_prev[k, live] = p, before, prev
+
+
+def _uturn_inside(i: int, depth: int, ck: _Checkpoints, live: Tensor, p: Tensor, cum: Tensor, m: Tensor) -> Tensor:
+    """No U-turn in any sub-tree of size 2^k (1 <= k <= depth) ending at step i (momentum ``p``, running sum
+    ``cum`` through it), with the two seam checks of its halves, for the ``live`` rows."""
+    ok = torch.ones(live.shape[0], dtype=torch.bool, device=p.device)
     k = 1
     while k <= depth and (i + 1) % (1 << k) == 0:
-        s, mid = i + 1 - (1 << k), i + 1 - (1 << (k - 1))
-        before = C[s - 1, live] if s > 0 else zero
-        ok &= _persists(m, P[s, live], P[i, live], C[i, live] - before)
+        first, before = ck.first[k, live], ck.before_first[k, live]
+        ok &= _persists(m, first, p, cum - before)
         if k > 1:  # for k = 1 the seam checks are the criterion itself
-            ok &= _persists(m, P[s, live], P[mid, live], C[mid - 1, live] - before + P[mid, live])
-            ok &= _persists(m, P[mid - 1, live], P[i, live], C[i, live] - C[mid - 1, live] + P[mid - 1, live])
+            mid, before_mid, mid_prev = ck.mid[k, live], ck.before_mid[k, live], ck.mid_prev[k, live]
+            ok &= _persists(m, first, mid, before_mid - before + mid)
+            ok &= _persists(m, mid_prev, p, cum - before_mid + mid_prev)
         k += 1
     return ok
 
@@ -133,8 +155,8 @@ def _subtree(potential_fn: RowPotential, rows: Tensor, start: HMCState, momentum
     alive = torch.ones(m_rows, dtype=torch.bool, device=z.device)
     accept_sum, divergent = torch.zeros_like(log_w), torch.zeros_like(alive)
     steps = torch.zeros(m_rows, dtype=torch.long, device=z.device)
-    P = z.new_zeros((n, m_rows, d))
-    C = z.new_zeros((n, m_rows, d))
+    ck = _Checkpoints(*(z.new_zeros((depth + 1, m_rows, d)) for _ in range(5)))
+    cum, p_prev = z.new_zeros((m_rows, d)), z.new_zeros((m_rows, d))  # sum of the momenta so far, the last one
     for i in range(n):
         live = alive.nonzero().squeeze(-1)
         if live.numel() == 0:
@@ -146,7 +168,7 @@ def _subtree(potential_fn: RowPotential, rows: Tensor, start: HMCState, momentum
         p_new = p_half - 0.5 * e * g_new
         z[live], p[live], g[live], U[live] = z_new, p_new, g_new, U_new
         delta = U_new + _kinetic(p_new, m) - H0[live]
-        delta = torch.where(torch.isnan(delta), torch.full_like(delta, math.inf), delta)
+        delta = torch.where(torch.isfinite(delta), delta, torch.full_like(delta, math.inf))  # NaN, +-inf: divergent
         div = delta > DIVERGENCE
         accept_sum[live] += torch.exp(-delta.clamp_min(0.0))
         steps[live] += 1
@@ -158,11 +180,14 @@ def _subtree(potential_fn: RowPotential, rows: Tensor, start: HMCState, momentum
         sample.position[take], sample.potential_energy[take] = z[take], U[take]
         sample.potential_energy_grad[take] = g[take]
         log_w[live] = total
-        P[i, live] = p_new
-        C[i, live] = p_new + (C[i - 1, live] if i > 0 else 0.0)
-        alive[live] = ~div & _uturn_inside(i, depth, P, C, m, live)
+        before = cum[live]
+        _checkpoint(i, depth, ck, live, p_new, before, p_prev[live])
+        cum[live], p_prev[live] = before + p_new, p_new
+        if i == 0:
+            first = p_new.clone()
+        alive[live] = ~div & _uturn_inside(i, depth, ck, live, p_new, cum[live], m)
     valid = alive  # a row still alive after n steps finished its sub-tree cleanly
-    return _Subtree(valid, log_w, sample, HMCState(z, U, g), p, P[0], C[n - 1], accept_sum, steps, divergent)
+    return _Subtree(valid, log_w, sample, HMCState(z, U, g), p, first, cum, accept_sum, steps, divergent)
 
 
 def build_kernel(max_tree_depth: int = 10) -> RowNUTSKernel:
@@ -215,7 +240,7 @@ def build_kernel(max_tree_depth: int = 10) -> RowNUTSKernel:
             steps[rows] += sub.steps
             accept_sum[rows] += sub.accept_sum
             divergent[rows] |= sub.divergent
-            depth[rows] = j + 1
+            depth[rows] = torch.where(sub.valid, j + 1, depth[rows])  # Stan's: the doublings kept
             u = torch.rand(rows.shape[0], generator=generator, **like)
             pick = sub.valid & (u < torch.exp(sub.log_weight - log_w[rows]))  # biased progressive sampling
             take = rows[pick]
@@ -257,29 +282,28 @@ def find_step_size(state: HMCState, potential_fn: RowPotential, step_size: Tenso
                    target: float = 0.8, max_doublings: int = 30,
                    generator: torch.Generator | None = None) -> Tensor:
     r"""A first step size per row by Stan's heuristic: from eps, double (or halve) it while one leapfrog
-    step's acceptance probability exp(H_0 - H_1) stays above (below) ``target``; the rows move independently.
+    step's acceptance probability exp(H_0 - H_1) stays above (below) ``target``; the rows move independently
+    and only the rows still searching are evaluated.
     """
     eps = step_size.clone()
-    z, (N, _) = state.position, state.position.shape
-    rows = torch.arange(N, device=z.device)
-    direction = None
-    searching = torch.ones(N, dtype=torch.bool, device=z.device)
+    z = state.position
+    rows = torch.arange(z.shape[0], device=z.device)
+    grow = None  # per row: True, the step grows; False, it shrinks
     for _ in range(max_doublings):
-        p = torch.randn(z.shape, generator=generator, dtype=z.dtype, device=z.device) / inverse_mass.sqrt()
-        e = eps.unsqueeze(-1)
-        p_half = p - 0.5 * e * state.potential_energy_grad
-        z1 = z + e * inverse_mass * p_half
-        U1, g1 = energy_and_grad(potential_fn, z1, rows)
+        e, m = eps[rows].unsqueeze(-1), inverse_mass[rows]
+        p = torch.randn((rows.shape[0], z.shape[1]), generator=generator, dtype=z.dtype, device=z.device) / m.sqrt()
+        p_half = p - 0.5 * e * state.potential_energy_grad[rows]
+        U1, g1 = energy_and_grad(potential_fn, z[rows] + e * m * p_half, rows)
         p1 = p_half - 0.5 * e * g1
-        log_a = state.potential_energy + _kinetic(p, inverse_mass) - U1 - _kinetic(p1, inverse_mass)
-        log_a = torch.nan_to_num(log_a, nan=-math.inf)
-        above = log_a > math.log(target)
-        if direction is None:
-            direction = above  # True: grow the step; False: shrink it
-        searching &= above == direction
-        if not bool(searching.any()):
+        log_a = state.potential_energy[rows] + _kinetic(p, m) - U1 - _kinetic(p1, m)
+        above = torch.nan_to_num(log_a, nan=-math.inf) > math.log(target)
+        if grow is None:
+            grow = above
+        keep = above == grow[rows]  # rows that have not crossed the target yet
+        rows = rows[keep]
+        if rows.numel() == 0:
             break
-        eps = torch.where(searching, torch.where(direction, eps * 2.0, eps / 2.0), eps)
+        eps[rows] = torch.where(grow[rows], eps[rows] * 2.0, eps[rows] / 2.0)
     return eps
 
 

@@ -9,13 +9,16 @@ statistic delta::
 
 and ends at the weighted average of log eps_t. The inverse mass m_i is the variance of the row's draws in
 windows of 25, 50, 100, ... transitions between an initial buffer of 75 and a terminal buffer of 50 (15 %,
-75 % and 10 % of a warm-up shorter than 150), regularized as Stan does,
+75 % and 10 % of a warm-up shorter than 150; a window whose doubled successor would not fit before the
+terminal buffer runs to it, the first window included, where Stan keeps the first at 25 and may leave a
+last window of a few transitions), regularized as Stan does,
 m = n / (n + 5) Var + 1e-3 * 5 / (n + 5) (Pyro's :class:`~pyro.ops.welford.WelfordCovariance`); after each
 window the step size is searched again and its averaging restarts.
 """
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -36,8 +39,8 @@ class RowChain(NamedTuple):
 
     ``z``: draws (S, N, d) in the coordinates the potential takes; ``stats``: each of
     :data:`ROW_STAT_KEYS` as an (S, N) numpy array (``lp`` = -U); ``step_size`` (N,) and
-    ``inverse_mass`` (N, d): the adapted values the draws used; ``row_gradient_evals``: leapfrog steps
-    summed over rows, warm-up included (one row's gradient each).
+    ``inverse_mass`` (N, d): the adapted values the draws used; ``row_gradient_evals``: the rows'
+    gradients evaluated in all, warm-up and step-size searches included.
     """
 
     z: Tensor
@@ -66,9 +69,14 @@ def mass_windows(warmup: int) -> list[tuple[int, int]]:
     return windows
 
 
+def _from_log(log_eps: Tensor) -> Tensor:
+    """exp(log eps) within STEP_BOUNDS, clipped before the exponential (no overflow); NaN gives 1."""
+    low, high = (math.log(bound) for bound in STEP_BOUNDS)
+    return torch.exp(log_eps.nan_to_num(0.0).clamp(low, high))
+
+
 def _clip(eps: Tensor) -> Tensor:
-    eps = torch.where(torch.isfinite(eps), eps, torch.ones_like(eps))
-    return eps.clamp(*STEP_BOUNDS)
+    return _from_log(torch.log(eps))
 
 
 def run_row_nuts(potential_fn: RowPotential, position: Tensor, *, num_samples: int, warmup: int,
@@ -85,43 +93,47 @@ def run_row_nuts(potential_fn: RowPotential, position: Tensor, *, num_samples: i
     -------
     RowChain
     """
-    kernel = build_kernel(max_tree_depth)
-    state = init(position, potential_fn)
+    kernel, evals = build_kernel(max_tree_depth), [0]
+
+    def counted(z: Tensor, rows: Tensor) -> Tensor:  # every row gradient, step-size searches included
+        evals[0] += rows.shape[0]
+        return potential_fn(z, rows)
+
+    state = init(position, counted)
     N, d = position.shape
     like = dict(dtype=position.dtype, device=position.device)
     inverse_mass = torch.ones(N, d, **like)
     eps = torch.full((N,), float(step_size), **like)
     if warmup > 0:
-        eps = _clip(find_step_size(state, potential_fn, eps, inverse_mass, target=target_accept, generator=generator))
+        eps = _clip(find_step_size(state, counted, eps, inverse_mass, target=target_accept, generator=generator))
     averaging = DualAveraging(prox_center=torch.log(10 * eps))
     windows = {end: start for start, end in mass_windows(warmup)}
     starts = set(windows.values())
     variance = WelfordCovariance(diagonal=True)
     collecting = False
-    draws, stats, evals = [], {key: [] for key in ROW_STAT_KEYS}, 0
+    draws, stats = [], {key: [] for key in ROW_STAT_KEYS}
     for t in tqdm(range(warmup + num_samples), desc="per-row NUTS", disable=not progress, mininterval=5.0):
-        state, info = kernel(state, potential_fn, eps, inverse_mass, generator=generator)
-        evals += int(info.num_integration_steps.sum())
+        state, info = kernel(state, counted, eps, inverse_mass, generator=generator)
         if t < warmup:
             averaging.step(target_accept - info.acceptance_rate)
-            eps = _clip(torch.exp(averaging.get_state()[0]))
+            eps = _from_log(averaging.get_state()[0])
             collecting = collecting or t in starts
             if collecting:
                 variance.update(state.position)
             if t + 1 in windows:
                 inverse_mass, collecting = variance.get_covariance(regularize=True), False
                 variance.reset()
-                eps = _clip(find_step_size(state, potential_fn, eps, inverse_mass, target=target_accept,
+                eps = _clip(find_step_size(state, counted, eps, inverse_mass, target=target_accept,
                                            generator=generator))
                 averaging = DualAveraging(prox_center=torch.log(10 * eps))
             if t + 1 == warmup:
-                eps = _clip(torch.exp(averaging.get_state()[1]))
+                eps = _from_log(averaging.get_state()[1])
             continue
         draws.append(state.position.clone())
         for key, value in zip(ROW_STAT_KEYS, (info.is_divergent, info.acceptance_rate, info.tree_depth,
                                               info.num_integration_steps, -state.potential_energy)):
             stats[key].append(value.detach().cpu().numpy())
-    return RowChain(torch.stack(draws), {key: np.stack(v) for key, v in stats.items()}, eps, inverse_mass, evals)
+    return RowChain(torch.stack(draws), {key: np.stack(v) for key, v in stats.items()}, eps, inverse_mass, evals[0])
 
 
 __all__ = ["ROW_STAT_KEYS", "RowChain", "mass_windows", "run_row_nuts"]

@@ -60,7 +60,7 @@ def test_sample_stats_are_per_chain_and_draw(nuts_run, nuts_settings):
             assert value.shape == (nuts_settings["num_chains"], nuts_settings["num_samples"], N), key
         np.testing.assert_array_equal(stats["diverging"], nuts_run.row_stats["diverging"].sum(-1))
         np.testing.assert_allclose(stats["lp"], nuts_run.row_stats["lp"].sum(-1), rtol=1e-6)
-        assert (nuts_run.row_stats["num_steps"] <= 2 ** nuts_run.row_stats["tree_depth"] - 1).all()
+        assert (nuts_run.row_stats["num_steps"] <= 2 ** (nuts_run.row_stats["tree_depth"] + 1) - 1).all()
     else:
         assert stats["diverging"].dtype == bool and nuts_run.row_stats is None
     assert ((stats["accept_prob"] >= 0) & (stats["accept_prob"] <= 1)).all()
