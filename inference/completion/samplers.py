@@ -164,7 +164,7 @@ def complete_by_inference(obs: ObservedPart | LowResolution, x: torch.Tensor, *,
         elif method == "local_vi":
             z, guide = _local_vi(obs, x, S, proposals, seed)
         elif method in ("nuts", "row_nuts"):
-            z = _nuts(obs, x, S, warmup, seed, "row_nuts" if method == "row_nuts" else "nuts")
+            z = _nuts(obs, x, S, warmup, seed, kernel=method)
         else:
             z, _, accept = _gibbs(obs, x, S, metropolis=method == "mwg", burn_in=burn_in, thin=thin)
         draws, means = _fill(obs, x, obs.vae.decode(z.to(x.dtype)))

@@ -88,7 +88,8 @@ class HMCKernel(Protocol):
 
 
 # -- helpers ------------------------------------------------------------------------------------------
-def _energy_and_grad(potential_fn: PotentialFn, z: Tensor) -> tuple[Tensor, Tensor]:
+def energy_and_grad(potential_fn: PotentialFn, z: Tensor) -> tuple[Tensor, Tensor]:
+    """U(z) (...) and grad_z U(z) (..., d), detached; ConfigError unless U has one energy per row."""
     with torch.enable_grad():
         z = z.detach().requires_grad_(True)
         energy = potential_fn(z)
@@ -124,7 +125,7 @@ def _leapfrog(
     p = momentum - 0.5 * eps * grad
     for step in range(num_steps):
         z = z + eps * p
-        energy, grad = _energy_and_grad(potential_fn, z)
+        energy, grad = energy_and_grad(potential_fn, z)
         p = p - (eps if step < num_steps - 1 else 0.5 * eps) * grad
     return HMCState(z, energy, grad), p
 
@@ -155,7 +156,7 @@ def init(position: Tensor, potential_fn: PotentialFn) -> HMCState:
     HMCState
     """
     position = position.detach()
-    energy, grad = _energy_and_grad(potential_fn, position)
+    energy, grad = energy_and_grad(potential_fn, position)
     return HMCState(position, energy, grad)
 
 

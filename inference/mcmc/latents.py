@@ -138,26 +138,27 @@ def _z_support(vae, x: Tensor) -> torch.distributions.constraints.Constraint:
 
 
 def _latent_potential(vae, x: Tensor, transform, prior: dist.Distribution) -> Callable[[dict[str, Tensor]], Tensor]:
-    """U(u) = -[sum_i log p(z_i) + log p_theta(x_i | z_i) + log|J_T(u_i)|], z = T(u), of the (N, d) block."""
+    """U(u) = sum_i U_i(u_i) (:func:`_row_potential` over every row), z = T(u), of the (N, d) block."""
+    row_potential = _row_potential(vae, x, transform, prior)
 
     def potential(p: dict[str, Tensor]) -> Tensor:
-        u = p["z"]
-        z = transform(u)
-        log_joint = prior.log_prob(z).sum() + vae.decode(z).log_prob(x).sum()
-        return -(log_joint + transform.log_abs_det_jacobian(u, z).sum())
+        return row_potential(p["z"], None).sum()
 
     return potential
 
 
-def _row_potential(vae, x: Tensor, transform, prior: dist.Distribution) -> Callable[[Tensor, Tensor], Tensor]:
-    """U_i(u_i) = -[log p(z_i) + log p_theta(x_i | z_i) + log|J_T(u_i)|], z_i = T(u_i), for the rows asked."""
+def _row_potential(vae, x: Tensor, transform, prior: dist.Distribution
+                   ) -> Callable[[Tensor, Tensor | None], Tensor]:
+    """U_i(u_i) = -[log p(z_i) + log p_theta(x_i | z_i) + log|J_T(u_i)|], z_i = T(u_i), for the rows asked
+    (``None``: every row of x)."""
 
     def per_row(term: Tensor, n: int) -> Tensor:
         return term.reshape(n, -1).sum(-1)
 
-    def potential(u: Tensor, rows: Tensor) -> Tensor:
+    def potential(u: Tensor, rows: Tensor | None) -> Tensor:
         z, n = transform(u), u.shape[0]
-        log_joint = per_row(prior.log_prob(z), n) + per_row(vae.decode(z).log_prob(x[rows]), n)
+        x_rows = x if rows is None else x[rows]
+        log_joint = per_row(prior.log_prob(z), n) + per_row(vae.decode(z).log_prob(x_rows), n)
         return -(log_joint + per_row(transform.log_abs_det_jacobian(u, z), n))
 
     return potential
@@ -170,13 +171,10 @@ def _run_rows(vae, x: Tensor, init: str | Tensor, num_chains: int, settings: dic
     prior = vae.prior()
     potential = _row_potential(vae, x, transform, prior)
     z0 = _initial_latents(vae, x, init, num_chains, prior)
+    starts = [transform.inv(z0[c]) for c in range(num_chains)]
+    _check_finite_starts(lambda p: potential(p["z"], None).sum(), [{"z": u0} for u0 in starts])
     start, chains = time.perf_counter(), []
-    for c in range(num_chains):
-        u0 = transform.inv(z0[c])
-        with torch.no_grad():
-            if not bool(torch.isfinite(potential(u0, torch.arange(x.shape[0], device=x.device))).all()):
-                raise ConfigError(f"chain {c}: log p(x, z) is not finite at the starting point of some row; start "
-                                  "inside the prior's support and where the likelihood is finite (init='prior' or 'encoder')")
+    for u0 in starts:
         with pyro.validation_enabled(False):  # the data were checked; validating every leapfrog step costs ~20 %
             chains.append(run_row_nuts(
                 potential, u0, num_samples=settings["num_samples"], warmup=settings["warmup"],

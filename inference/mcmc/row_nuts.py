@@ -33,8 +33,8 @@ from typing import Callable, NamedTuple, Protocol
 import torch
 
 from inference.mcmc.hmc import HMCState
+from inference.mcmc.hmc import energy_and_grad as hmc_energy_and_grad
 from pyro_vae.checks import positive_int
-from pyro_vae.errors import ConfigError
 
 Tensor = torch.Tensor
 RowPotential = Callable[[Tensor, Tensor], Tensor]  # (z (n, d), rows (n,) long) -> U_rows(z) (n,)
@@ -64,15 +64,8 @@ class RowNUTSKernel(Protocol):
 
 
 def energy_and_grad(potential_fn: RowPotential, z: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
-    """U_rows(z) (n,) and its gradient (n, d), detached."""
-    with torch.enable_grad():
-        z = z.detach().requires_grad_(True)
-        energy = potential_fn(z, rows)
-        if energy.shape != z.shape[:1]:
-            raise ConfigError(f"potential_fn must return one energy per row, shape {tuple(z.shape[:1])}, "
-                              f"got {tuple(energy.shape)}")
-        (grad,) = torch.autograd.grad(energy.sum(), z)
-    return energy.detach(), grad.detach()
+    """U_rows(z) (n,) and its gradient (n, d), detached (:func:`inference.mcmc.hmc.energy_and_grad` on the rows)."""
+    return hmc_energy_and_grad(lambda z_rows: potential_fn(z_rows, rows), z)
 
 
 def init(position: Tensor, potential_fn: RowPotential) -> HMCState:
