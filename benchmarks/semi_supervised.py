@@ -55,7 +55,7 @@ def one_draw(data, n_labels: int, draw: int, args: argparse.Namespace, features=
     """One label draw: M2 on pixels, the labelled-only floor and, given M1's ``features`` of ``data``, M1+M2."""
     semi = semi_supervised(data, n_labels, seed=draw)
     train = TrainSpec(elbo="enum", epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, patience=args.patience,
-                      seed=draw, monitor=args.monitor)
+                      seed=draw, monitor=args.monitor, labelled_batch_size=args.labelled_batch)
     alpha = args.alpha if args.alpha_per_label is None else args.alpha_per_label * n_labels
     program = build_program(m2_spec(args.latent_dim, args.hidden, alpha=alpha), data_dim=data.feature_dim, seed=draw)
     floor = baseline_for(program, seed=draw)
@@ -99,7 +99,8 @@ def record(path: str, n_labels: int, draw: int, out: dict[str, float], args: arg
     protocol = (f"{args.epochs} epochs, patience {args.patience}, lr {args.lr:g}, batch {args.batch_size}, alpha "
                 f"{_alpha_text(args)}, kept by validation {args.monitor or 'accuracy'}"
                 + (f", M1 units {args.m1_units}, M1 features {args.m1_features}" if args.m1 else "")
-                + (f", {args.max_train} train rows" if args.max_train else ""))
+                + (f", {args.max_train} train rows" if args.max_train else "")
+                + (f", {args.labelled_batch} labelled rows per step" if args.labelled_batch else ""))
     rows = [("labelled-only", None, out["floor"], None, None)]
     if not args.skip_m2:
         rows.append(("M2", None, out["m2"], out["seconds"], out.get("m2_kept")))
@@ -142,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hidden", type=int, default=500)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--labelled-batch", type=int, help="labelled rows in every M2 step (train.labelled_batch_size; "
+                   "default: the labels spread over an epoch's steps)")
     p.add_argument("--alpha", type=float, help="weight of alpha E_labelled[log q(y | x)] (default 0.1 N)")
     p.add_argument("--monitor", choices=["accuracy", "log_q"], help="the validation score that keeps the epoch and "
                    "stops early (default: accuracy)")

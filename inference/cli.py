@@ -57,7 +57,8 @@ def _train(args: argparse.Namespace) -> int:
         model__latent_dim=args.latent_dim,
         model__guide=args.guide,
         train__elbo=args.elbo, train__epochs=args.epochs, train__seed=args.seed, train__lr=args.lr,
-        train__batch_size=args.batch_size, train__num_particles=args.num_particles,
+        train__batch_size=args.batch_size, train__labelled_batch_size=args.labelled_batch_size,
+        train__num_particles=args.num_particles,
         train__kl_warmup_epochs=args.kl_warmup, train__patience=args.patience, train__monitor=args.monitor,
         train__lr_schedule=args.lr_schedule, train__lr_final=args.lr_final, train__optimizer=args.optimizer,
         train__weight_decay=args.weight_decay, train__device=args.device, train__mixed_precision=args.mixed_precision or None,
@@ -280,6 +281,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--weight-decay", type=float, help="weight decay: decoupled with adamw (e.g. 0.05); with adam/clipped_adam an L2 term on the "
                    "whole-data loss, so it needs far smaller values; default 0")
     t.add_argument("--batch-size", type=int)
+    t.add_argument("--labelled-batch-size", type=int, help="M2: labelled rows in every step (default: the labelled rows "
+                   "spread over an epoch's steps, each seen about once per epoch)")
     t.add_argument("--kl-warmup", type=int, help="epochs of linear KL warm-up")
     t.add_argument("--patience", type=int, help="early stopping patience (epochs)")
     t.add_argument("--monitor", help="the validation score that keeps the best epoch and stops early "

@@ -29,7 +29,7 @@ from inference.devices import module_placement
 from inference.semisup import results as semisup_results
 from inference.semisup.validation import DEFAULT_MONITOR, MONITORS
 from inference.training import FitResult
-from inference.training.settings import check_fit_inputs, monitor_name
+from inference.training.settings import check_fit_inputs, monitor_name, refuse_labelled_batch
 from pyro_vae.cvae import is_conditional
 from pyro_vae.data import DataSplits
 from pyro_vae.errors import ConfigError
@@ -107,6 +107,7 @@ def _check_unlabelled(program: nn.Module, data: DataSplits, spec: RunSpec) -> No
     train = check_fit_inputs(program, data, spec.train)
     svi.check_program_data(program, data, train)
     _elbo_monitor(spec)
+    refuse_labelled_batch(train, f"the program {spec.model.program.name!r}")
     if spec.data.labels is not None:
         raise ConfigError(f"data.labels={spec.data.labels} hides labels for semi-supervised training, but the program "
                           f"{spec.model.program.name!r} takes none; use model.program: m2, or drop data.labels (--labels)")

@@ -42,7 +42,7 @@ from inference.training import EpochRecord, FitResult, Task, TrainState, gradien
 from inference.training import fit as run_loop
 from inference.training.checks import check_splits
 from inference.training.distributed import reduce_sums, shard_rows
-from inference.training.settings import as_train_spec, check_fit_inputs
+from inference.training.settings import as_train_spec, check_fit_inputs, refuse_labelled_batch
 from pyro_vae.checks import boolean, float_rows, got, optional_positive_float, path_like
 from pyro_vae.data import DataSplits
 from pyro_vae.programs import check_program
@@ -194,6 +194,7 @@ def fit(
             raise ConfigError("val= goes with training rows given alone (a Dataset or DataLoader); DataSplits "
                               "carry their own validation split: drop val")
         train = check_fit_inputs(vae, data, train)
+    refuse_labelled_batch(train, f"svi.fit of a {type(vae).__name__}")
     if device is not None:
         train = dataclasses.replace(train, device=str(resolve_device(device, name="device")))
     place(vae, train.device, name="device" if device is not None else "train.device")

@@ -172,6 +172,7 @@ class TrainSpec:
     clip_norm: float = 10.0
     weight_decay: float = 0.0  # >= 0: L2 for adam/clipped_adam, decoupled for adamw (inference.training.optimizers)
     batch_size: int = 100
+    labelled_batch_size: int | None = None  # M2: labelled rows in every step; None: ceil(L / steps) (inference.semisup.batches)
     epochs: int = 200
     kl_warmup_epochs: int = 0
     patience: int | None = None
@@ -196,6 +197,7 @@ class TrainSpec:
             positive_int(f"train.{key}", getattr(self, key))
         integer("train.kl_warmup_epochs", self.kl_warmup_epochs, minimum=0)
         optional_positive_int("train.patience", self.patience)
+        optional_positive_int("train.labelled_batch_size", self.labelled_batch_size)
         if self.monitor is not None:  # which names a task offers is checked where it is built (inference.training)
             name_string("train.monitor", self.monitor, what="null or the name of a validation score (e.g. accuracy)")
         seed("train.seed", self.seed)

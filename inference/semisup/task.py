@@ -105,9 +105,13 @@ def check_semi_supervised(program: nn.Module, data: DataSplits, train: TrainSpec
         if y is not None:
             check_label_range(y, program.num_classes, split)
     monitor_name(train, MONITORS, DEFAULT_MONITOR, "M2")
-    if split_rows(data)[1].numel() < program.num_classes:
-        raise DataError(f"{data.name} has {split_rows(data)[1].numel()} labelled training rows, fewer than the "
+    n_l = int(split_rows(data)[1].numel())
+    if n_l < program.num_classes:
+        raise DataError(f"{data.name} has {n_l} labelled training rows, fewer than the "
                         f"{program.num_classes} classes; set data.labels (--labels) to at least {program.num_classes}")
+    if train.labelled_batch_size is not None and train.labelled_batch_size > n_l:
+        raise ConfigError(f"train.labelled_batch_size={train.labelled_batch_size} is more than the {n_l} labelled "
+                          f"training rows; set labelled_batch_size (--labelled-batch-size) to at most {n_l}")
 
 
 def fit(program: nn.Module, data: DataSplits, train: TrainSpec | Mapping[str, Any], *,

@@ -71,6 +71,14 @@ def check_fit_inputs(program: Any, data: Any, train: Any, *, program_name: str =
     return train
 
 
+def refuse_labelled_batch(train: TrainSpec, program: str) -> None:
+    """ConfigError when ``train.labelled_batch_size`` is set for a fit with no labelled rows to batch."""
+    if train.labelled_batch_size is not None:
+        raise ConfigError(f"train.labelled_batch_size={train.labelled_batch_size} sets the labelled rows of each "
+                          f"semi-supervised step, but {program} trains on unlabelled rows only; drop it "
+                          "(--labelled-batch-size), or use model.program: m2 with data.labels")
+
+
 def monitor_name(train: TrainSpec, names: Sequence[str], default: str, what: str) -> str:
     """The validation score ``train.monitor`` names among ``names`` (None: ``default``).
 
@@ -84,4 +92,4 @@ def monitor_name(train: TrainSpec, names: Sequence[str], default: str, what: str
     return name
 
 
-__all__ = ["RESUMABLE_CHANGES", "monitor_name", "check_train_spec", "as_train_spec", "check_batch_size", "check_fit_inputs"]
+__all__ = ["RESUMABLE_CHANGES", "monitor_name", "refuse_labelled_batch", "check_train_spec", "as_train_spec", "check_batch_size", "check_fit_inputs"]

@@ -135,6 +135,47 @@ def test_mixed_batches_see_every_labelled_row_every_epoch():
     assert set(torch.cat([b["x"] for b in stream]).unique().tolist()) <= {0.0, 1.0}  # dynamic binarization
 
 
+@pytest.mark.parametrize("m", [7, 30])
+def test_a_labelled_batch_size_puts_that_many_labelled_rows_in_every_step(m):
+    data = semi_supervised(load_dataset("digits", binarize="dynamic"), 30, seed=0)
+    stream = list(mixed_batches(data, TrainSpec(batch_size=100, labelled_batch_size=m), torch.Generator().manual_seed(0)))
+    assert [b["idx_labelled"].numel() for b in stream] == [m] * math.ceil(len(data.train) / 100)
+    counts = torch.bincount(torch.cat([b["idx_labelled"] for b in stream]), minlength=len(data.train))
+    labelled = labelled_rows(data)
+    assert set(counts.nonzero().flatten().tolist()) == set(labelled.tolist())
+    passes = len(stream) * m / 30  # shuffles laid end to end: every row once per full pass, the last pass cut short
+    assert int(counts[labelled].min()) == math.floor(passes) and int(counts[labelled].max()) == math.ceil(passes)
+    if m == 30:  # m = L: every step holds every labelled row once
+        assert all(sorted(b["idx_labelled"].tolist()) == sorted(labelled.tolist()) for b in stream)
+    assert all(bool((b["y"] == data.train_labels[b["idx_labelled"]]).all()) for b in stream)
+
+
+def refused_before_training(match: str, **train):
+    """(data, program) after checking that M2's fit on 20 digit labels refuses ``train`` before any step."""
+    data = semi_supervised(load_dataset("digits", binarize="dynamic", max_train=200), 20, seed=0)
+    program = tiny_m2(classes=10, data_dim=64)
+    before = {k: v.clone() for k, v in program.state_dict().items()}
+    with pytest.raises(ConfigError, match=match):
+        semisup.fit(program, data, TrainSpec(elbo="enum", epochs=1, **train), progress=False)
+    assert all(torch.equal(before[k], v) for k, v in program.state_dict().items())  # no step was taken
+    return data, program
+
+
+def test_a_labelled_batch_size_is_refused_where_it_cannot_apply():
+    data, program = refused_before_training(r"train.labelled_batch_size=21 is more than the 20 labelled training rows; "
+                                            r"set labelled_batch_size \(--labelled-batch-size\) to at most 20",
+                                            labelled_batch_size=21)
+    vae = build_program(ModelSpec(latent_dim=2), data_dim=64, seed=0)
+    with pytest.raises(ConfigError, match=r"train.labelled_batch_size=5 sets the labelled rows .* trains on unlabelled "
+                                          r"rows only; drop it"):
+        svi.fit(vae, load_dataset("digits", binarize="dynamic", max_train=200), TrainSpec(epochs=1, labelled_batch_size=5),
+                progress=False)
+    with pytest.raises(ConfigError, match=r"train.labelled_batch_size"):
+        TrainSpec(labelled_batch_size=0)
+    fit = semisup.fit(program, data, TrainSpec(elbo="enum", epochs=1, labelled_batch_size=20), progress=False)
+    assert len(fit.history) == 1
+
+
 def test_mixed_batches_draw_gaussian_rows_around_the_means_when_the_data_carry_sds():
     """train_sd (M1+M2 on draws of z): x = mean + sd eps per minibatch. Means 3, sds 2 on one column and 0 on the
     other: the drawn column's sample mean and variance over n draws are within 4 s.e. of 3 and 4 (s.e. 2 / sqrt(n)
@@ -212,13 +253,8 @@ def test_the_kept_epoch_is_the_first_best_of_the_monitored_validation_score(moni
 
 
 def test_a_validation_score_the_method_does_not_offer_is_refused_before_training():
-    data = semi_supervised(load_dataset("digits", binarize="dynamic", max_train=200), 20, seed=0)
-    program = tiny_m2(classes=10, data_dim=64)
-    before = {k: v.clone() for k, v in program.state_dict().items()}
-    with pytest.raises(ConfigError, match=r"train.monitor='elbo' is not a validation score of M2; use one of: "
-                                          r"accuracy, log_q"):
-        semisup.fit(program, data, TrainSpec(elbo="enum", epochs=1, monitor="elbo"), progress=False)
-    assert all(torch.equal(before[k], v) for k, v in program.state_dict().items())  # no step was taken
+    data, program = refused_before_training(r"train.monitor='elbo' is not a validation score of M2; use one of: "
+                                            r"accuracy, log_q", monitor="elbo")
     vae = build_program(ModelSpec(latent_dim=2), data_dim=64, seed=0)
     with pytest.raises(ConfigError, match=r"train.monitor='accuracy' is not a validation score of .*'elbo'"):
         svi.fit(vae, load_dataset("digits", binarize="dynamic", max_train=200), TrainSpec(epochs=1, monitor="accuracy"),
