@@ -96,7 +96,7 @@ def quadrants(cfg, data_dir) -> list[dict]:
         found, lv_score = len(cfg["networks"]), None
         if len(xn) >= 2:  # the VAE's conditional NLL through the per-row VI proposal (cost linear in the rows)
             t0 = time.perf_counter()
-            lv_score = score_vae_completion(vae, xn, mask, num_samples=cfg["K"], proposal="local_vi")
+            lv_score = score_vae_completion(vae, xn, mask, num_samples=cfg["K"], proposal="local_vi", progress=True)
             rows.append({"observed": observed, **row(f"vae (NLL, proposal=local_vi, {len(xn)} rows)", lv_score,
                                                      train_s=vae_s, complete_s=time.perf_counter() - t0)})
             found += 1
@@ -104,14 +104,14 @@ def quadrants(cfg, data_dir) -> list[dict]:
         if len(xs) >= 2:  # the NUTS-fitted proposal (its cost grows faster than the rows) on the first nuts_rows images
             score = lv_score if len(xn) == len(xs) else score_vae_completion(vae, xs, mask, num_samples=cfg["K"])
             t0 = time.perf_counter()
-            nuts_score = score_vae_completion(vae, xs, mask, num_samples=cfg["K"], proposal="nuts")
+            nuts_score = score_vae_completion(vae, xs, mask, num_samples=cfg["K"], proposal="nuts", progress=True)
             rows.append({"observed": observed, **row(f"vae (NLL, proposal=nuts, {len(xs)} rows)", nuts_score,
                                                      train_s=vae_s, complete_s=time.perf_counter() - t0)})
             found += 1
         if len(xv) >= 2:  # every completion method on the first vae_rows images
             for method in cfg["methods"]:
                 out = complete_by_inference(ObservedPart(vae, mask), xv, method=method, num_samples=10,
-                                            warmup=100, proposals=1000)
+                                            warmup=100, proposals=1000, progress=True)
                 rows.append({"observed": observed, **row(f"vae+{method}", score if len(xs) == len(xv) else None,
                                                          out.means, xv, ~mask, vae_s, out.seconds, data.image_shape)})
                 found += 1

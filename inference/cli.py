@@ -163,7 +163,8 @@ def _complete(args: argparse.Namespace) -> int:
     from inference.completion.api import complete_run
 
     out = complete_run(args.run_dir, mask=args.mask, method=args.method, rows=args.rows, samples=args.samples,
-                       num_samples=args.K, sigma=args.sigma, proposal=args.proposal, seed=args.seed, device=args.device)
+                       num_samples=args.K, sigma=args.sigma, proposal=args.proposal, seed=args.seed, device=args.device,
+                       progress=not args.quiet)
     m = out.metrics
     if m.get("conditional_nll") is not None:
         print(f"conditional NLL (IS, K={m['num_samples']}): {m['conditional_nll']:.3f} +- {m['conditional_nll_stderr']:.3f} "
@@ -364,6 +365,7 @@ def _add_complete(sub: argparse._SubParsersAction) -> None:
                    help="IS proposal of log p(x_obs) for a VAE run: local_vi (default; per-row VI, cost linear in the rows) | "
                         "defensive (encoder + prior; cheap, often far off) | nuts (fitted to NUTS draws)")
     c.add_argument("--seed", type=int, default=0)
+    c.add_argument("-q", "--quiet", action="store_true", help="no progress (a bar on a terminal, a line a minute in a log)")
     _add_device(c)
     c.set_defaults(func=_complete)
 

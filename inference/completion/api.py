@@ -27,7 +27,7 @@ from inference.completion.yardstick import score_conditional, score_vae_completi
 from inference.devices import resolve_device
 from inference.run import load_run
 from inference.run_folder import locked
-from pyro_vae.checks import choice, positive_float, positive_int, seed as check_seed
+from pyro_vae.checks import boolean, choice, positive_float, positive_int, seed as check_seed
 from pyro_vae.completion import build_task, same_task
 from pyro_vae.cvae import is_conditional
 from pyro_vae.errors import ConfigError
@@ -78,16 +78,18 @@ def _check(program: Any, method: str | None, rows: int, samples: int, data: Any)
 
 
 def _complete_vae(vae: Any, task: Any, x: torch.Tensor, method: str, samples: int, num_samples: int,
-                  sigma: float, seed: int, proposal: str) -> tuple[torch.Tensor, dict[str, Any]]:
+                  sigma: float, seed: int, proposal: str, progress: bool) -> tuple[torch.Tensor, dict[str, Any]]:
     if task.kind == "superres":
         obs = LowResolution(vae, task.image_shape, task.factor, sigma)
-        out = complete_by_inference(obs, task.condition(x), method=method, num_samples=samples, seed=seed)
+        out = complete_by_inference(obs, task.condition(x), method=method, num_samples=samples, seed=seed,
+                                    progress=progress)
         return out.means, {"seconds": out.seconds, "conditional_nll": None}
     obs = ObservedPart(vae, task.mask)
-    out = complete_by_inference(obs, x, method=method, num_samples=samples, seed=seed)
+    out = complete_by_inference(obs, x, method=method, num_samples=samples, seed=seed, progress=progress)
     if proposal == "local_vi" and out.proposal is not None:  # method local_vi fitted this proposal to these rows
         proposal = out.proposal
-    score = score_vae_completion(vae, x, task.mask, num_samples=num_samples, proposal=proposal, seed=seed)
+    score = score_vae_completion(vae, x, task.mask, num_samples=num_samples, proposal=proposal, seed=seed,
+                                 progress=progress)
     extra = {"seconds": out.seconds, **score.metrics()}
     if out.accept_rate is not None:
         extra["accept_rate"] = out.accept_rate
@@ -96,7 +98,7 @@ def _complete_vae(vae: Any, task: Any, x: torch.Tensor, method: str, samples: in
 
 def complete_run(run_dir: str | Path, *, mask: str = "quadrants:1", method: str | None = None, rows: int = 100,
                  samples: int = 8, num_samples: int = 1000, sigma: float = 0.05, proposal: str = "local_vi",
-                 seed: int = 0, device: str | torch.device | None = None) -> CompletionResult:
+                 seed: int = 0, device: str | torch.device | None = None, progress: bool = True) -> CompletionResult:
     """Complete the first ``rows`` test rows of a run under ``mask`` (``quadrants:N``, ``random:F``, ``center``,
     ``rows:F``, ``downsample:F``) with ``samples`` completions each (module docstring).
 
@@ -106,13 +108,15 @@ def complete_run(run_dir: str | Path, *, mask: str = "quadrants:1", method: str 
     (VAE super-resolution). ``proposal``: of log p(x_obs) for a VAE run, ``defensive``, ``local_vi`` or ``nuts``
     (:func:`~inference.completion.yardstick.score_vae_completion`). ``device``: where the program runs
     (``cpu``, ``cuda``, ``cuda:N``, ``mps``, ``auto``; default cpu); the metrics and figures are computed
-    on CPU copies. Every argument is checked before anything is computed or written.
+    on CPU copies. ``progress``: a bar on a terminal, a line a minute in a log, for the methods that take long
+    (``local_vi``, NUTS). Every argument is checked before anything is computed or written.
     """
     run_dir = Path(run_dir)
     positive_int("num_samples", num_samples)
     positive_float("sigma", sigma)
     check_seed("seed", seed)
     choice("proposal", proposal, PROPOSALS)
+    boolean("progress", progress)
     target = resolve_device(device)
     spec, data, program = load_run(run_dir, device=target)
     task = _task_of(mask, data)
@@ -126,7 +130,8 @@ def complete_run(run_dir: str | Path, *, mask: str = "quadrants:1", method: str 
             comps = program.complete(x, samples, mean=True)
             extra = score_conditional(program, x, num_samples=num_samples, seed=seed).metrics()
         else:
-            comps, extra = _complete_vae(program, task, x, method, samples, num_samples, sigma, seed, proposal)
+            comps, extra = _complete_vae(program, task, x, method, samples, num_samples, sigma, seed, proposal,
+                                         progress)
     comps, x = comps.detach().float().cpu(), x.float().cpu()
     low = task.condition(x) if task.kind == "superres" else None
     missing = ~task.mask if task.kind == "inpaint" else None

@@ -69,7 +69,7 @@ LOCAL_VI_PARTICLES = 4  # its particles per row and step
 
 
 def local_vi_proposal(part: Any, x_obs: torch.Tensor, seed: int = 0, *, steps: int = LOCAL_VI_STEPS,
-                      num_particles: int = LOCAL_VI_PARTICLES) -> GaussianProposal:
+                      num_particles: int = LOCAL_VI_PARTICLES, progress: bool = False) -> GaussianProposal:
     r"""Per row, the Gaussian q*_i = argmax_q E_q[log p(x_obs,i | z) + log p(z) - log q(z)] over full-covariance q.
 
     Non-amortized VI (:func:`inference.baselines.local_vi.fit_local`, estimator A, started at the
@@ -79,16 +79,17 @@ def local_vi_proposal(part: Any, x_obs: torch.Tensor, seed: int = 0, *, steps: i
     N(m_i, S_i) is returned as N(m_i, s^2 S_i), s = ``PROPOSAL_SCALE`` (1.2): VI's KL(q || p) makes q
     narrower than p, and an IS proposal narrower than its target has unbounded weights. Its cost is
     rows x ``num_particles`` x ``steps`` decoder passes, linear in the rows (NUTS's proposal is not).
+    ``progress``: the fit's progress (:func:`inference.progress.bar`).
     """
     fit = fit_local(part, x_obs, steps=steps, num_particles=num_particles, init="encoder", full_cov=True,
-                    elbo="trace", eval_particles=1, seed=seed, progress=False)
+                    elbo="trace", eval_particles=1, seed=seed, progress=progress)
     mean, cov = fit.guide.moments()
     return GaussianProposal.from_moments(mean, cov, x_obs)
 
 
-def local_vi_guide(part: Any, x_obs: torch.Tensor, seed: int = 0, **budget: int):
+def local_vi_guide(part: Any, x_obs: torch.Tensor, seed: int = 0, **budget: Any):
     """The guide r = 9/10 q*_i + 1/10 p(z) over site "z": :func:`local_vi_proposal` (``budget``: its ``steps`` and
-    ``num_particles``) mixed with the prior by :func:`defensive_guide`; what proposal and method ``local_vi`` use."""
+    ``num_particles``, and ``progress``) mixed with the prior by :func:`defensive_guide`; what proposal and method ``local_vi`` use."""
     return defensive_guide(part, 0.9, local_vi_proposal(part, x_obs, seed, **budget).distribution)
 
 

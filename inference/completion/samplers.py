@@ -40,7 +40,7 @@ import torch
 from inference.completion.proposals import defensive_guide, local_vi_guide
 from inference.log_weights import log_weights
 from inference.mcmc import sample_latents
-from pyro_vae.checks import choice, positive_int, seed as check_seed
+from pyro_vae.checks import boolean, choice, positive_int, seed as check_seed
 from pyro_vae.errors import ConfigError
 from pyro_vae.observation import LowResolution, ObservedPart
 from pyro_vae.rng import seeded
@@ -88,9 +88,10 @@ def _sir(obs: Any, x: torch.Tensor, S: int, proposals: int, guide: Any = None) -
                      dim=1)
 
 
-def _local_vi(obs: Any, x: torch.Tensor, S: int, proposals: int, seed: int) -> tuple[torch.Tensor, Callable]:
+def _local_vi(obs: Any, x: torch.Tensor, S: int, proposals: int, seed: int, progress: bool
+              ) -> tuple[torch.Tensor, Callable]:
     x_in = obs.observed_value(x)  # the rows as the observation model reads them: what the proposal is fitted to
-    guide = local_vi_guide(obs, x_in, seed)
+    guide = local_vi_guide(obs, x_in, seed, progress=progress)
     return _sir(obs, x_in, S, proposals, guide), guide
 
 
@@ -101,10 +102,10 @@ def _sir_rows(obs: Any, x: torch.Tensor, S: int, proposals: int, guide: Any) -> 
     return z.permute(1, 0, 2).gather(1, idx.unsqueeze(-1).expand(-1, -1, z.shape[-1])).permute(1, 0, 2)
 
 
-def _nuts(obs: Any, x: torch.Tensor, S: int, warmup: int, seed: int, kernel: str) -> torch.Tensor:
+def _nuts(obs: Any, x: torch.Tensor, S: int, warmup: int, seed: int, kernel: str, progress: bool) -> torch.Tensor:
     x_in = obs.observed_value(x)
     post = sample_latents(obs, x_in, num_samples=S, warmup=warmup, num_chains=1, init="encoder", seed=seed,
-                          kernel=kernel, progress=False)
+                          kernel=kernel, progress=progress)
     return post.draws()
 
 
@@ -138,18 +139,20 @@ def _gibbs(obs: ObservedPart, x: torch.Tensor, S: int, *, metropolis: bool, burn
 @torch.no_grad()
 def complete_by_inference(obs: ObservedPart | LowResolution, x: torch.Tensor, *, method: str = "sir",
                           num_samples: int = 10, proposals: int = 1000, warmup: int = 200, burn_in: int = 100,
-                          thin: int = 1, seed: int = 0) -> Completions:
+                          thin: int = 1, seed: int = 0, progress: bool = False) -> Completions:
     """S = ``num_samples`` completions of every row of ``x`` by ``method`` (module docstring); seeded, global RNG untouched.
 
     ``x``: full rows (N, D) for a mask (missing entries are never read) or low-resolution rows for
     super-resolution. ``proposals``: K of sir and local_vi; ``warmup``: NUTS warm-up; ``burn_in``, ``thin``: the
-    Gibbs chains'.
+    Gibbs chains'. ``progress``: the progress of the methods that take long (``local_vi``'s fit, NUTS's chains;
+    :func:`inference.progress.bar`).
     """
     method = choice("method", method, METHODS)
     S = positive_int("num_samples", num_samples)
     for name, value in (("proposals", proposals), ("warmup", warmup), ("burn_in", burn_in), ("thin", thin)):
         positive_int(name, value)
     check_seed("seed", seed)
+    boolean("progress", progress)
     obs.check_data(x, "x")
     if method in ("mwg", "pseudo_gibbs") and not isinstance(obs, ObservedPart):
         raise ConfigError(f"method {method!r} completes missing features of a mask (a Gibbs step over x_miss); "
@@ -162,9 +165,9 @@ def complete_by_inference(obs: ObservedPart | LowResolution, x: torch.Tensor, *,
         elif method == "sir":
             z = _sir(obs, x, S, proposals)
         elif method == "local_vi":
-            z, guide = _local_vi(obs, x, S, proposals, seed)
+            z, guide = _local_vi(obs, x, S, proposals, seed, progress)
         elif method in ("nuts", "row_nuts"):
-            z = _nuts(obs, x, S, warmup, seed, kernel=method)
+            z = _nuts(obs, x, S, warmup, seed, kernel=method, progress=progress)
         else:
             z, _, accept = _gibbs(obs, x, S, metropolis=method == "mwg", burn_in=burn_in, thin=thin)
         draws, means = _fill(obs, x, obs.vae.decode(z.to(x.dtype)))

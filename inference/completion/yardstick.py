@@ -32,7 +32,7 @@ from inference.diagnostics.psis import pareto_smooth
 from inference.evaluate import Estimate
 from inference.log_weights import log_weights
 from inference.mcmc import sample_latents
-from pyro_vae.checks import positive_int, seed as check_seed
+from pyro_vae.checks import boolean, positive_int, seed as check_seed
 from pyro_vae.cvae import is_conditional
 from pyro_vae.errors import ConfigError
 from pyro_vae.observation import ObservedPart
@@ -119,8 +119,8 @@ def score_conditional(program: Any, x: torch.Tensor, *, num_samples: int = 1000,
 
 
 def score_vae_completion(vae: Any, x: torch.Tensor, mask: torch.Tensor, *, num_samples: int = 1000,
-                         elbo_particles: int = 10, proposal: str | Callable = "local_vi", seed: int = 0
-                         ) -> CompletionScore:
+                         elbo_particles: int = 10, proposal: str | Callable = "local_vi", seed: int = 0,
+                         progress: bool = False) -> CompletionScore:
     """log p(x_miss | x_obs) = log p(x) - log p(x_obs) of an unconditional VAE (module docstring).
 
     ``proposal`` for log p(x_obs): ``"local_vi"`` (the default: 9/10 a full-covariance Gaussian fitted
@@ -129,14 +129,15 @@ def score_vae_completion(vae: Any, x: torch.Tensor, mask: torch.Tensor, *, num_s
     p(z | x_obs) on images: :mod:`inference.completion.proposals`), ``"nuts"`` (9/10 a Gaussian fitted to
     200 NUTS draws of z | x_obs per row, sd x 1.2, + 1/10 p(z): the best proposal here, at NUTS's
     cost), ``"encoder"`` (q(z | x with the missing features 0)), ``"prior"`` (p(z)), or a guide callable ``guide(x)`` sampling site "z" in the data plate. The k-hat is the
-    larger of the two proposals' per row.
+    larger of the two proposals' per row. ``progress``: the fitting of ``local_vi`` and ``nuts`` shown.
     """
     _check(x, num_samples, elbo_particles, seed)
+    boolean("progress", progress)
     vae.check_data(x, "x")
     part = ObservedPart(vae, mask)
     x_obs = part.observed_value(x)  # the rows as the observation model reads them (missing entries ignored)
     with seeded(seed):
-        guide = observed_proposal(part, proposal, x_obs, seed)
+        guide = observed_proposal(part, proposal, x_obs, seed, progress=progress)
         ll_x, k_x = importance_log_likelihood(vae.model, vae.guide, x, num_samples)
         ll_obs, k_obs = importance_log_likelihood(part.model, guide, x_obs, num_samples)
         elbo_x = _mean_log_weight(vae.model, vae.guide, x, elbo_particles)
@@ -144,18 +145,20 @@ def score_vae_completion(vae: Any, x: torch.Tensor, mask: torch.Tensor, *, num_s
                            Estimate.from_values(ll_obs - elbo_x, elbo_particles), np.maximum(k_x, k_obs), num_samples)
 
 
-def observed_proposal(part: ObservedPart, proposal: str | Callable, x_obs: torch.Tensor, seed: int = 0) -> Callable:
+def observed_proposal(part: ObservedPart, proposal: str | Callable, x_obs: torch.Tensor, seed: int = 0, *,
+                      progress: bool = False) -> Callable:
     """The importance-sampling guide named ``proposal`` for log p(x_obs) on the masked program ``part``, fitted to
-    the rows ``x_obs`` where it needs fitting (``local_vi``, ``nuts``); see :func:`score_vae_completion`."""
+    the rows ``x_obs`` where it needs fitting (``local_vi``, ``nuts``, with ``progress`` shown); see
+    :func:`score_vae_completion`."""
     if callable(proposal):
         return proposal
     if proposal == "nuts":  # a Gaussian fitted to NUTS draws of z | x_obs, 9:1 with the prior
         with torch.enable_grad():
             post = sample_latents(part, x_obs, num_samples=NUTS_DRAWS, warmup=NUTS_DRAWS, num_chains=1,
-                                  init="encoder", seed=seed, progress=False)
+                                  init="encoder", seed=seed, progress=progress)
         return defensive_guide(part, 0.9, post.gaussian_proposal().distribution)
     if proposal == "local_vi":  # a full-covariance Gaussian fitted per row by VI on p(z | x_obs), 9:1 with the prior
-        return local_vi_guide(part, x_obs, seed)
+        return local_vi_guide(part, x_obs, seed, progress=progress)
     if proposal == "encoder":
         return part.guide
     if proposal == "defensive":

@@ -25,9 +25,9 @@ import numpy as np
 import torch
 from pyro.ops.dual_averaging import DualAveraging
 from pyro.ops.welford import WelfordCovariance
-from tqdm.auto import tqdm
 
 from inference.mcmc.row_nuts import RowPotential, build_kernel, find_step_size, init
+from inference.progress import bar
 
 Tensor = torch.Tensor
 ROW_STAT_KEYS = ("diverging", "accept_prob", "tree_depth", "num_steps", "lp")
@@ -112,7 +112,7 @@ def run_row_nuts(potential_fn: RowPotential, position: Tensor, *, num_samples: i
     variance = WelfordCovariance(diagonal=True)
     collecting = False
     draws, stats = [], {key: [] for key in ROW_STAT_KEYS}
-    for t in tqdm(range(warmup + num_samples), desc="per-row NUTS", disable=not progress, mininterval=5.0):
+    for t in bar(range(warmup + num_samples), enabled=progress, desc="per-row NUTS", unit="transition"):
         state, info = kernel(state, counted, eps, inverse_mass, generator=generator)
         if t < warmup:
             averaging.step(target_accept - info.acceptance_rate)

@@ -89,3 +89,33 @@ def test_an_importance_sampled_evaluation_reports_in_a_log(capsys, clock, monkey
     out = capsys.readouterr().err.splitlines()
     assert out == ["log p(x): 1/4 chunk (25 %), 100 s, ~300 s left", "log p(x): 2/4 chunk (50 %), 200 s, ~200 s left",
                    "log p(x): 3/4 chunk (75 %), 300 s, ~100 s left", "log p(x): 4/4 chunk (100 %), 400 s"]
+
+
+@pytest.mark.parametrize("method, first_line", [("row_nuts", "per-row NUTS: 1/5 transition (20 %), 100 s, ~400 s left"),
+                                                ("local_vi", None)])
+def test_completion_by_inference_reports_in_a_log_and_draws_the_same(capsys, monkeypatch, method, first_line):
+    """``progress=True`` on a slow clock prints the long methods' lines; the completions are those of a silent run."""
+    import torch
+
+    from inference.completion.samplers import complete_by_inference
+    from pyro_vae import build_vae
+    from pyro_vae.observation import ObservedPart
+
+    vae = build_vae(data_dim=6, latent_dim=2, seed=0)
+    x, mask = torch.rand(4, 6).round(), torch.tensor([True, True, True, False, False, False])
+    kwargs = dict(method=method, num_samples=2, warmup=3, proposals=10, seed=1)
+    silent = complete_by_inference(ObservedPart(vae, mask), x, **kwargs)
+    assert capsys.readouterr().err == ""
+    clock = [0.0]
+
+    def tick():
+        clock[0] += 100.0
+        return clock[0]
+
+    monkeypatch.setattr(progress, "time", SimpleNamespace(monotonic=tick))
+    shown = complete_by_inference(ObservedPart(vae, mask), x, progress=True, **kwargs)
+    out = capsys.readouterr().err.splitlines()
+    assert out and all("\r" not in line for line in out)
+    if first_line is not None:
+        assert out[0] == first_line
+    torch.testing.assert_close(shown.means, silent.means, rtol=0, atol=0)
