@@ -49,3 +49,33 @@ def test_the_training_loop_runs_with_subnormals_flushed_and_restores_the_mode():
     svi.fit(vae, data, TrainSpec(epochs=2, batch_size=50, seed=0), progress=False,
             callbacks=[lambda state, record: seen.append(flushing_now())])
     assert seen == [True, True] and not flushing_now()
+
+
+TEAM_SCRIPT = """
+import torch
+from inference.training.subnormals import _openmp_runtime, flushing_subnormals
+torch.set_num_threads(2)
+def zeros():  # the fraction of 1e-30 * 1e-10 = 1e-40 that comes out 0; 2e6 elements are split over both threads
+    x = torch.full((2_000_000,), 1e-30) * torch.full((2_000_000,), 1e-10)
+    return float((x == 0).double().mean())
+before = zeros()  # this also makes PyTorch's thread team, before the flags are set
+with flushing_subnormals():
+    inside = zeros()
+print(_openmp_runtime() is not None, before, inside, zeros())
+"""
+
+
+def test_the_intra_op_threads_flush_too():
+    """A fresh process with two intra-op threads made before the block: inside it every share of an elementwise
+    product is flushed, not only the training thread's half; after it none is."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "2"}
+    out = subprocess.run([sys.executable, "-c", TEAM_SCRIPT], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    found, before, inside, after = out.stdout.split()
+    if found != "True":
+        pytest.skip("no OpenMP runtime with GOMP_parallel in this process (the flags cover the training thread only)")
+    assert (float(before), float(inside), float(after)) == (0.0, 1.0, 0.0)
