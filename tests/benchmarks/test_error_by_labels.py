@@ -68,7 +68,7 @@ def test_semi_supervised_records_one_line_per_method_run_in_a_draw(tmp_path):
 
     args = argparse.Namespace(epochs=100, patience=30, lr=1e-3, batch_size=100, alpha=None, alpha_per_label=5000.0,
                               monitor=None, m1=str(tmp_path / "m1_run"), m1_units="active", m1_features="mean",
-                              max_train=None, skip_m2=True)
+                              max_train=None, skip_m2=True, labelled_batch=100)
     out = {"floor": 28.13, "m2": float("nan"), "seconds": float("nan"), "m1m2": 3.95, "m1m2_seconds": 3267.2,
            "m1m2_kept": 86}
     record(str(tmp_path / "r.jsonl"), 100, 4, out, args)
@@ -77,6 +77,7 @@ def test_semi_supervised_records_one_line_per_method_run_in_a_draw(tmp_path):
         ("labelled-only", None, 28.13, 4), ("M1+M2", "m1_run", 3.95, 4)]
     assert lines[1]["kept_epoch"] == 86 and lines[1]["seconds"] == 3267
     assert "alpha 5000 x labels" in lines[1]["protocol"] and "M1 units active" in lines[1]["protocol"]
+    assert "100 labelled rows per step" in lines[1]["protocol"]
     assert read_records([tmp_path / "r.jsonl"])["M1+M2 (M1: m1_run)"][100] == {4: 3.95}
 
 
