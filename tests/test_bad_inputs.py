@@ -639,13 +639,22 @@ def _cvae(data_dim=16, image_shape=(4, 4), **options):
                          image_shape=image_shape, seed=0)
 
 
-def _complete_ppca(method, x=None):
+def _complete_ppca(method, x=None, **options):
     from inference.completion.samplers import complete_by_inference
     from pyro_vae.linear_gaussian import linear_gaussian_vae
     from pyro_vae.observation import LowResolution
 
     vae = linear_gaussian_vae(torch.zeros(16, 2), torch.zeros(16), 0.1)
-    return complete_by_inference(LowResolution(vae, (4, 4), 2), torch.zeros(3, 4) if x is None else x, method=method)
+    return complete_by_inference(LowResolution(vae, (4, 4), 2), torch.zeros(3, 4) if x is None else x, method=method,
+                                 **options)
+
+
+def _score_ppca(**options):
+    from inference.completion.yardstick import score_vae_completion
+    from pyro_vae.linear_gaussian import linear_gaussian_vae
+
+    vae = linear_gaussian_vae(torch.zeros(16, 2), torch.zeros(16), 0.1)
+    return score_vae_completion(vae, torch.zeros(3, 16), torch.arange(16) < 8, num_samples=5, **options)
 
 
 def _other_task():
@@ -666,6 +675,8 @@ COMPLETION = [
     case("cvae-other-task", _other_task, ConfigError, "trained for"),
     case("complete-method-unknown", lambda: _complete_ppca("gibbs"), ConfigError, "method"),
     case("complete-mwg-superres", lambda: _complete_ppca("mwg"), ConfigError, "mwg"),
+    case("complete-progress-text", lambda: _complete_ppca("sir", progress="yes"), ConfigError, "progress"),
+    case("score-progress-int", lambda: _score_ppca(progress=1), ConfigError, "progress"),
     case("complete-low-res-shape", lambda: _complete_ppca("sir", torch.zeros(3, 5)), DataError, "low-resolution"),
     case("parse-mask-unknown", lambda: __import__("pyro_vae.masks").masks.parse_mask("quadrant:1"), ConfigError, "--mask"),
 ]
