@@ -69,7 +69,7 @@ def _openmp_runtime() -> ctypes.CDLL | None:
 
 def _set_on_team(mode: bool) -> bool:
     """Set the flags to ``mode`` on every thread of this thread's OpenMP team (module docstring); whether it could."""
-    runtime = _openmp_runtime() if torch.get_num_threads() > 1 else None
+    runtime = _openmp_runtime()
     if runtime is None:
         return False
     body = _TEAM_CALL(lambda _: torch.set_flush_denormal(mode))
@@ -92,8 +92,9 @@ def flushing_subnormals(enabled: bool = True) -> Iterator[bool]:
     if not torch.set_flush_denormal(True):  # no SSE3 flags (or no x86/ARM support): nothing to set
         yield False
         return
-    team = _set_on_team(True)
-    if not team and torch.get_num_threads() > 1:
+    team = torch.get_num_threads() > 1  # one thread: it is the whole team
+    if team and not _set_on_team(True):
+        team = False
         logger.info("subnormals are flushed on the training thread only: no OpenMP runtime found for the other "
                     "%d intra-op threads", torch.get_num_threads() - 1)
     try:
